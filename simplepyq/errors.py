@@ -1,0 +1,37 @@
+"""Exceptions a task raises to steer the queue, and those the library raises to its caller."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+
+class DelayException(Exception):
+    """Raised by a task to run again later, without consuming one of its retries.
+
+    ``delay_seconds`` may be fractional or a ``timedelta``; the task is stored as
+    ``delayed`` and becomes due once that much time has passed.
+    """
+
+    def __init__(self, delay_seconds: float | timedelta) -> None:
+        self.delay_seconds = seconds_from(delay_seconds, "delay_seconds")
+        super().__init__(f"task deferred for {self.delay_seconds:g}s")
+
+
+class StoreError(Exception):
+    """The task store cannot be opened or used: the message names the store and the cause."""
+
+
+def seconds_from(value: float | timedelta, name: str) -> float:
+    """Return ``value`` as a finite, non-negative number of seconds, or raise naming ``name``."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(
+            f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return seconds

@@ -1,0 +1,88 @@
+"""What an outcome means for a task: retry after a backoff, defer, finish or fail.
+
+Kept apart from the worker loop so the rules read in one place and test on their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from simplepyq.errors import seconds_from
+from simplepyq.task import Status
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long a failed task waits before its retry.
+
+    The n-th attempt's failure waits ``delay * factor ** (n - 1)`` seconds, at most
+    ``max_delay``. ``Backoff(5)`` is a fixed 5 s; ``Backoff(1, factor=2, max_delay=60)``
+    doubles from 1 s up to a minute. The default, ``Backoff(0)``, retries at once.
+    """
+
+    delay: float = 0.0
+    factor: float = 1.0
+    max_delay: float | None = None
+
+    def __post_init__(self) -> None:
+        seconds_from(self.delay, "Backoff delay")
+        if not isinstance(self.factor, (int, float)) or self.factor < 1:
+            raise ValueError(f"Backoff factor must be a number >= 1, got {self.factor!r}")
+        if self.max_delay is not None:
+            seconds_from(self.max_delay, "Backoff max_delay")
+
+    @classmethod
+    def coerce(cls, value: Backoff | float | timedelta) -> Backoff:
+        """Accept a Backoff, or a number of seconds / timedelta meaning a fixed delay."""
+        if isinstance(value, Backoff):
+            return value
+        return cls(seconds_from(value, "backoff"))
+
+    def seconds_after(self, attempts: int) -> float:
+        """The wait before the next run of a task that has failed ``attempts`` times."""
+        exponent = max(attempts - 1, 0)
+        try:
+            wait = self.delay * self.factor**exponent
+        except OverflowError:
+            wait = float("inf")
+        if self.max_delay is not None:
+            wait = min(wait, self.max_delay)
+        return min(wait, 10 * 365 * 86400.0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The row update that records one run of a task."""
+
+    status: Status
+    retries: int
+    run_at: float | None = None
+    result: bytes | None = None
+    error: str | None = None
+    finished_at: float | None = None
+
+
+def succeeded(retries: int, result: bytes | None, now: float) -> Decision:
+    """The function returned: the task is done and keeps its result."""
+    return Decision(Status.DONE, retries, result=result, finished_at=now)
+
+
+def deferred(retries: int, delay: float, now: float) -> Decision:
+    """The function raised DelayException: run again later, retries untouched."""
+    return Decision(Status.DELAYED, retries, run_at=now + delay)
+
+
+def raised(retries: int, attempts: int, error: str, backoff: Backoff, now: float) -> Decision:
+    """The function raised: retry after the backoff while retries last, else fail for good."""
+    if retries <= 0:
+        return unrunnable(retries, error, now)
+    wait = backoff.seconds_after(attempts)
+    if wait <= 0:
+        return Decision(Status.PENDING, retries - 1, error=error)
+    return Decision(Status.DELAYED, retries - 1, run_at=now + wait, error=error)
+
+
+def unrunnable(retries: int, error: str, now: float) -> Decision:
+    """Running again cannot help (or retries are spent): record the error and stop."""
+    return Decision(Status.FAILED, retries, error=error, finished_at=now)

@@ -1,0 +1,341 @@
+"""SimplePyQ, the public facade: channels, enqueueing, inspection and maintenance.
+
+It checks its arguments, encodes args and delegates: rows to the store, running
+to the scheduler. Every method is safe to call from any thread, tasks included.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from os import PathLike
+from types import TracebackType
+from typing import Any, TypeVar
+
+from simplepyq import codec
+from simplepyq.errors import seconds_from
+from simplepyq.policy import Backoff
+from simplepyq.scheduler import Channel, Scheduler, Settings, Wakeup
+from simplepyq.storage import open_store
+from simplepyq.task import Status, Task
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SimplePyQ:
+    """A task queue persisted in one SQLite file, shared by every process that opens it.
+
+    ``poll_interval`` bounds how long an idle worker takes to notice tasks that
+    another process enqueued or that came due (a cheap change check, not a query).
+    ``lease`` bounds how long tasks of a dead process on *another host* stay
+    ``running`` before they are recovered; on this host a dead process is noticed
+    at once. ``busy_timeout`` is how long a call waits for another writer.
+    """
+
+    def __init__(self, store_path: str | PathLike[str] = "simplepyq_tasks.db", *,
+                 poll_interval: float = 0.05, lease: float = 30.0,
+                 busy_timeout: float = 30.0) -> None:
+        self._settings = Settings(
+            poll_interval=_positive(poll_interval, "poll_interval"),
+            lease=_positive(lease, "lease"),
+        )
+        self._store = open_store(store_path, _positive(busy_timeout, "busy_timeout"))
+        self.store_path = self._store.location
+        self._channels: dict[str, Channel] = {}
+        self._known: set[str] = set()
+        self._changes = Wakeup()
+        self._scheduler: Scheduler | None = None
+        self._lock = threading.RLock()
+
+    # -- channels ------------------------------------------
+    def add_channel(self, name: str, func: Callable[[Any], Any], max_workers: int = 1, *,
+                    backoff: Backoff | float | timedelta = 0) -> None:
+        """Bind ``func`` to channel ``name``, run by ``max_workers`` threads.
+
+        ``backoff`` is the wait before a failed task's retry: seconds, a timedelta
+        or a ``Backoff`` (fixed or exponential with a cap); 0 retries at once.
+        A channel added while the scheduler runs starts its workers at once.
+        """
+        _check_name(name)
+        if not callable(func):
+            raise TypeError(f"func for channel {name!r} must be callable, not "
+                            f"{type(func).__name__}")
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool):
+            raise TypeError(f"max_workers must be an int, not {type(max_workers).__name__}")
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        channel = Channel(name, func, max_workers, Backoff.coerce(backoff))
+        with self._lock:
+            if name in self._channels:
+                raise ValueError(f"Channel '{name}' already exists")
+            self._store.register_channel(name, time.time())
+            self._channels[name] = channel
+            self._known.add(name)
+            if self._scheduler is not None:
+                self._scheduler.add(channel)
+
+    def channel(self, name: str, max_workers: int = 1, *,
+                backoff: Backoff | float | timedelta = 0) -> Callable[[F], F]:
+        """Decorator form of ``add_channel``: ``@q.channel("email", max_workers=2)``."""
+
+        def register(func: F) -> F:
+            self.add_channel(name, func, max_workers, backoff=backoff)
+            return func
+
+        return register
+
+    def remove_channel(self, name: str) -> int:
+        """Forget channel ``name`` here and in the store, deleting all its tasks.
+
+        Works whether or not this process registered it; returns how many tasks
+        were deleted. Its tasks running right now finish, but nothing is recorded.
+        """
+        _check_name(name)
+        with self._lock:
+            channel = self._channels.pop(name, None)
+            self._known.discard(name)
+        if channel is not None:
+            channel.removed = True
+            channel.wake.notify()
+        return self._store.remove_channel(name)
+
+    # -- enqueueing ----------------------------------------
+    def enqueue(self, channel: str, args: Any, retries: int = 0, *,
+                delay: float | timedelta | None = None, run_at: datetime | None = None,
+                priority: int = 0) -> int:
+        """Store a task for ``channel`` and return its id.
+
+        ``args`` is passed to the channel's function after a msgpack round trip.
+        ``delay`` (seconds or timedelta) or ``run_at`` (a datetime; naive means
+        local time) hold it back; higher ``priority`` runs first, FIFO among equals.
+        Raises ``TypeError`` for args msgpack cannot encode, writing nothing.
+        """
+        return self.enqueue_many(channel, [args], retries, delay=delay, run_at=run_at,
+                                 priority=priority)[0]
+
+    def enqueue_many(self, channel: str, args_list: Iterable[Any], retries: int = 0, *,
+                     delay: float | timedelta | None = None, run_at: datetime | None = None,
+                     priority: int = 0) -> list[int]:
+        """Store one task per item of ``args_list`` in a single transaction; return the ids.
+
+        All or nothing: if any item cannot be encoded, no task is written.
+        """
+        self._check_channel(channel)
+        _check_count(retries, "retries")
+        _check_int(priority, "priority")
+        when = _run_at(delay, run_at)
+        payloads = [codec.pack(args, f"args #{index} for channel {channel!r}")
+                    for index, args in enumerate(args_list)]
+        ids = self._store.add(channel, payloads, retries, when, priority, time.time())
+        self._wake(channel, len(ids))
+        return ids
+
+    # -- running -------------------------------------------
+    def start(self) -> None:
+        """Start the workers of every registered channel in background threads."""
+        with self._lock:
+            if self._scheduler is not None:
+                return
+            scheduler = Scheduler(self._store, self._channels, self._settings, self._changes)
+            scheduler.start()
+            self._scheduler = scheduler
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the workers: running tasks finish (up to ``timeout`` s), no new one starts.
+
+        Unstarted tasks stay pending in the store; ``start()`` resumes. Returns
+        False if some task was still running when the timeout expired.
+        """
+        with self._lock:
+            scheduler, self._scheduler = self._scheduler, None
+        return True if scheduler is None else scheduler.stop(timeout)
+
+    def run_until_complete(self, timeout: float | None = None) -> None:
+        """Run until every task of this process's channels is done or failed, then stop.
+
+        Waits out delays and retries. Tasks of channels not registered here are
+        left alone. Raises ``TimeoutError`` (after stopping) if ``timeout`` passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.start()
+        try:
+            while True:
+                seen = self._changes.generation
+                with self._lock:
+                    names = list(self._channels)
+                if self._store.count_unfinished(names) == 0:
+                    return
+                remaining = _remaining(deadline)
+                if remaining == 0:
+                    raise TimeoutError(f"tasks of channels {', '.join(names)} were still "
+                                       f"unfinished after {timeout}s")
+                self._changes.wait_past(seen, _shorter(remaining, self._settings.poll_interval))
+        finally:
+            self.stop()
+
+    # -- inspection ----------------------------------------
+    def get_task(self, task_id: int) -> Task | None:
+        """The task with this id as stored now, or None if there is none."""
+        _check_int(task_id, "task_id")
+        row = self._store.get(task_id)
+        return None if row is None else Task.from_row(row)
+
+    def wait(self, task_id: int, timeout: float | None = None) -> Task:
+        """Block until the task is done or failed and return it.
+
+        Works in any process, running workers or not. Raises ``TimeoutError`` when
+        ``timeout`` passes, ``ValueError`` if the task does not exist (or is deleted).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        token: int | None = None
+        task: Task | None = None
+        while True:
+            seen = self._changes.generation
+            current = self._store.change_token()
+            if current != token:
+                token = current
+                task = self.get_task(task_id)
+                if task is None:
+                    raise ValueError(f"there is no task with id {task_id}")
+                if task.finished:
+                    return task
+            remaining = _remaining(deadline)
+            if remaining == 0:
+                status = "unfinished" if task is None else task.status
+                raise TimeoutError(f"task {task_id} was still {status} after {timeout}s")
+            self._changes.wait_past(seen, _shorter(remaining, self._settings.poll_interval))
+
+    def tasks(self, channel: str | None = None, status: Status | str | None = None,
+              limit: int = 100) -> list[Task]:
+        """Stored tasks, oldest first, optionally of one channel and/or one status."""
+        if channel is not None:
+            _check_name(channel)
+        if status is not None and status not in {s.value for s in Status}:
+            raise ValueError(f"unknown status {status!r}; statuses are "
+                             f"{', '.join(s.value for s in Status)}")
+        _check_count(limit, "limit")
+        value = None if status is None else Status(status).value
+        return [Task.from_row(row) for row in self._store.list(channel, value, limit)]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Task counts per channel and status, with every status present (0 if none).
+
+        Channels registered here or by another process sharing the store are included.
+        """
+        counts = self._store.stats()
+        names = set(counts) | self._store.known_channels()
+        with self._lock:
+            names |= set(self._channels)
+        return {name: {s.value: counts.get(name, {}).get(s.value, 0) for s in Status}
+                for name in sorted(names)}
+
+    # -- maintenance ---------------------------------------
+    def clear_failed(self, channel: str | None = None) -> int:
+        """Delete failed tasks (of one channel, or all); return how many."""
+        if channel is not None:
+            _check_name(channel)
+        return self._store.clear_failed(channel)
+
+    def requeue_failed(self, channel: str | None = None, retries: int | None = None) -> int:
+        """Make failed tasks pending again, with ``retries`` if given; return how many."""
+        if channel is not None:
+            _check_name(channel)
+        if retries is not None:
+            _check_count(retries, "retries")
+        count = self._store.requeue_failed(channel, retries)
+        for name in [channel] if channel is not None else list(self._channels):
+            self._wake(name, count)
+        return count
+
+    def purge(self, older_than: float | timedelta, channel: str | None = None) -> int:
+        """Delete done and failed tasks that finished more than ``older_than`` ago.
+
+        ``older_than`` is seconds or a timedelta; returns how many were deleted.
+        """
+        age = seconds_from(older_than, "older_than")
+        if channel is not None:
+            _check_name(channel)
+        return self._store.purge(channel, time.time() - age)
+
+    # -- closing -------------------------------------------
+    def close(self) -> None:
+        """Stop the workers (waiting for running tasks) and release the store."""
+        self.stop()
+        self._store.close()
+
+    def __enter__(self) -> SimplePyQ:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- helpers -------------------------------------------
+    def _check_channel(self, name: str) -> None:
+        """Accept channels registered here or by any process sharing the store."""
+        _check_name(name)
+        with self._lock:
+            if name in self._channels or name in self._known:
+                return
+        known = self._store.known_channels()
+        with self._lock:
+            self._known = known | set(self._channels)
+            if name in self._known:
+                return
+            listing = ", ".join(sorted(self._known)) or "none"
+        raise ValueError(f"unknown channel {name!r}; known channels: {listing}")
+
+    def _wake(self, name: str, count: int) -> None:
+        with self._lock:
+            channel = self._channels.get(name)
+        if channel is not None and count:
+            channel.wake.notify(count)
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"a channel name must be a str, not {type(name).__name__}")
+    if not name.strip():
+        raise ValueError(f"a channel name must not be empty, got {name!r}")
+
+
+def _check_int(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+
+
+def _check_count(value: object, name: str) -> None:
+    _check_int(value, name)
+    assert isinstance(value, int)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _positive(value: float, name: str) -> float:
+    seconds = seconds_from(value, name)
+    if seconds == 0:
+        raise ValueError(f"{name} must be more than 0 seconds")
+    return seconds
+
+
+def _run_at(delay: float | timedelta | None, run_at: datetime | None) -> float | None:
+    """The epoch time a new task becomes due, or None for now."""
+    if delay is not None and run_at is not None:
+        raise ValueError("give either delay or run_at, not both")
+    if delay is not None:
+        return time.time() + seconds_from(delay, "delay")
+    if run_at is None:
+        return None
+    if not isinstance(run_at, datetime):
+        raise TypeError(f"run_at must be a datetime, not {type(run_at).__name__}")
+    return run_at.timestamp()
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _shorter(remaining: float | None, interval: float) -> float:
+    return interval if remaining is None else min(remaining, interval)

@@ -1,0 +1,328 @@
+"""The SQLite backend: connections, pragmas, schema upgrades and the task store contract.
+
+One file is shared by every thread and process that opens it. WAL lets readers run
+beside the single writer; every write begins IMMEDIATE so that a transaction never
+has to upgrade a read lock (which SQLite refuses without waiting), and the busy
+timeout plus a retry on "database is locked" keeps contention away from users.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from importlib import resources
+from typing import Any, TypeVar
+
+from simplepyq.errors import StoreError
+from simplepyq.policy import Decision
+from simplepyq.storage.base import Claimed, Owner
+from simplepyq.task import Status
+
+log = logging.getLogger("simplepyq")
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files("simplepyq.storage").joinpath("sqlite.sql").read_text("utf-8")
+    queries: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("-- name:"):
+            name = line.split(":", 1)[1].strip()
+            queries[name] = ""
+        elif name and not line.startswith("--"):
+            queries[name] += line + "\n"
+    return {key: value.strip() for key, value in queries.items()}
+
+
+Q = _load_queries()
+
+
+class SQLiteStore:
+    """Tasks in one SQLite file; safe to share between threads and processes."""
+
+    def __init__(self, path: str, busy_timeout: float = 30.0) -> None:
+        self.location = _checked_path(path)
+        self._busy_timeout = busy_timeout
+        self._idle: list[sqlite3.Connection] = []
+        self._every: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._closed = False
+        try:
+            with self._connection() as conn:
+                self._enable_wal(conn)
+                self._migrate(conn)
+            self._watcher = self._connect()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(f"cannot use {self.location!r} as a task store: {exc}") from exc
+
+    # -- connections ---------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.location, timeout=self._busy_timeout, isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute("PRAGMA synchronous = FULL")
+        with self._lock:
+            self._every.append(conn)
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """Lend an idle connection (or a new one) to the calling thread for one operation."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the task store {self.location!r} is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.rollback()
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+
+    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return self._retrying(work, write=False)
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return self._retrying(work, write=True)
+
+    def _retrying(self, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        """Run ``work`` in one transaction, retrying while another process holds the lock."""
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                with self._connection() as conn:
+                    if not write:
+                        return work(conn)
+                    conn.execute("BEGIN IMMEDIATE")
+                    outcome = work(conn)
+                    conn.execute("COMMIT")
+                    return outcome
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                log.debug("store %s busy (%s); retrying", self.location, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            every, self._every, self._idle = self._every, [], []
+        for conn in every:
+            # One in use by a thread that outlived the queue closes when it is returned.
+            with suppress(sqlite3.ProgrammingError):
+                conn.close()
+
+    # -- schema --------------------------------------------
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs a moment with no other connection; while another
+        # process is opening the same file it can fail with "locked", so retry.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        if str(mode).lower() != "wal":
+            log.warning("store %s runs in %s journal mode, not WAL", self.location, mode)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create the schema, or upgrade a file made by an older version in place."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.location!r} was written by a newer simplepyq (schema {version}); "
+                "upgrade simplepyq to open it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                self._upgrade(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        conn.execute(Q["create_tasks"])
+        present = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for column in Q["added_columns"].splitlines():
+            if column.split()[0] not in present:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
+        conn.execute(Q["create_channels"])
+        conn.execute(Q["create_owners"])
+        for statement in Q["create_indexes"].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(Q["adopt_legacy_channels"], {"now": time.time()})
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- channels ------------------------------------------
+    def register_channel(self, name: str, now: float) -> None:
+        self._write(lambda c: c.execute(Q["register_channel"], {"name": name, "now": now}))
+
+    def known_channels(self) -> set[str]:
+        return self._read(lambda c: {row[0] for row in c.execute(Q["known_channels"])})
+
+    # -- the task life cycle -------------------------------
+    def add(self, channel: str, payloads: Sequence[bytes], retries: int,
+            run_at: float | None, priority: int, now: float) -> list[int]:
+        status = Status.DELAYED.value if run_at is not None and run_at > now else "pending"
+        rows = [
+            {"channel": channel, "args": payload, "status": status, "retries": retries,
+             "run_at": run_at, "priority": priority, "now": now}
+            for payload in payloads
+        ]
+
+        def insert(conn: sqlite3.Connection) -> list[int]:
+            conn.executemany(Q["add"], rows)
+            last = int(conn.execute(Q["last_id"]).fetchone()[0])
+            # AUTOINCREMENT under the write lock hands out consecutive ids.
+            return list(range(last - len(rows) + 1, last + 1))
+
+        return self._write(insert) if rows else []
+
+    def claim(self, channel: str, owner: str, limit: int, now: float) -> list[Claimed]:
+        def take(conn: sqlite3.Connection) -> list[Claimed]:
+            found = conn.execute(
+                Q["claim_candidates"], {"channel": channel, "now": now, "limit": limit}
+            ).fetchall()
+            conn.executemany(
+                Q["mark_running"], [{"id": row[0], "owner": owner, "now": now} for row in found]
+            )
+            return [Claimed(*row) for row in found]
+
+        return self._write(take)
+
+    def record(self, task_id: int, owner: str, decision: Decision) -> bool:
+        values = {
+            "id": task_id, "owner": owner, "status": decision.status.value,
+            "retries": decision.retries, "run_at": decision.run_at, "result": decision.result,
+            "error": decision.error, "finished_at": decision.finished_at,
+        }
+        return self._write(lambda c: c.execute(Q["record"], values).rowcount == 1)
+
+    def next_due(self, channels: Iterable[str]) -> float | None:
+        def earliest(conn: sqlite3.Connection) -> float | None:
+            times = [conn.execute(Q["next_due"], {"channel": name}).fetchone()[0]
+                     for name in channels]
+            known = [float(value) for value in times if value is not None]
+            return min(known, default=None)
+
+        return self._read(earliest)
+
+    def count_unfinished(self, channels: Iterable[str]) -> int:
+        return self._read(lambda c: sum(
+            int(c.execute(Q["count_unfinished"], {"channel": name}).fetchone()[0])
+            for name in channels
+        ))
+
+    def change_token(self) -> int:
+        with self._watch_lock:
+            return int(self._watcher.execute(Q["change_token"]).fetchone()[0])
+
+    # -- liveness and recovery -----------------------------
+    def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
+                       now: float) -> None:
+        values = {"owner": owner, "host": host, "pid": pid, "pid_start": pid_start, "now": now}
+        self._write(lambda c: c.execute(Q["register_owner"], values))
+
+    def unregister_owner(self, owner: str) -> None:
+        self._write(lambda c: c.execute(Q["unregister_owner"], {"owner": owner}))
+
+    def running_owners(self) -> list[Owner]:
+        return self._read(lambda c: [Owner(*row) for row in c.execute(Q["running_owners"])])
+
+    def recover(self, owners: Sequence[str | None], note: str, now: float) -> int:
+        def requeue(conn: sqlite3.Connection) -> int:
+            count = 0
+            for owner in owners:
+                count += conn.execute(Q["recover"], {"owner": owner, "note": note}).rowcount
+                conn.execute(Q["unregister_owner"], {"owner": owner})
+            return count
+
+        return self._write(requeue)
+
+    # -- inspection ----------------------------------------
+    def get(self, task_id: int) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._read(
+            lambda c: c.execute(Q["get"], {"id": task_id}).fetchone()
+        )
+        return row
+
+    def list(self, channel: str | None, status: str | None, limit: int) -> list[tuple[Any, ...]]:
+        values = {"channel": channel, "status": status, "limit": limit}
+        return self._read(lambda c: c.execute(Q["list"], values).fetchall())
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        def count(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            for channel, status, number in conn.execute(Q["stats"]):
+                counts.setdefault(channel, {})[str(status)] = number
+            return counts
+
+        return self._read(count)
+
+    # -- maintenance ---------------------------------------
+    def clear_failed(self, channel: str | None) -> int:
+        return self._write(lambda c: c.execute(Q["clear_failed"], {"channel": channel}).rowcount)
+
+    def requeue_failed(self, channel: str | None, retries: int | None) -> int:
+        values = {"channel": channel, "retries": retries}
+        return self._write(lambda c: c.execute(Q["requeue_failed"], values).rowcount)
+
+    def remove_channel(self, name: str) -> int:
+        def remove(conn: sqlite3.Connection) -> int:
+            conn.execute(Q["remove_channel"], {"name": name})
+            return int(conn.execute(Q["remove_channel_tasks"], {"name": name}).rowcount)
+
+        return self._write(remove)
+
+    def purge(self, channel: str | None, finished_before: float) -> int:
+        values = {"channel": channel, "before": finished_before}
+        return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _checked_path(path: str) -> str:
+    """Refuse locations that cannot hold a shared task store, naming the path and the way out."""
+    if path in ("", ":memory:") or path.startswith("file::memory:"):
+        raise ValueError(
+            f"store_path {path!r} is not a file: a task store is shared by threads and "
+            "processes, so give it a file path"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"cannot create the task store {path!r}: directory {directory!r} does not exist"
+        )
+    if os.path.isdir(path):
+        raise StoreError(f"cannot use {path!r} as a task store: it is a directory")
+    return path

@@ -1,0 +1,151 @@
+-- Every statement the SQLite backend runs, by name. Parsed once at import.
+-- Times are Unix epoch seconds (REAL). `delay_until` keeps its 0.1.3 name and
+-- means "not before": the run-at time of a delayed task.
+
+-- name: create_tasks
+-- The 0.1.3 table, unchanged, so that files made by either version open in both.
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    args BLOB,
+    status TEXT DEFAULT 'pending',
+    retries INTEGER DEFAULT 0,
+    delay_until INTEGER
+);
+
+-- name: added_columns
+-- Columns this version adds to a 0.1.3 table, one per line (ALTER TABLE ... ADD COLUMN).
+priority INTEGER NOT NULL DEFAULT 0
+attempts INTEGER NOT NULL DEFAULT 0
+result BLOB
+error TEXT
+created_at REAL
+started_at REAL
+finished_at REAL
+owner TEXT
+
+-- name: create_channels
+CREATE TABLE IF NOT EXISTS simplepyq_channels (
+    name TEXT PRIMARY KEY,
+    registered_at REAL
+);
+
+-- name: create_owners
+-- Queue instances that may hold running tasks; recovery reads them to find the dead.
+CREATE TABLE IF NOT EXISTS simplepyq_owners (
+    owner TEXT PRIMARY KEY,
+    host TEXT,
+    pid INTEGER,
+    pid_start TEXT,
+    heartbeat_at REAL
+);
+
+-- name: create_indexes
+-- The claim walks only waiting tasks of one channel in run order, however many are finished.
+CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (channel, priority DESC, id)
+    WHERE status IN ('pending', 'delayed');
+CREATE INDEX IF NOT EXISTS tasks_running ON tasks (owner) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS tasks_channel_status ON tasks (channel, status);
+
+-- name: adopt_legacy_channels
+-- Channels of tasks made by 0.1.3 (which did not store channel names) become known.
+INSERT OR IGNORE INTO simplepyq_channels (name, registered_at)
+    SELECT DISTINCT channel, :now FROM tasks;
+
+-- name: register_channel
+INSERT OR IGNORE INTO simplepyq_channels (name, registered_at) VALUES (:name, :now);
+
+-- name: known_channels
+SELECT name FROM simplepyq_channels;
+
+-- name: add
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at)
+VALUES (:channel, :args, :status, :retries, :run_at, :priority, 0, :now);
+
+-- name: last_id
+SELECT last_insert_rowid();
+
+-- name: claim_candidates
+SELECT id, args, COALESCE(retries, 0), COALESCE(attempts, 0) + 1 FROM tasks
+WHERE channel = :channel AND status IN ('pending', 'delayed')
+  AND (delay_until IS NULL OR delay_until <= :now)
+ORDER BY priority DESC, id
+LIMIT :limit;
+
+-- name: mark_running
+UPDATE tasks
+SET status = 'running', owner = :owner, started_at = :now, finished_at = NULL,
+    attempts = COALESCE(attempts, 0) + 1
+WHERE id = :id;
+
+-- name: record
+-- Only the owner of a running task may record its outcome: a task recovered
+-- from an owner given up for dead, or deleted meanwhile, is left as it is.
+UPDATE tasks
+SET status = :status, retries = :retries, delay_until = :run_at, result = :result,
+    error = :error, finished_at = :finished_at, owner = NULL
+WHERE id = :id AND owner = :owner AND status = 'running';
+
+-- name: next_due
+SELECT MIN(delay_until) FROM tasks
+WHERE channel = :channel AND status IN ('pending', 'delayed');
+
+-- name: count_unfinished
+SELECT COUNT(*) FROM tasks
+WHERE channel = :channel AND status IN ('pending', 'delayed', 'running');
+
+-- name: change_token
+PRAGMA data_version;
+
+-- name: register_owner
+INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at)
+VALUES (:owner, :host, :pid, :pid_start, :now)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+
+-- name: unregister_owner
+DELETE FROM simplepyq_owners WHERE owner = :owner;
+
+-- name: running_owners
+SELECT r.owner, o.host, o.pid, o.pid_start, o.heartbeat_at
+FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
+LEFT JOIN simplepyq_owners AS o ON o.owner = r.owner;
+
+-- name: recover
+UPDATE tasks SET status = 'pending', owner = NULL, error = :note
+WHERE status = 'running' AND owner IS :owner;
+
+-- name: get
+SELECT id, channel, args, status, retries, attempts, priority, result, error,
+       created_at, delay_until, started_at, finished_at
+FROM tasks WHERE id = :id;
+
+-- name: list
+SELECT id, channel, args, status, retries, attempts, priority, result, error,
+       created_at, delay_until, started_at, finished_at
+FROM tasks
+WHERE (:channel IS NULL OR channel = :channel) AND (:status IS NULL OR status = :status)
+ORDER BY id
+LIMIT :limit;
+
+-- name: stats
+SELECT channel, status, COUNT(*) FROM tasks GROUP BY channel, status;
+
+-- name: clear_failed
+DELETE FROM tasks WHERE status = 'failed' AND (:channel IS NULL OR channel = :channel);
+
+-- name: requeue_failed
+UPDATE tasks
+SET status = 'pending', retries = COALESCE(:retries, retries), delay_until = NULL,
+    finished_at = NULL, owner = NULL
+WHERE status = 'failed' AND (:channel IS NULL OR channel = :channel);
+
+-- name: remove_channel_tasks
+DELETE FROM tasks WHERE channel = :name;
+
+-- name: remove_channel
+DELETE FROM simplepyq_channels WHERE name = :name;
+
+-- name: purge
+DELETE FROM tasks
+WHERE status IN ('done', 'failed') AND COALESCE(finished_at, 0) < :before
+  AND (:channel IS NULL OR channel = :channel);

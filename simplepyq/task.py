@@ -1,0 +1,103 @@
+"""The task model: the statuses stored in ``tasks.status``, and ``Task``, one row made readable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from simplepyq import codec
+
+
+class Status(str, Enum):
+    """A task's state; each value is the string stored in ``tasks.status`` since 0.1.3."""
+
+    PENDING = "pending"
+    """Waiting for a worker; due now unless ``run_at`` says later."""
+    RUNNING = "running"
+    """Claimed by a worker of a live process (or of a dead one, until it is recovered)."""
+    DELAYED = "delayed"
+    """Waiting for ``run_at``: deferred by ``DelayException``, a retry backoff or ``delay=``."""
+    DONE = "done"
+    """Finished; ``result`` holds what the function returned."""
+    FAILED = "failed"
+    """Out of retries (or unrunnable); ``error`` holds the reason and traceback."""
+
+
+UNFINISHED = (Status.PENDING, Status.RUNNING, Status.DELAYED)
+FINISHED = (Status.DONE, Status.FAILED)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A snapshot of one stored task, as returned by ``get_task``, ``wait`` and ``tasks``.
+
+    ``status`` is one of the ``Status`` values (a ``str``; a row written by hand
+    with another string keeps it). ``args`` and ``result`` are decoded from
+    msgpack; an undecodable blob is kept as the raw ``bytes``. Times are aware
+    UTC datetimes, ``None`` where the row has none (e.g. rows made by 0.1.3).
+    """
+
+    id: int
+    channel: str
+    args: Any
+    status: str
+    retries: int
+    attempts: int
+    priority: int
+    result: Any
+    error: str | None
+    created_at: datetime | None
+    run_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Task:
+        """Build a Task from a row laid out as ``storage.base.TASK_COLUMNS``."""
+        (task_id, channel, args, status, retries, attempts, priority,
+         result, error, created_at, run_at, started_at, finished_at) = row
+        return cls(
+            id=task_id,
+            channel=channel,
+            args=_decoded_or_raw(args),
+            status=_status(status),
+            retries=retries or 0,
+            attempts=attempts or 0,
+            priority=priority or 0,
+            result=_decoded_or_raw(result),
+            error=error,
+            created_at=_time(created_at),
+            run_at=_time(run_at),
+            started_at=_time(started_at),
+            finished_at=_time(finished_at),
+        )
+
+    @property
+    def finished(self) -> bool:
+        """True once the task is ``done`` or ``failed``."""
+        return self.status in FINISHED
+
+
+def _status(value: str | None) -> str:
+    try:
+        return Status(value)
+    except ValueError:
+        return str(value)
+
+
+def _decoded_or_raw(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    try:
+        return codec.unpack(blob)
+    except ValueError:
+        return bytes(blob)
+
+
+def _time(epoch: float | None) -> datetime | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
