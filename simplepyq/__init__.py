@@ -4,11 +4,17 @@ Tasks are grouped in channels; each channel is bound to a function run by a pool
 of worker threads. See README.rst for the guarantees and the API.
 """
 
+import logging
+
 from simplepyq.errors import DelayException, StoreError
 from simplepyq.policy import Backoff
 from simplepyq.queue import SimplePyQ
 from simplepyq.task import Status, Task
 
 __version__ = "1.0.0"
+
+# The library logs, the application decides where logs go: without this, Python
+# would print the library's warnings to stderr when the application set up nothing.
+logging.getLogger("simplepyq").addHandler(logging.NullHandler())
 
 __all__ = ["Backoff", "DelayException", "SimplePyQ", "Status", "StoreError", "Task", "__version__"]

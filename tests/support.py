@@ -1,0 +1,45 @@
+"""Shared test helpers: bounded waits and real child processes running queues."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.002) -> T:
+    """Return the first truthy value of ``predicate()``; fail the test if none within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def spawn_python(code: str, *args: str) -> subprocess.Popen[str]:
+    """Start a real child interpreter running ``code`` (dedented), with this checkout importable."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def run_python(code: str, *args: str, timeout: float = 60.0) -> str:
+    """Run ``code`` in a child interpreter to completion; return its stdout, failing on error."""
+    child = spawn_python(code, *args)
+    out, err = child.communicate(timeout=timeout)
+    assert child.returncode == 0, f"child failed ({child.returncode}):\n{err}"
+    return out
