@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.002) -> T:
-    """Return the first truthy value of ``predicate()``; fail the test if none within ``timeout``."""
+    """Return the first truthy ``predicate()`` value; fail the test if none comes in ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
