@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from simplepyq import codec
 from simplepyq.errors import seconds_from
 from simplepyq.policy import Backoff
-from simplepyq.scheduler import Channel, Scheduler, Settings, Wakeup
+from simplepyq.scheduler import Channel, Scheduler, Settings, Signals
 from simplepyq.storage import open_store
 from simplepyq.task import Status, Task
 
@@ -45,7 +45,7 @@ class SimplePyQ:
         self.store_path = self._store.location
         self._channels: dict[str, Channel] = {}
         self._known: set[str] = set()
-        self._changes = Wakeup()
+        self._signals = Signals()
         self._scheduler: Scheduler | None = None
         self._lock = threading.RLock()
 
@@ -138,7 +138,7 @@ class SimplePyQ:
         with self._lock:
             if self._scheduler is not None:
                 return
-            scheduler = Scheduler(self._store, self._channels, self._settings, self._changes)
+            scheduler = Scheduler(self._store, self._channels, self._settings, self._signals)
             scheduler.start()
             self._scheduler = scheduler
 
@@ -162,7 +162,7 @@ class SimplePyQ:
         self.start()
         try:
             while True:
-                seen = self._changes.generation
+                seen = self._signals.idle.generation
                 with self._lock:
                     names = list(self._channels)
                 if self._store.count_unfinished(names) == 0:
@@ -171,7 +171,8 @@ class SimplePyQ:
                 if remaining == 0:
                     raise TimeoutError(f"tasks of channels {', '.join(names)} were still "
                                        f"unfinished after {timeout}s")
-                self._changes.wait_past(seen, _shorter(remaining, self._settings.poll_interval))
+                self._signals.idle.wait_past(seen, _shorter(remaining,
+                                                            self._settings.poll_interval))
         finally:
             self.stop()
 
@@ -192,7 +193,7 @@ class SimplePyQ:
         token: int | None = None
         task: Task | None = None
         while True:
-            seen = self._changes.generation
+            seen = self._signals.recorded.generation
             current = self._store.change_token()
             if current != token:
                 token = current
@@ -205,7 +206,8 @@ class SimplePyQ:
             if remaining == 0:
                 status = "unfinished" if task is None else task.status
                 raise TimeoutError(f"task {task_id} was still {status} after {timeout}s")
-            self._changes.wait_past(seen, _shorter(remaining, self._settings.poll_interval))
+            self._signals.recorded.wait_past(seen, _shorter(remaining,
+                                                            self._settings.poll_interval))
 
     def tasks(self, channel: str | None = None, status: Status | str | None = None,
               limit: int = 100) -> list[Task]:

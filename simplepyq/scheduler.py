@@ -69,6 +69,16 @@ class Wakeup:
 
 
 @dataclass(frozen=True)
+class Signals:
+    """What a scheduler tells the threads waiting on it (``wait``, ``run_until_complete``)."""
+
+    recorded: Wakeup = field(default_factory=Wakeup)
+    """A task's outcome was recorded, or another process changed the store."""
+    idle: Wakeup = field(default_factory=Wakeup)
+    """A worker found nothing to claim: perhaps every task is finished."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Timing knobs of a scheduler; see ``SimplePyQ`` for their meaning."""
 
@@ -80,11 +90,11 @@ class Scheduler:
     """One run of the workers, from ``start()`` to ``stop()``, under one owner identity."""
 
     def __init__(self, store: Store, channels: dict[str, Channel], settings: Settings,
-                 changes: Wakeup) -> None:
+                 signals: Signals) -> None:
         self._store = store
         self._channels = channels
         self._settings = settings
-        self._changes = changes
+        self._signals = signals
         self._identity = ProcessIdentity.current()
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -148,7 +158,7 @@ class Scheduler:
                 seen = channel.wake.generation
                 claimed = self._claim(channel)
                 if claimed is None:
-                    self._changes.notify()  # an idle worker may mean all work is done
+                    self._signals.idle.notify()
                     channel.wake.wait_past(seen, timeout=None)
                     continue
                 channel.wake.notify(1)  # more may be due: pass the turn on
@@ -217,7 +227,7 @@ class Scheduler:
         else:
             log.error("task %d stays running until this process exits; it will then be "
                       "recovered and run again", task.id)
-        self._changes.notify()
+        self._signals.recorded.notify()
 
     # -- housekeeping --------------------------------------
     def _housekeep(self) -> None:
@@ -251,7 +261,7 @@ class Scheduler:
     def _wake_all(self) -> None:
         for channel in list(self._channels.values()):
             channel.wake.notify(1)
-        self._changes.notify()
+        self._signals.recorded.notify()
 
     def _next_due(self) -> float | None:
         due: float | None = self._safe(lambda: self._store.next_due(list(self._channels)), None)
