@@ -60,14 +60,15 @@ class Store(Protocol):
     def claim(self, channel: str, owner: str, limit: int, now: float) -> list[Claimed]:
         """Atomically mark up to ``limit`` due tasks of ``channel`` running for ``owner``.
 
-        Highest priority first, then oldest. A task is returned to one caller only.
+        Delayed tasks that have come due become pending first. Highest priority
+        first, then oldest. A task is returned to one caller only.
         """
 
     def record(self, task_id: int, owner: str, decision: Decision) -> bool:
         """Apply ``decision`` to a task ``owner`` still runs; False if it no longer does."""
 
     def next_due(self, channels: Iterable[str]) -> float | None:
-        """The earliest ``delay_until`` among waiting tasks of ``channels``, if any."""
+        """The earliest ``delay_until`` among delayed tasks of ``channels``, if any."""
 
     def count_unfinished(self, channels: Iterable[str]) -> int:
         """How many tasks of ``channels`` are pending, delayed or running."""

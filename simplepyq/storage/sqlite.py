@@ -207,8 +207,9 @@ class SQLiteStore:
 
     def claim(self, channel: str, owner: str, limit: int, now: float) -> list[Claimed]:
         def take(conn: sqlite3.Connection) -> list[Claimed]:
+            conn.execute(Q["promote_due"], {"channel": channel, "now": now})
             found = conn.execute(
-                Q["claim_candidates"], {"channel": channel, "now": now, "limit": limit}
+                Q["claim_candidates"], {"channel": channel, "limit": limit}
             ).fetchall()
             conn.executemany(
                 Q["mark_running"], [{"id": row[0], "owner": owner, "now": now} for row in found]

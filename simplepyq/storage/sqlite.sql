@@ -41,9 +41,12 @@ CREATE TABLE IF NOT EXISTS simplepyq_owners (
 );
 
 -- name: create_indexes
--- The claim walks only waiting tasks of one channel in run order, however many are finished.
+-- Each status that workers look for has its own small index, so claiming never
+-- walks finished tasks, nor delayed ones that are not due.
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (channel, priority DESC, id)
-    WHERE status IN ('pending', 'delayed');
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (channel, COALESCE(delay_until, 0))
+    WHERE status = 'delayed';
 CREATE INDEX IF NOT EXISTS tasks_running ON tasks (owner) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS tasks_channel_status ON tasks (channel, status);
 
@@ -65,10 +68,15 @@ VALUES (:channel, :args, :status, :retries, :run_at, :priority, 0, :now);
 -- name: last_id
 SELECT last_insert_rowid();
 
+-- name: promote_due
+-- Delayed tasks whose time has come become pending, as in 0.1.3 (a NULL time is due).
+UPDATE tasks SET status = 'pending'
+WHERE channel = :channel AND status = 'delayed'
+  AND COALESCE(delay_until, 0) <= :now;
+
 -- name: claim_candidates
 SELECT id, args, COALESCE(retries, 0), COALESCE(attempts, 0) + 1 FROM tasks
-WHERE channel = :channel AND status IN ('pending', 'delayed')
-  AND (delay_until IS NULL OR delay_until <= :now)
+WHERE channel = :channel AND status = 'pending'
 ORDER BY priority DESC, id
 LIMIT :limit;
 
@@ -87,8 +95,7 @@ SET status = :status, retries = :retries, delay_until = :run_at, result = :resul
 WHERE id = :id AND owner = :owner AND status = 'running';
 
 -- name: next_due
-SELECT MIN(delay_until) FROM tasks
-WHERE channel = :channel AND status IN ('pending', 'delayed');
+SELECT MIN(COALESCE(delay_until, 0)) FROM tasks WHERE channel = :channel AND status = 'delayed';
 
 -- name: count_unfinished
 SELECT COUNT(*) FROM tasks
