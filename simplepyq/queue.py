@@ -156,7 +156,8 @@ class SimplePyQ:
         """Run until every task of this process's channels is done or failed, then stop.
 
         Waits out delays and retries. Tasks of channels not registered here are
-        left alone. Raises ``TimeoutError`` (after stopping) if ``timeout`` passes first.
+        left alone. If ``timeout`` passes first, it stops starting tasks and raises
+        ``TimeoutError`` at once; tasks still running finish in the background.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self.start()
@@ -169,6 +170,7 @@ class SimplePyQ:
                     return
                 remaining = _remaining(deadline)
                 if remaining == 0:
+                    self.stop(timeout=0)
                     raise TimeoutError(f"tasks of channels {', '.join(names)} were still "
                                        f"unfinished after {timeout}s")
                 self._signals.idle.wait_past(seen, _shorter(remaining,
