@@ -47,6 +47,7 @@ class SimplePyQ:
         self._known: set[str] = set()
         self._signals = Signals()
         self._scheduler: Scheduler | None = None
+        self._draining: list[Scheduler] = []  # stopped, but with tasks still running
         self._lock = threading.RLock()
 
     # -- channels ------------------------------------------
@@ -150,7 +151,11 @@ class SimplePyQ:
         """
         with self._lock:
             scheduler, self._scheduler = self._scheduler, None
-        return True if scheduler is None else scheduler.stop(timeout)
+        if scheduler is None or scheduler.stop(timeout):
+            return True
+        with self._lock:
+            self._draining.append(scheduler)
+        return False
 
     def run_until_complete(self, timeout: float | None = None) -> None:
         """Run until every task of this process's channels is done or failed, then stop.
@@ -265,8 +270,12 @@ class SimplePyQ:
 
     # -- closing -------------------------------------------
     def close(self) -> None:
-        """Stop the workers (waiting for running tasks) and release the store."""
+        """Stop the workers, wait for every running task to end, and release the store."""
         self.stop()
+        with self._lock:
+            draining, self._draining = self._draining, []
+        for scheduler in draining:
+            scheduler.stop(None)
         self._store.close()
 
     def __enter__(self) -> SimplePyQ:

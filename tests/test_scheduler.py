@@ -461,3 +461,26 @@ def _task_in(queue: SimplePyQ, task_id: int, *statuses: str, retries: int | None
 def _make_due(store_path: str, task_id: int) -> None:
     with sqlite3.connect(store_path) as conn:
         conn.execute("UPDATE tasks SET delay_until = 0 WHERE id = ?", (task_id,))
+
+
+def test_close_waits_for_a_task_that_outlived_a_stop_timeout(store_path: str) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(args: object) -> str:
+        started.set()
+        release.wait(10)
+        return "recorded before close returned"
+
+    q = SimplePyQ(store_path)
+    q.add_channel("c", blocking)
+    task_id = q.enqueue("c", None)
+    q.start()
+    assert started.wait(10)
+    assert q.stop(timeout=0.01) is False
+    closer = threading.Thread(target=q.close)
+    closer.start()
+    release.set()
+    closer.join(30)
+    assert not closer.is_alive()
+    with SimplePyQ(store_path) as reopened:
+        assert reopened.get_task(task_id).result == "recorded before close returned"  # type: ignore[union-attr]

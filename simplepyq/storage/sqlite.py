@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -52,9 +52,9 @@ class SQLiteStore:
         self.location = _checked_path(path)
         self._busy_timeout = busy_timeout
         self._idle: list[sqlite3.Connection] = []
-        self._every: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._watch_lock = threading.Lock()
+        self._watcher: sqlite3.Connection | None = None
         self._closed = False
         try:
             with self._connection() as conn:
@@ -72,8 +72,6 @@ class SQLiteStore:
             check_same_thread=False,
         )
         conn.execute("PRAGMA synchronous = FULL")
-        with self._lock:
-            self._every.append(conn)
         return conn
 
     @contextmanager
@@ -123,13 +121,15 @@ class SQLiteStore:
             pause = min(pause * 2, 0.1)
 
     def close(self) -> None:
+        # Only idle connections close here: closing one that another thread is
+        # using would crash the interpreter. A lent one closes when it is returned.
         with self._lock:
             self._closed = True
-            every, self._every, self._idle = self._every, [], []
-        for conn in every:
-            # One in use by a thread that outlived the queue closes when it is returned.
-            with suppress(sqlite3.ProgrammingError):
-                conn.close()
+            idle, self._idle = self._idle, []
+        with self._watch_lock:
+            watcher, self._watcher = self._watcher, None
+        for conn in [*idle, *([watcher] if watcher else [])]:
+            conn.close()
 
     # -- schema --------------------------------------------
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
@@ -243,6 +243,8 @@ class SQLiteStore:
 
     def change_token(self) -> int:
         with self._watch_lock:
+            if self._watcher is None:
+                raise StoreError(f"the task store {self.location!r} is closed")
             return int(self._watcher.execute(Q["change_token"]).fetchone()[0])
 
     # -- liveness and recovery -----------------------------
