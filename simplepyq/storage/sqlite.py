@@ -114,8 +114,13 @@ class SQLiteStore:
                     conn.execute("COMMIT")
                     return outcome
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not _is_busy(exc):
                     raise
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"the task store {self.location!r} stayed locked by another "
+                        f"connection for more than busy_timeout={self._busy_timeout}s"
+                    ) from exc
                 log.debug("store %s busy (%s); retrying", self.location, exc)
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
