@@ -56,6 +56,15 @@ def _start_hanging_child(store_path: str, tmp_path: Path) -> subprocess.Popen[st
     return child
 
 
+def _task_of_a_killed_child(store_path: str, tmp_path: Path, args: str) -> int:
+    """Enqueue a task, let a child process start it, SIGKILL the child and reap it."""
+    task_id = _enqueue(store_path, args)
+    child = _start_hanging_child(store_path, tmp_path)
+    os.kill(child.pid, signal.SIGKILL)
+    child.communicate(timeout=10)
+    return task_id
+
+
 def _recover_and_run(store_path: str, task_id: int) -> Task | None:
     with SimplePyQ(store_path, lease=3600) as q:
         q.add_channel("c", lambda args: f"recovered {args}")
@@ -66,10 +75,7 @@ def _recover_and_run(store_path: str, task_id: int) -> Task | None:
 def test_task_of_a_killed_process_runs_again_in_the_next_one(
     store_path: str, tmp_path: Path
 ) -> None:
-    task_id = _enqueue(store_path, "job")
-    child = _start_hanging_child(store_path, tmp_path)
-    os.kill(child.pid, signal.SIGKILL)
-    child.communicate(timeout=10)
+    task_id = _task_of_a_killed_child(store_path, tmp_path, "job")
 
     task = _recover_and_run(store_path, task_id)
 
@@ -78,10 +84,7 @@ def test_task_of_a_killed_process_runs_again_in_the_next_one(
 
 
 def test_recovery_is_noted_on_the_task_until_it_runs(store_path: str, tmp_path: Path) -> None:
-    task_id = _enqueue(store_path, "job")
-    child = _start_hanging_child(store_path, tmp_path)
-    os.kill(child.pid, signal.SIGKILL)
-    child.communicate(timeout=10)
+    task_id = _task_of_a_killed_child(store_path, tmp_path, "job")
     with SimplePyQ(store_path, lease=3600) as q:
         q.add_channel("other", print)
         q.start()  # recovers the dead process's task, which no channel here runs
