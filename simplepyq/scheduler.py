@@ -29,18 +29,6 @@ from simplepyq.storage.base import Claimed, Owner, Store
 log = logging.getLogger("simplepyq")
 
 
-@dataclass
-class Channel:
-    """A channel registered in this process: its function and how to run it."""
-
-    name: str
-    func: Callable[[Any], Any]
-    max_workers: int
-    backoff: Backoff
-    wake: Wakeup = field(default_factory=lambda: Wakeup())
-    removed: bool = False
-
-
 class Wakeup:
     """A condition with a generation count, so that a wake between a look and a sleep is kept."""
 
@@ -66,6 +54,18 @@ class Wakeup:
         with self._cond:
             if self._generation == generation:
                 self._cond.wait(timeout)
+
+
+@dataclass
+class Channel:
+    """A channel registered in this process: its function and how to run it."""
+
+    name: str
+    func: Callable[[Any], Any]
+    max_workers: int
+    backoff: Backoff
+    wake: Wakeup = field(default_factory=Wakeup)
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,6 @@ class Scheduler:
         if not self._busy():
             self._housekeeper.join()
         return not any(worker.is_alive() for worker in others)
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     def _start_workers(self, channel: Channel) -> None:
         for number in range(channel.max_workers):

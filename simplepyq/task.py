@@ -26,7 +26,6 @@ class Status(str, Enum):
     """Out of retries (or unrunnable); ``error`` holds the reason and traceback."""
 
 
-UNFINISHED = (Status.PENDING, Status.RUNNING, Status.DELAYED)
 FINISHED = (Status.DONE, Status.FAILED)
 
 
