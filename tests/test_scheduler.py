@@ -13,18 +13,24 @@ from simplepyq import Backoff, DelayException, SimplePyQ, Status
 from tests.support import run_python, spawn_python, wait_until
 
 
+class _RunCounter:
+    """A channel function that counts, thread-safely, how often it ran with each args."""
+
+    def __init__(self) -> None:
+        self.runs: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, n: int) -> None:
+        with self._lock:
+            self.runs[n] += 1
+
+
 def test_each_task_runs_exactly_once_with_many_workers(queue: SimplePyQ) -> None:
-    runs: Counter[int] = Counter()
-    lock = threading.Lock()
-
-    def count(n: int) -> None:
-        with lock:
-            runs[n] += 1
-
+    count = _RunCounter()
     queue.add_channel("c", count, max_workers=8)
     ids = queue.enqueue_many("c", range(500))
     queue.run_until_complete(timeout=60)
-    assert runs == Counter(range(500))
+    assert count.runs == Counter(range(500))
     assert {(t.status, t.attempts) for t in queue.tasks(limit=1000)} == {("done", 1)}
     assert len(ids) == 500
 
@@ -412,13 +418,7 @@ def test_removed_channel_stops_while_others_keep_running(queue: SimplePyQ) -> No
 
 
 def test_concurrent_enqueues_from_many_threads_all_run_once(queue: SimplePyQ) -> None:
-    runs: Counter[int] = Counter()
-    lock = threading.Lock()
-
-    def count(n: int) -> None:
-        with lock:
-            runs[n] += 1
-
+    count = _RunCounter()
     queue.add_channel("c", count, max_workers=4)
     queue.start()
 
@@ -432,7 +432,7 @@ def test_concurrent_enqueues_from_many_threads_all_run_once(queue: SimplePyQ) ->
     for producer in producers:
         producer.join(30)
     queue.run_until_complete(timeout=60)
-    assert runs == Counter(range(1600))
+    assert count.runs == Counter(range(1600))
 
 
 def test_workers_survive_many_failing_tasks(queue: SimplePyQ) -> None:
