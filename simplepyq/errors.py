@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta, timezone
+
+LATEST_DUE = datetime(9999, 12, 31, tzinfo=timezone.utc).timestamp()
+"""The latest run-at time a task may have: later ones could not be shown as dates."""
 
 
 class DelayException(Exception):
@@ -14,8 +18,16 @@ class DelayException(Exception):
     """
 
     def __init__(self, delay_seconds: float | timedelta) -> None:
-        self.delay_seconds = seconds_from(delay_seconds, "delay_seconds")
+        self.delay_seconds = delay_from_now(delay_seconds, "delay_seconds")
         super().__init__(f"task deferred for {self.delay_seconds:g}s")
+
+
+class UnknownChannelError(ValueError):
+    """Tasks were enqueued for a channel that no process sharing the store has registered."""
+
+    def __init__(self, name: str, known: set[str]) -> None:
+        listing = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown channel {name!r}; known channels: {listing}")
 
 
 class StoreError(Exception):
@@ -34,4 +46,12 @@ def seconds_from(value: float | timedelta, name: str) -> float:
         )
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def delay_from_now(value: float | timedelta, name: str) -> float:
+    """Like ``seconds_from``, also refusing delays that end past the last representable date."""
+    seconds = seconds_from(value, name)
+    if time.time() + seconds > LATEST_DUE:
+        raise ValueError(f"{name} of {value!r} ends after the year 9999; give a shorter delay")
     return seconds

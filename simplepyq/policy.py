@@ -5,6 +5,7 @@ Kept apart from the worker loop so the rules read in one place and test on their
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -27,8 +28,10 @@ class Backoff:
 
     def __post_init__(self) -> None:
         seconds_from(self.delay, "Backoff delay")
-        if not isinstance(self.factor, (int, float)) or self.factor < 1:
-            raise ValueError(f"Backoff factor must be a number >= 1, got {self.factor!r}")
+        if not isinstance(self.factor, (int, float)) or isinstance(self.factor, bool):
+            raise TypeError(f"Backoff factor must be a number, not {type(self.factor).__name__}")
+        if not math.isfinite(self.factor) or self.factor < 1:
+            raise ValueError(f"Backoff factor must be a finite number >= 1, got {self.factor!r}")
         if self.max_delay is not None:
             seconds_from(self.max_delay, "Backoff max_delay")
 

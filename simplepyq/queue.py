@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from simplepyq import codec
-from simplepyq.errors import seconds_from
+from simplepyq.errors import delay_from_now, seconds_from
 from simplepyq.policy import Backoff
 from simplepyq.scheduler import Channel, Scheduler, Settings, Signals
 from simplepyq.storage import open_store
@@ -44,7 +44,6 @@ class SimplePyQ:
         self._store = open_store(store_path, _positive(busy_timeout, "busy_timeout"))
         self.store_path = self._store.location
         self._channels: dict[str, Channel] = {}
-        self._known: set[str] = set()
         self._signals = Signals()
         self._scheduler: Scheduler | None = None
         self._draining: list[Scheduler] = []  # stopped, but with tasks still running
@@ -73,7 +72,6 @@ class SimplePyQ:
                 raise ValueError(f"Channel '{name}' already exists")
             self._store.register_channel(name, time.time())
             self._channels[name] = channel
-            self._known.add(name)
             if self._scheduler is not None:
                 self._scheduler.add(channel)
 
@@ -96,7 +94,6 @@ class SimplePyQ:
         _check_name(name)
         with self._lock:
             channel = self._channels.pop(name, None)
-            self._known.discard(name)
         if channel is not None:
             channel.removed = True
             channel.wake.notify()
@@ -111,7 +108,9 @@ class SimplePyQ:
         ``args`` is passed to the channel's function after a msgpack round trip.
         ``delay`` (seconds or timedelta) or ``run_at`` (a datetime; naive means
         local time) hold it back; higher ``priority`` runs first, FIFO among equals.
-        Raises ``TypeError`` for args msgpack cannot encode, writing nothing.
+        The channel must be registered here or by a process sharing the store
+        (checked in the insert's transaction), else ``ValueError`` lists the known
+        ones. Raises ``TypeError`` for args msgpack cannot encode, writing nothing.
         """
         return self.enqueue_many(channel, [args], retries, delay=delay, run_at=run_at,
                                  priority=priority)[0]
@@ -123,13 +122,16 @@ class SimplePyQ:
 
         All or nothing: if any item cannot be encoded, no task is written.
         """
-        self._check_channel(channel)
+        _check_name(channel)
         _check_count(retries, "retries")
         _check_int(priority, "priority")
         when = _run_at(delay, run_at)
         payloads = [codec.pack(args, f"args #{index} for channel {channel!r}")
                     for index, args in enumerate(args_list)]
-        ids = self._store.add(channel, payloads, retries, when, priority, time.time())
+        with self._lock:
+            local = channel in self._channels
+        ids = self._store.add(channel, payloads, retries, when, priority, time.time(),
+                              register=local)
         self._wake(channel, len(ids))
         return ids
 
@@ -286,20 +288,6 @@ class SimplePyQ:
         self.close()
 
     # -- helpers -------------------------------------------
-    def _check_channel(self, name: str) -> None:
-        """Accept channels registered here or by any process sharing the store."""
-        _check_name(name)
-        with self._lock:
-            if name in self._channels or name in self._known:
-                return
-        known = self._store.known_channels()
-        with self._lock:
-            self._known = known | set(self._channels)
-            if name in self._known:
-                return
-            listing = ", ".join(sorted(self._known)) or "none"
-        raise ValueError(f"unknown channel {name!r}; known channels: {listing}")
-
     def _wake(self, name: str, count: int) -> None:
         with self._lock:
             channel = self._channels.get(name)
@@ -317,6 +305,8 @@ def _check_name(name: object) -> None:
 def _check_int(value: object, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name} must fit in 64 bits, got {value}")
 
 
 def _check_count(value: object, name: str) -> None:
@@ -338,7 +328,7 @@ def _run_at(delay: float | timedelta | None, run_at: datetime | None) -> float |
     if delay is not None and run_at is not None:
         raise ValueError("give either delay or run_at, not both")
     if delay is not None:
-        return time.time() + seconds_from(delay, "delay")
+        return time.time() + delay_from_now(delay, "delay")
     if run_at is None:
         return None
     if not isinstance(run_at, datetime):

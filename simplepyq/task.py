@@ -99,4 +99,8 @@ def _decoded_or_raw(blob: bytes | None) -> Any:
 def _time(epoch: float | None) -> datetime | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(epoch, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):  # a time no date can show, written by hand
+        return datetime.max.replace(tzinfo=timezone.utc) if epoch > 0 else datetime.min.replace(
+            tzinfo=timezone.utc)

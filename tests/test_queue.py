@@ -2,91 +2,192 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
+import re
 import sqlite3
+import struct
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 import simplepyq
-from simplepyq import SimplePyQ, Status, StoreError
+from simplepyq import SimplePyQ, Status, StoreError, Task
 from tests.support import run_python, spawn_python
+
+NO_TASKS = {"pending": 0, "running": 0, "delayed": 0, "done": 0, "failed": 0}
 
 
 def _count(store_path: str, where: str = "1") -> int:
-    with sqlite3.connect(store_path) as conn:
+    """How many rows of ``tasks`` match ``where``, read with plain sqlite3."""
+    with closing(sqlite3.connect(store_path)) as conn:
         return int(conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}").fetchone()[0])
+
+
+def _commits(store_path: str) -> int:
+    """How many transactions the write-ahead log holds (frames marked as a commit).
+
+    WAL format: a 32-byte header (page size at offset 8, salts at 16), then frames
+    of a 24-byte header and one page; a frame ending a transaction stores the
+    database size (non-zero) at offset 4. Frames with other salts are stale.
+    """
+    data = Path(store_path + "-wal").read_bytes()
+    page_size = struct.unpack(">I", data[8:12])[0]
+    salts = data[16:24]
+    commits, offset = 0, 32
+    while offset + 24 + page_size <= len(data) and data[offset + 8:offset + 16] == salts:
+        commits += struct.unpack(">I", data[offset + 4:offset + 8])[0] != 0
+        offset += 24 + page_size
+    return commits
+
+
+@pytest.fixture
+def local_time_is_utc_plus_0530(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run with the local time zone 5h30 ahead of UTC (a POSIX TZ rule: no tz database needed)."""
+    monkeypatch.setenv("TZ", "IST-05:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 # -- channels ---------------------------------------------------------------------------
 
-def test_adding_a_channel_twice_is_an_error(queue: SimplePyQ) -> None:
+def test_adding_a_channel_twice_in_one_process_is_refused_naming_it(queue: SimplePyQ) -> None:
     queue.add_channel("email", print)
-    with pytest.raises(ValueError, match="email"):
-        queue.add_channel("email", print)
+    with pytest.raises(ValueError, match="'email'"):
+        queue.add_channel("email", len)
 
 
-def test_channel_decorator_registers_and_returns_the_function(queue: SimplePyQ) -> None:
-    @queue.channel("email", max_workers=2)
+def test_another_instance_on_the_same_store_may_add_the_same_channel(store_path: str) -> None:
+    with SimplePyQ(store_path) as first, SimplePyQ(store_path) as second:
+        first.add_channel("email", print)
+        second.add_channel("email", print)
+        assert list(second.stats()) == ["email"]
+
+
+def test_channel_decorator_registers_and_returns_the_function_unchanged(
+    queue: SimplePyQ,
+) -> None:
     def send(args: str) -> str:
         return f"sent {args}"
 
-    assert send("x") == "sent x"
+    assert queue.channel("email", max_workers=2)(send) is send
+    assert queue.stats() == {"email": NO_TASKS}
+    with pytest.raises(ValueError, match="'email'"):
+        queue.add_channel("email", send)
     task_id = queue.enqueue("email", "hi")
     queue.run_until_complete(timeout=10)
-    assert queue.wait(task_id, timeout=1).result == "sent hi"
+    assert queue.wait(task_id, timeout=5).result == "sent hi"
 
 
 @pytest.mark.parametrize(
-    ("name", "func", "workers", "error", "named"),
+    ("name", "func", "workers", "backoff", "error", "named"),
     [
-        ("c", "not callable", 1, TypeError, "str"),
-        (42, print, 1, TypeError, "int"),
-        ("", print, 1, ValueError, "''"),
-        ("  ", print, 1, ValueError, "'  '"),
-        ("c", print, 0, ValueError, "0"),
-        ("c", print, -3, ValueError, "-3"),
-        ("c", print, 1.5, TypeError, "float"),
+        ("c", "not callable", 1, 0, TypeError, "str"),
+        ("c", None, 1, 0, TypeError, "NoneType"),
+        (42, print, 1, 0, TypeError, "int"),
+        (None, print, 1, 0, TypeError, "NoneType"),
+        ("", print, 1, 0, ValueError, "''"),
+        ("  ", print, 1, 0, ValueError, "'  '"),
+        ("c", print, 0, 0, ValueError, "0"),
+        ("c", print, -3, 0, ValueError, "-3"),
+        ("c", print, 1.5, 0, TypeError, "float"),
+        ("c", print, "2", 0, TypeError, "str"),
+        ("c", print, True, 0, TypeError, "bool"),
+        ("c", print, 1, -1, ValueError, "-1"),
+        ("c", print, 1, "soon", TypeError, "str"),
     ],
 )
 def test_bad_channel_arguments_are_refused_naming_the_value(
-    queue: SimplePyQ, name: object, func: object, workers: object,
+    queue: SimplePyQ, name: object, func: object, workers: object, backoff: object,
     error: type[Exception], named: str,
 ) -> None:
     with pytest.raises(error, match=named):
-        queue.add_channel(name, func, max_workers=workers)  # type: ignore[arg-type]
+        queue.add_channel(name, func, max_workers=workers, backoff=backoff)  # type: ignore[arg-type]
     assert queue.stats() == {}
 
 
-# -- enqueueing ------------------------------------------------------------------------------
+def test_channel_decorator_refuses_bad_arguments_by_the_time_it_decorates(
+    queue: SimplePyQ,
+) -> None:
+    with pytest.raises(ValueError, match="0"):
+        @queue.channel("c", max_workers=0)
+        def work(args: object) -> None: ...
 
-def test_enqueue_returns_increasing_ids_and_stores_plain_status_strings(
+    assert queue.stats() == {}
+
+
+# -- enqueueing -------------------------------------------------------------------------
+
+def test_enqueue_returns_increasing_ids_and_stores_pending_as_a_plain_string(
     queue: SimplePyQ, store_path: str
 ) -> None:
     queue.add_channel("c", print)
     ids = [queue.enqueue("c", {"n": n}, retries=2) for n in range(3)]
-    assert ids == sorted(ids) and len(set(ids)) == 3
-    assert _count(store_path, "status='pending' AND retries=2") == 3
+    assert all(isinstance(task_id, int) for task_id in ids)
+    assert ids == sorted(set(ids))
+    assert _count(store_path, "status='pending' AND typeof(status)='text' AND retries=2") == 3
 
 
 @pytest.mark.parametrize(("retries", "error"), [(-1, ValueError), (True, TypeError),
-                                                 ("2", TypeError), (1.0, TypeError)])
-def test_bad_retries_are_refused_and_nothing_is_written(
+                                                ("2", TypeError), (1.0, TypeError),
+                                                (None, TypeError)])
+def test_bad_retries_are_refused_naming_them_and_nothing_is_written(
     queue: SimplePyQ, store_path: str, retries: object, error: type[Exception]
 ) -> None:
     queue.add_channel("c", print)
     with pytest.raises(error, match="retries"):
         queue.enqueue("c", None, retries=retries)  # type: ignore[arg-type]
+    with pytest.raises(error, match="retries"):
+        queue.enqueue_many("c", [1, 2], retries=retries)  # type: ignore[arg-type]
     assert _count(store_path) == 0
 
 
-def test_enqueue_many_returns_ids_in_order(queue: SimplePyQ) -> None:
+@pytest.mark.parametrize(("kwargs", "named"), [({"retries": 2**63}, "retries"),
+                                               ({"priority": 2**63}, "priority"),
+                                               ({"priority": -(2**63) - 1}, "priority")],
+                         ids=["retries", "priority", "negative-priority"])
+def test_integers_too_large_for_the_store_are_refused_naming_the_argument(
+    queue: SimplePyQ, store_path: str, kwargs: dict[str, int], named: str
+) -> None:
     queue.add_channel("c", print)
+    with pytest.raises(ValueError, match=named):
+        queue.enqueue("c", None, **kwargs)  # type: ignore[arg-type]
+    assert _count(store_path) == 0
+
+
+def test_enqueue_many_returns_the_ids_in_order(queue: SimplePyQ) -> None:
+    queue.add_channel("c", print)
+    queue.enqueue("c", "before")
     ids = queue.enqueue_many("c", ({"n": n} for n in range(5)))
-    assert [queue.get_task(i).args for i in ids] == [{"n": n} for n in range(5)]  # type: ignore[union-attr]
     assert ids == list(range(ids[0], ids[0] + 5))
+    assert [queue.get_task(i).args for i in ids] == [{"n": n} for n in range(5)]  # type: ignore[union-attr]
+
+
+def test_enqueue_many_writes_every_task_in_one_transaction(
+    queue: SimplePyQ, store_path: str
+) -> None:
+    queue.add_channel("c", print)
+    before = _commits(store_path)
+    for n in range(3):
+        queue.enqueue("c", n)
+    assert _commits(store_path) == before + 3  # the count sees each transaction
+    queue.enqueue_many("c", range(200))
+    assert _commits(store_path) == before + 4
+    assert _count(store_path) == 203
+
+
+def test_enqueue_many_of_nothing_writes_nothing(queue: SimplePyQ, store_path: str) -> None:
+    queue.add_channel("c", print)
+    assert queue.enqueue_many("c", []) == []
+    assert _count(store_path) == 0
 
 
 @pytest.mark.parametrize(("value", "type_name"), [({1, 2}, "set"), (object(), "object"),
@@ -98,22 +199,28 @@ def test_unencodable_args_raise_naming_the_type_and_write_nothing(
     queue.enqueue("c", "kept")
     with pytest.raises(TypeError, match=type_name):
         queue.enqueue("c", value)
-    with pytest.raises(TypeError, match=type_name):
-        queue.enqueue_many("c", ["fine", "also fine", value])
+    with pytest.raises(TypeError, match=rf"#2.*{type_name}"):
+        queue.enqueue_many("c", ["fine", "also fine", value, "never reached"])
     assert _count(store_path) == 1
 
 
 def test_unknown_channel_is_refused_listing_the_known_ones(queue: SimplePyQ) -> None:
+    with pytest.raises(ValueError, match=r"'email'.*known channels: none"):
+        queue.enqueue("email", None)
     queue.add_channel("email", print)
     queue.add_channel("resize", print)
     with pytest.raises(ValueError, match=r"'emial'.*email, resize"):
         queue.enqueue("emial", None)
+    with pytest.raises(ValueError, match=r"'emial'.*email, resize"):
+        queue.enqueue_many("emial", [None])
 
 
 def test_channel_registered_by_another_instance_accepts_tasks(store_path: str) -> None:
     with SimplePyQ(store_path) as worker, SimplePyQ(store_path) as web:
         worker.add_channel("email", print)
-        assert web.enqueue("email", "from the web app") > 0
+        task_id = web.enqueue("email", "from the web app")
+        assert web.get_task(task_id).channel == "email"  # type: ignore[union-attr]
+        web.add_channel("email", print)  # it was not registered in `web` by enqueueing
 
 
 def test_channel_registered_by_another_process_accepts_tasks(store_path: str) -> None:
@@ -127,28 +234,49 @@ def test_channel_registered_by_another_process_accepts_tasks(store_path: str) ->
         store_path,
     )
     with SimplePyQ(store_path) as q:
-        task_id = q.enqueue("resize", {"path": "a.png"})
-        assert q.get_task(task_id).channel == "resize"  # type: ignore[union-attr]
+        ids = q.enqueue_many("resize", [{"path": "a.png"}, {"path": "b.png"}])
+        assert [t.args["path"] for t in q.tasks(channel="resize")] == ["a.png", "b.png"]
+        assert [t.id for t in q.tasks(channel="resize")] == ids
+        q.add_channel("resize", print)  # enqueueing did not register it here
 
 
-@pytest.mark.parametrize("delay", [30, 0.5, timedelta(minutes=1)])
-def test_delayed_task_is_stored_delayed_until_its_time(queue: SimplePyQ, delay: object) -> None:
+@pytest.mark.parametrize("delay", [30, 0.5, timedelta(minutes=1, milliseconds=250)])
+def test_delayed_task_is_stored_delayed_until_its_time(
+    queue: SimplePyQ, store_path: str, delay: float | timedelta
+) -> None:
     queue.add_channel("c", print)
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)  # type: ignore[arg-type]
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
     before = datetime.now(timezone.utc)
-    task = queue.get_task(queue.enqueue("c", None, delay=delay))  # type: ignore[arg-type]
+    task = queue.get_task(queue.enqueue("c", None, delay=delay))
     after = datetime.now(timezone.utc)
     assert task is not None and task.status == Status.DELAYED
     assert task.run_at is not None
-    assert before + timedelta(seconds=seconds) <= task.run_at <= after + timedelta(seconds=seconds)
+    wait, rounding = timedelta(seconds=seconds), timedelta(milliseconds=1)
+    assert before + wait - rounding <= task.run_at <= after + wait + rounding
+    assert _count(store_path, "status='delayed'") == 1
 
 
 def test_task_can_be_enqueued_for_an_absolute_time(queue: SimplePyQ) -> None:
     queue.add_channel("c", print)
     when = datetime(2100, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    task = queue.get_task(queue.enqueue("c", None, run_at=when))
+    ids = queue.enqueue_many("c", [1, 2], run_at=when)
+    assert [(t.status, t.run_at) for t in queue.tasks()] == [("delayed", when)] * 2
+    assert [t.id for t in queue.tasks(status="delayed")] == ids
+
+
+@pytest.mark.usefixtures("local_time_is_utc_plus_0530")
+def test_naive_run_at_means_local_time(queue: SimplePyQ) -> None:
+    queue.add_channel("c", print)
+    task = queue.get_task(queue.enqueue("c", None, run_at=datetime(2100, 1, 2, 3, 4, 5)))
     assert task is not None
-    assert (task.status, task.run_at) == ("delayed", when)
+    assert task.run_at == datetime(2100, 1, 1, 21, 34, 5, tzinfo=timezone.utc)
+
+
+def test_run_at_in_the_past_is_due_at_once(queue: SimplePyQ) -> None:
+    queue.add_channel("c", print)
+    task = queue.get_task(queue.enqueue("c", None, run_at=datetime(2000, 1, 1,
+                                                                    tzinfo=timezone.utc)))
+    assert task is not None and task.status == Status.PENDING
 
 
 @pytest.mark.parametrize(
@@ -156,10 +284,13 @@ def test_task_can_be_enqueued_for_an_absolute_time(queue: SimplePyQ) -> None:
     [
         ({"delay": 1, "run_at": datetime(2100, 1, 1)}, ValueError, "not both"),
         ({"delay": -1}, ValueError, "-1"),
+        ({"delay": timedelta(seconds=-5)}, ValueError, "delay"),
         ({"delay": float("nan")}, ValueError, "nan"),
         ({"delay": "soon"}, TypeError, "str"),
         ({"run_at": "2100-01-01"}, TypeError, "str"),
+        ({"run_at": 4102444800}, TypeError, "int"),
         ({"priority": "high"}, TypeError, "priority"),
+        ({"priority": 1.5}, TypeError, "priority"),
     ],
 )
 def test_bad_timing_or_priority_is_refused(
@@ -172,39 +303,70 @@ def test_bad_timing_or_priority_is_refused(
     assert _count(store_path) == 0
 
 
+@pytest.mark.parametrize("delay", [1e12, timedelta.max])
+def test_delay_too_far_in_the_future_to_show_as_a_date_is_refused(
+    queue: SimplePyQ, store_path: str, delay: float | timedelta
+) -> None:
+    queue.add_channel("c", print)
+    with pytest.raises(ValueError, match="delay"):
+        queue.enqueue("c", None, delay=delay)
+    assert _count(store_path) == 0
+    assert queue.tasks() == []
+
+
 def test_higher_priority_runs_first_and_equals_in_enqueue_order(queue: SimplePyQ) -> None:
     order: list[str] = []
     queue.add_channel("c", order.append, max_workers=1)
     queue.enqueue("c", "low-1", priority=-1)
     queue.enqueue("c", "normal-1")
     queue.enqueue("c", "high-1", priority=5)
-    queue.enqueue("c", "normal-2")
+    queue.enqueue_many("c", ["normal-2", "normal-3"])
     queue.enqueue("c", "high-2", priority=5)
     queue.run_until_complete(timeout=10)
-    assert order == ["high-1", "high-2", "normal-1", "normal-2", "low-1"]
+    assert order == ["high-1", "high-2", "normal-1", "normal-2", "normal-3", "low-1"]
 
 
-# -- inspection --------------------------------------------------------------------------------
+# -- inspection -------------------------------------------------------------------------
 
 def test_get_task_describes_the_stored_task(queue: SimplePyQ) -> None:
     queue.add_channel("c", lambda args: args["n"] * 2)
     before = datetime.now(timezone.utc)
-    task_id = queue.enqueue("c", {"n": 21}, retries=4, priority=3)
+    task_id = queue.enqueue("c", {"n": 21, "tags": ["x", "y"]}, retries=4, priority=3)
+    after = datetime.now(timezone.utc)
     pending = queue.get_task(task_id)
-    assert pending is not None
+    assert isinstance(pending, Task)
     assert (pending.id, pending.channel, pending.args, pending.status) == (
-        task_id, "c", {"n": 21}, "pending")
+        task_id, "c", {"n": 21, "tags": ["x", "y"]}, Status.PENDING)
     assert (pending.retries, pending.attempts, pending.priority) == (4, 0, 3)
     assert pending.result is None and pending.error is None
-    assert pending.created_at is not None and pending.created_at >= before - timedelta(seconds=1)
-    assert pending.started_at is None and pending.finished_at is None
+    assert pending.created_at is not None
+    assert before - timedelta(seconds=1) <= pending.created_at <= after + timedelta(seconds=1)
+    assert pending.run_at is None and pending.started_at is None and pending.finished_at is None
+    assert not pending.finished
     queue.run_until_complete(timeout=10)
     done = queue.get_task(task_id)
     assert done is not None
-    assert (done.status, done.result, done.attempts) == ("done", 42, 1)
+    assert (done.status, done.result, done.attempts, done.retries) == ("done", 42, 1, 4)
     assert done.started_at is not None and done.finished_at is not None
     assert done.created_at <= done.started_at <= done.finished_at  # type: ignore[operator]
+    assert done.finished
+
+
+def test_get_task_of_an_unknown_id_is_none(queue: SimplePyQ) -> None:
     assert queue.get_task(999_999) is None
+    with pytest.raises(TypeError, match="str"):
+        queue.get_task("1")  # type: ignore[arg-type]
+
+
+def test_wait_refuses_a_missing_task_and_times_out_on_an_unfinished_one(
+    queue: SimplePyQ,
+) -> None:
+    queue.add_channel("c", print)
+    with pytest.raises(ValueError, match="999999"):
+        queue.wait(999_999, timeout=5)
+    task_id = queue.enqueue("c", None)  # no worker runs in this test
+    with pytest.raises(TimeoutError, match=str(task_id)):
+        queue.wait(task_id, timeout=0.05)
 
 
 def test_tasks_lists_by_channel_status_and_limit(queue: SimplePyQ) -> None:
@@ -216,27 +378,47 @@ def test_tasks_lists_by_channel_status_and_limit(queue: SimplePyQ) -> None:
     assert [t.id for t in queue.tasks(channel="b")] == b_ids
     assert [t.id for t in queue.tasks(status="delayed")] == b_ids
     assert [t.id for t in queue.tasks(channel="a", status=Status.PENDING, limit=2)] == a_ids[:2]
+    assert [t.id for t in queue.tasks(limit=4)] == (a_ids + b_ids)[:4]
+    assert queue.tasks(limit=0) == []
     assert queue.tasks(channel="a", status="done") == []
-    with pytest.raises(ValueError, match="'bogus'"):
-        queue.tasks(status="bogus")
+    assert queue.tasks(channel="nobody") == []
 
 
-def test_stats_counts_every_status_of_every_known_channel(queue: SimplePyQ) -> None:
+@pytest.mark.parametrize(("kwargs", "error", "named"),
+                         [({"status": "bogus"}, ValueError, "'bogus'"),
+                          ({"status": "PENDING"}, ValueError, "'PENDING'"),
+                          ({"limit": -1}, ValueError, "-1"),
+                          ({"limit": "10"}, TypeError, "limit"),
+                          ({"channel": 3}, TypeError, "int")])
+def test_tasks_refuses_bad_filters_naming_them(
+    queue: SimplePyQ, kwargs: dict[str, object], error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=named):
+        queue.tasks(**kwargs)  # type: ignore[arg-type]
+
+
+def test_stats_counts_every_status_of_every_known_channel(
+    queue: SimplePyQ, store_path: str
+) -> None:
     queue.add_channel("work", lambda n: 1 / n)
     queue.add_channel("idle", print)
     queue.enqueue_many("work", [1, 2, 0])
     queue.run_until_complete(timeout=10)
     queue.enqueue("work", 5, delay=3600)
     queue.enqueue("work", 5)
-    assert queue.stats() == {
-        "idle": {"pending": 0, "running": 0, "delayed": 0, "done": 0, "failed": 0},
+    expected = {
+        "idle": NO_TASKS,
         "work": {"pending": 1, "running": 0, "delayed": 1, "done": 2, "failed": 1},
     }
+    assert queue.stats() == expected
+    with SimplePyQ(store_path) as elsewhere:  # registered nothing itself
+        assert elsewhere.stats() == expected
 
 
-# -- maintenance ----------------------------------------------------------------------------
+# -- maintenance ------------------------------------------------------------------------
 
 def _store_with_failures(store_path: str) -> None:
+    """3 failed tasks in channel 'a', 2 in 'b', 1 done in 'ok'; the instance is then closed."""
     with SimplePyQ(store_path) as q:
         q.add_channel("a", lambda args: 1 / 0)
         q.add_channel("b", lambda args: 1 / 0)
@@ -245,15 +427,18 @@ def _store_with_failures(store_path: str) -> None:
         q.enqueue_many("b", range(2))
         q.enqueue("ok", "fine")
         q.run_until_complete(timeout=10)
+    assert _count(store_path, "status='failed'") == 5
 
 
 def test_clear_failed_works_without_registering_the_channel(store_path: str) -> None:
     _store_with_failures(store_path)
     with SimplePyQ(store_path) as maintenance:
         assert maintenance.clear_failed("a") == 3
+        assert maintenance.clear_failed("ok") == 0
         assert maintenance.clear_failed() == 2
         assert maintenance.clear_failed() == 0
     assert _count(store_path) == 1
+    assert _count(store_path, "status='done' AND channel='ok'") == 1
 
 
 def test_requeue_failed_works_without_registering_the_channel(store_path: str) -> None:
@@ -261,25 +446,22 @@ def test_requeue_failed_works_without_registering_the_channel(store_path: str) -
     with SimplePyQ(store_path) as maintenance:
         assert maintenance.requeue_failed("b", retries=4) == 2
         assert maintenance.requeue_failed() == 3
+        assert maintenance.requeue_failed() == 0
+        assert all(t.finished_at is None for t in maintenance.tasks(status="pending"))
     assert _count(store_path, "status='pending' AND channel='b' AND retries=4") == 2
     assert _count(store_path, "status='pending' AND channel='a' AND retries=0") == 3
+    assert _count(store_path, "status='done'") == 1
 
 
-def test_requeued_task_runs_again(queue: SimplePyQ) -> None:
-    calls: list[int] = []
-
-    def fails_once(args: object) -> str:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("first")
-        return "second"
-
-    queue.add_channel("c", fails_once)
-    task_id = queue.enqueue("c", None)
-    queue.run_until_complete(timeout=10)
-    assert queue.requeue_failed(retries=1) == 1
-    queue.run_until_complete(timeout=10)
-    assert queue.wait(task_id, timeout=1).result == "second"
+def test_requeued_tasks_run_again(store_path: str) -> None:
+    _store_with_failures(store_path)
+    with SimplePyQ(store_path) as maintenance:
+        assert maintenance.requeue_failed("a", retries=1) == 3
+    with SimplePyQ(store_path) as fixed:
+        fixed.add_channel("a", lambda n: n * 10)
+        fixed.run_until_complete(timeout=10)
+        assert sorted(t.result for t in fixed.tasks(channel="a")) == [0, 10, 20]
+        assert {t.status for t in fixed.tasks(channel="a")} == {"done"}
 
 
 def test_remove_channel_deletes_its_tasks_and_forgets_it(store_path: str) -> None:
@@ -289,63 +471,176 @@ def test_remove_channel_deletes_its_tasks_and_forgets_it(store_path: str) -> Non
         assert maintenance.remove_channel("nothing-here") == 0
         with pytest.raises(ValueError, match="unknown channel 'a'"):
             maintenance.enqueue("a", None)
-        assert "a" not in maintenance.stats()
+        assert sorted(maintenance.stats()) == ["b", "ok"]
     assert _count(store_path, "channel='a'") == 0
     assert _count(store_path) == 3
+
+
+def test_removed_channel_is_forgotten_where_it_was_added_and_may_be_added_again(
+    queue: SimplePyQ, store_path: str
+) -> None:
+    queue.add_channel("c", print)
+    queue.enqueue_many("c", [1, 2])
+    assert queue.remove_channel("c") == 2
+    with pytest.raises(ValueError, match="unknown channel 'c'"):
+        queue.enqueue("c", None)
+    assert queue.stats() == {}
+    queue.add_channel("c", print)
+    assert queue.enqueue("c", 3) > 0
+    assert _count(store_path) == 1
+
+
+def test_channel_removed_elsewhere_is_refused_where_it_was_only_enqueued_to(
+    store_path: str,
+) -> None:
+    with SimplePyQ(store_path) as worker:
+        worker.add_channel("email", print)
+    with SimplePyQ(store_path) as web, SimplePyQ(store_path) as maintenance:
+        web.enqueue("email", "first")
+        assert maintenance.remove_channel("email") == 1
+        with pytest.raises(ValueError, match="unknown channel 'email'"):
+            web.enqueue("email", "second")
+    assert _count(store_path) == 0
 
 
 def test_purge_deletes_only_tasks_finished_before_the_cutoff(store_path: str) -> None:
     _store_with_failures(store_path)
     with SimplePyQ(store_path) as q:
-        q.enqueue("ok", "still pending")
+        waiting = [q.enqueue("ok", "still pending"), q.enqueue("a", "later", delay=3600)]
         assert q.purge(timedelta(days=1)) == 0
+        assert q.purge(3600) == 0
         assert q.purge(0, channel="b") == 2
         assert q.purge(older_than=0) == 4
-        assert [t.status for t in q.tasks()] == ["pending"]
-        with pytest.raises(ValueError, match="older_than"):
-            q.purge(-5)
+        assert q.purge(older_than=0) == 0
+        assert [(t.id, t.status) for t in q.tasks()] == [(waiting[0], "pending"),
+                                                         (waiting[1], "delayed")]
 
 
-# -- the store -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "error", "named"),
+    [
+        pytest.param(lambda q: q.purge(-5), ValueError, "older_than", id="negative-age"),
+        pytest.param(lambda q: q.purge("1 day"), TypeError, "older_than", id="text-age"),
+        pytest.param(lambda q: q.purge(0, channel=7), TypeError, "int", id="purge-channel"),
+        pytest.param(lambda q: q.requeue_failed(retries=-1), ValueError, "retries",
+                     id="negative-retries"),
+        pytest.param(lambda q: q.requeue_failed(retries="3"), TypeError, "retries",
+                     id="text-retries"),
+        pytest.param(lambda q: q.clear_failed(""), ValueError, "''", id="empty-channel"),
+        pytest.param(lambda q: q.remove_channel(None), TypeError, "NoneType", id="no-channel"),
+    ],
+)
+def test_bad_maintenance_arguments_are_refused_and_touch_nothing(
+    store_path: str, call: object, error: type[Exception], named: str
+) -> None:
+    _store_with_failures(store_path)
+    with SimplePyQ(store_path) as q, pytest.raises(error, match=named):
+        call(q)  # type: ignore[operator]
+    assert _count(store_path) == 6
+    assert _count(store_path, "status='failed'") == 5
 
-def test_closed_queue_refuses_calls(store_path: str) -> None:
+
+# -- the store --------------------------------------------------------------------------
+
+def test_context_manager_closes_the_store_and_stops_the_workers(store_path: str) -> None:
+    before = set(threading.enumerate())
     with SimplePyQ(store_path) as q:
-        q.add_channel("c", print)
+        q.add_channel("c", lambda n: n + 1, max_workers=3)
         q.start()
+        assert q.wait(q.enqueue("c", 1), timeout=10).result == 2
+        started = set(threading.enumerate()) - before
+        assert len(started) >= 3
+    assert [t.name for t in started if t.is_alive()] == []
+    with pytest.raises(StoreError, match="closed"):
+        q.get_task(1)
     with pytest.raises(StoreError, match="closed"):
         q.enqueue("c", None)
+    with pytest.raises(StoreError, match="closed"):
+        q.stats()
+
+
+def test_an_error_in_the_with_block_propagates_and_the_queue_is_closed(
+    store_path: str,
+) -> None:
+    q = SimplePyQ(store_path)
+
+    def use_and_fail() -> None:
+        with q:
+            q.add_channel("c", print)
+            raise RuntimeError("application failure")
+
+    with pytest.raises(RuntimeError, match="application"):
+        use_and_fail()
+    with pytest.raises(StoreError, match="closed"):
+        q.tasks()
 
 
 def test_store_in_a_missing_directory_is_refused_naming_the_path(tmp_path: Path) -> None:
     path = tmp_path / "no" / "such" / "tasks.db"
-    with pytest.raises(FileNotFoundError, match=r"tasks\.db"):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
         SimplePyQ(path)
     assert not path.parent.exists()
 
 
-def test_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+def test_file_that_is_not_a_database_is_refused_naming_it_and_left_alone(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "notes.txt"
-    content = b"these are my notes, not a database\n" * 100
+    content = b"these are my notes, not a database\n" * 200
     path.write_bytes(content)
-    with pytest.raises(StoreError, match=r"notes\.txt"):
+    with pytest.raises(StoreError, match=re.escape(str(path))):
         SimplePyQ(path)
     assert path.read_bytes() == content
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
-@pytest.mark.parametrize(("location", "error"), [(":memory:", ValueError), ("", ValueError),
-                                                 ("postgresql://u:p@db/x", ValueError)])
-def test_locations_that_are_not_files_are_refused(location: str, error: type[Exception]) -> None:
-    with pytest.raises(error, match="file"):
+def test_sqlite_database_of_another_application_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT)")
+        conn.execute("INSERT INTO tasks (title) VALUES ('buy milk')")
+    content = path.read_bytes()
+    with pytest.raises(StoreError, match=re.escape(str(path))):
+        SimplePyQ(path)
+    assert path.read_bytes() == content
+    assert sorted(os.listdir(tmp_path)) == ["app.db"]
+
+
+@pytest.mark.parametrize(("location", "error", "named"), [
+    (":memory:", ValueError, "':memory:'"),
+    ("", ValueError, "''"),
+    ("postgresql://user:s3cret@db.example/tasks", ValueError, "db.example/tasks"),
+    ("postgres://db.example/tasks", ValueError, "db.example/tasks"),
+])
+def test_locations_that_are_not_files_are_refused_naming_them(
+    location: str, error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=re.escape(named)) as refused:
         SimplePyQ(location)
+    assert "file" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
 
 
-def test_directory_is_refused_as_a_store(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="directory"):
+def test_directory_is_refused_as_a_store_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=re.escape(str(tmp_path)) + ".*directory"):
         SimplePyQ(tmp_path)
 
 
+@pytest.mark.parametrize(("setting", "error"), [({"poll_interval": 0}, ValueError),
+                                                ({"lease": -1}, ValueError),
+                                                ({"busy_timeout": "30"}, TypeError)])
+def test_bad_timing_settings_are_refused_before_the_store_is_created(
+    store_path: str, setting: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=next(iter(setting))):
+        SimplePyQ(store_path, **setting)  # type: ignore[arg-type]
+    assert not os.path.exists(store_path)
+
+
 def test_store_runs_in_wal_mode(queue: SimplePyQ, store_path: str) -> None:
-    with sqlite3.connect(store_path) as conn:
+    with closing(sqlite3.connect(store_path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -371,18 +666,25 @@ def test_queue_methods_are_safe_from_many_threads(queue: SimplePyQ) -> None:
     assert queue.stats()["c"]["pending"] == 300
 
 
-# -- logging and the public names -----------------------------------------------------------
+# -- logging and the public names -------------------------------------------------------
 
-def test_failures_are_logged_and_nothing_is_printed(
+def test_failures_are_logged_not_printed_and_the_traceback_is_stored(
     queue: SimplePyQ, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue.add_channel("c", lambda args: 1 / 0)
-    with caplog.at_level(logging.WARNING, logger="simplepyq"):
-        task_id = queue.enqueue("c", None)
+    queue.add_channel("divide", lambda args: 1 / 0)
+    with caplog.at_level(logging.DEBUG, logger="simplepyq"):
+        task_id = queue.enqueue("divide", None)
         queue.run_until_complete(timeout=10)
     assert capsys.readouterr() == ("", "")
-    assert any(str(task_id) in r.getMessage() and "ZeroDivisionError" in r.getMessage()
-               for r in caplog.records if r.name == "simplepyq")
+    failures = [r for r in caplog.records
+                if r.name == "simplepyq" and r.levelno >= logging.WARNING]
+    assert len(failures) == 1
+    message = failures[0].getMessage()
+    assert str(task_id) in message and "'divide'" in message and "ZeroDivisionError" in message
+    task = queue.get_task(task_id)
+    assert task is not None and task.status == "failed"
+    assert task.error is not None
+    assert "Traceback" in task.error and "ZeroDivisionError" in task.error
 
 
 def test_nothing_is_printed_when_the_application_configured_no_logging(store_path: str) -> None:
@@ -402,8 +704,14 @@ def test_nothing_is_printed_when_the_application_configured_no_logging(store_pat
     assert _count(store_path, "status='failed'") == 1
 
 
-def test_public_names_are_exported() -> None:
+def test_public_names_are_exactly_those_listed_and_each_is_importable() -> None:
     assert sorted(simplepyq.__all__) == sorted(
         ["Backoff", "DelayException", "SimplePyQ", "Status", "StoreError", "Task", "__version__"])
     for name in simplepyq.__all__:
-        assert getattr(simplepyq, name) is not None
+        namespace: dict[str, object] = {}
+        exec(f"from simplepyq import {name}", namespace)
+        assert namespace[name] is getattr(importlib.import_module("simplepyq"), name)
+    assert isinstance(simplepyq.__version__, str)
+    public = {name for name in vars(simplepyq)
+              if not name.startswith("_") and name[0].isupper()}
+    assert public == set(simplepyq.__all__) - {"__version__"}

@@ -1,59 +1,127 @@
-"""The task model: stored status strings and Task built from a row."""
+"""The task model: the stored status strings, and Task built from a stored row."""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import msgpack
 import pytest
 
 from simplepyq import Status, Task
+from simplepyq.storage.base import TASK_COLUMNS
 
 
 def _row(**overrides: object) -> tuple[object, ...]:
+    """A row laid out as TASK_COLUMNS (what the store's ``get``/``list`` return)."""
     row: dict[str, object] = {
         "id": 7, "channel": "c", "args": msgpack.packb({"a": [1, 2]}), "status": "done",
         "retries": 2, "attempts": 1, "priority": 5, "result": msgpack.packb("ok"),
         "error": None, "created_at": 0.0, "delay_until": None, "started_at": 1.5,
         "finished_at": 2.25,
     }
+    assert set(overrides) <= set(row)
     row.update(overrides)
+    assert tuple(row) == TASK_COLUMNS
     return tuple(row.values())
 
 
-def test_statuses_are_the_strings_stored_since_013() -> None:
+# -- Status -----------------------------------------------------------------------------
+
+def test_statuses_are_exactly_the_five_strings_stored_since_013() -> None:
     assert [s.value for s in Status] == ["pending", "running", "delayed", "done", "failed"]
-    assert Status.FAILED == "failed"
-    assert "delayed" in {Status.DELAYED}
+    assert [s.name for s in Status] == ["PENDING", "RUNNING", "DELAYED", "DONE", "FAILED"]
 
 
-def test_task_from_row_decodes_args_result_and_times() -> None:
-    task = Task.from_row(_row())
-    assert (task.id, task.channel, task.args, task.result) == (7, "c", {"a": [1, 2]}, "ok")
-    assert (task.status, task.retries, task.attempts, task.priority) == ("done", 2, 1, 5)
-    assert task.created_at == datetime(1970, 1, 1, tzinfo=timezone.utc)
-    assert task.finished_at == datetime(1970, 1, 1, 0, 0, 2, 250000, tzinfo=timezone.utc)
-    assert task.run_at is None
-    assert task.finished
+@pytest.mark.parametrize("text", ["pending", "running", "delayed", "done", "failed"])
+def test_a_status_is_interchangeable_with_its_plain_string(text: str) -> None:
+    status = Status(text)
+    assert isinstance(status, str)
+    assert status == text and text == status
+    assert hash(status) == hash(text)
+    assert {text: "found"}[status] == "found"
+    assert status in {text} and text in {status}
 
 
-def test_undecodable_blobs_are_kept_as_raw_bytes() -> None:
-    task = Task.from_row(_row(args=b"\xc1\xc1", result=b"\xc1"))
-    assert (task.args, task.result) == (b"\xc1\xc1", b"\xc1")
+def test_an_unknown_status_string_is_not_a_status() -> None:
+    with pytest.raises(ValueError, match="'archived'"):
+        Status("archived")
+    assert Status.DONE != "Done"
 
 
-def test_row_with_nulls_and_unknown_status_still_makes_a_task() -> None:
-    task = Task.from_row(_row(args=None, status="archived", retries=None, attempts=None,
-                              priority=None, result=None, created_at=None, started_at=None,
-                              finished_at=None))
-    assert (task.args, task.status, task.retries, task.attempts, task.priority) == (
-        None, "archived", 0, 0, 0)
-    assert task.created_at is None and task.started_at is None and task.finished_at is None
+# -- Task.from_row ----------------------------------------------------------------------
+
+def test_task_from_row_keeps_the_plain_fields() -> None:
+    task = Task.from_row(_row(error="Traceback: boom"))
+    assert (task.id, task.channel, task.status, task.error) == (7, "c", "done", "Traceback: boom")
+    assert (task.retries, task.attempts, task.priority) == (2, 1, 5)
+
+
+@pytest.mark.parametrize("value", [None, 0, -3, 2.5, "text", b"\x00bytes", [1, [2, 3]],
+                                   {"nested": {"map": [True, None]}}, {1: "int key"}])
+def test_task_from_row_decodes_args_and_result(value: object) -> None:
+    task = Task.from_row(_row(args=msgpack.packb(value, use_bin_type=True),
+                              result=msgpack.packb([value], use_bin_type=True)))
+    assert task.args == value
+    assert task.result == [value]
+
+
+def test_missing_args_and_result_are_none() -> None:
+    task = Task.from_row(_row(args=None, result=None))
+    assert task.args is None and task.result is None
+
+
+@pytest.mark.parametrize("blob", [b"\xc1", b"\xc1\xc1", b"\x92\x01", b"\x01\x02", b""])
+def test_undecodable_blobs_are_kept_as_raw_bytes(blob: bytes) -> None:
+    task = Task.from_row(_row(args=blob, result=blob))
+    assert (task.args, task.result) == (blob, blob)
+    assert type(task.args) is bytes
+
+
+def test_known_status_strings_become_status_members() -> None:
+    assert [Task.from_row(_row(status=s.value)).status for s in Status] == list(Status)
+    assert all(type(Task.from_row(_row(status=s.value)).status) is Status for s in Status)
+
+
+@pytest.mark.parametrize("stored", ["archived", "PENDING", ""])
+def test_unknown_status_strings_are_kept_unchanged(stored: str) -> None:
+    task = Task.from_row(_row(status=stored))
+    assert task.status == stored
     assert not task.finished
 
 
-def test_task_is_immutable() -> None:
+def test_null_counters_read_as_zero_and_null_times_as_none() -> None:
+    task = Task.from_row(_row(retries=None, attempts=None, priority=None, created_at=None,
+                              delay_until=None, started_at=None, finished_at=None))
+    assert (task.retries, task.attempts, task.priority) == (0, 0, 0)
+    assert (task.created_at, task.run_at, task.started_at, task.finished_at) == (
+        None, None, None, None)
+
+
+def test_epoch_seconds_become_aware_utc_datetimes() -> None:
+    task = Task.from_row(_row(created_at=0.0, delay_until=4102444800, started_at=1.5,
+                              finished_at=1_700_000_000.25))
+    assert task.created_at == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert task.run_at == datetime(2100, 1, 1, tzinfo=timezone.utc)
+    assert task.started_at == datetime(1970, 1, 1, 0, 0, 1, 500000, tzinfo=timezone.utc)
+    assert task.finished_at == datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=timezone.utc)
+    for moment in (task.created_at, task.run_at, task.started_at, task.finished_at):
+        assert moment is not None and moment.utcoffset() == timedelta(0)
+        assert moment.tzinfo is timezone.utc
+
+
+@pytest.mark.parametrize(("status", "finished"), [("pending", False), ("running", False),
+                                                  ("delayed", False), ("done", True),
+                                                  ("failed", True)])
+def test_only_done_and_failed_tasks_are_finished(status: str, finished: bool) -> None:
+    assert Task.from_row(_row(status=status)).finished is finished
+
+
+def test_task_is_frozen() -> None:
     task = Task.from_row(_row())
     with pytest.raises(dataclasses.FrozenInstanceError):
         task.status = "pending"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        task.args = None  # type: ignore[misc]
+    assert task == Task.from_row(_row())
+    assert dataclasses.replace(task, retries=0).retries == 0 and task.retries == 2

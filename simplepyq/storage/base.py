@@ -54,8 +54,13 @@ class Store(Protocol):
 
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
-            run_at: float | None, priority: int, now: float) -> list[int]:
-        """Insert tasks in one transaction and return their ids, in order."""
+            run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
+        """Insert tasks in one transaction and return their ids, in order.
+
+        With ``register`` the channel is (re)registered in the same transaction;
+        otherwise it must be registered already, or ``UnknownChannelError`` is raised
+        and nothing is written.
+        """
 
     def claim(self, channel: str, owner: str, limit: int, now: float) -> list[Claimed]:
         """Atomically mark up to ``limit`` due tasks of ``channel`` running for ``owner``.

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Any, TypeVar
 
-from simplepyq.errors import StoreError
+from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.policy import Decision
 from simplepyq.storage.base import Claimed, Owner
 from simplepyq.task import Status
@@ -26,6 +26,7 @@ from simplepyq.task import Status
 log = logging.getLogger("simplepyq")
 
 SCHEMA_VERSION = 1
+LEGACY_COLUMNS = {"id", "channel", "args", "status", "retries", "delay_until"}
 T = TypeVar("T")
 
 
@@ -58,9 +59,14 @@ class SQLiteStore:
         self._closed = False
         try:
             with self._connection() as conn:
-                self._enable_wal(conn)
+                # Schema first: if the file is refused, its transaction rolls back and
+                # the file is left exactly as it was (WAL mode would persist).
                 self._migrate(conn)
+                self._enable_wal(conn)
             self._watcher = self._connect()
+        except StoreError:
+            self.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreError(f"cannot use {self.location!r} as a task store: {exc}") from exc
@@ -174,6 +180,12 @@ class SQLiteStore:
     def _upgrade(self, conn: sqlite3.Connection) -> None:
         conn.execute(Q["create_tasks"])
         present = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        missing = sorted(LEGACY_COLUMNS - present)
+        if missing:
+            raise StoreError(
+                f"cannot use {self.location!r} as a task store: its 'tasks' table was not "
+                f"made by simplepyq (it has no {', '.join(missing)} column)"
+            )
         for column in Q["added_columns"].splitlines():
             if column.split()[0] not in present:
                 conn.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
@@ -194,7 +206,7 @@ class SQLiteStore:
 
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
-            run_at: float | None, priority: int, now: float) -> list[int]:
+            run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
         status = Status.DELAYED.value if run_at is not None and run_at > now else "pending"
         rows = [
             {"channel": channel, "args": payload, "status": status, "retries": retries,
@@ -203,12 +215,17 @@ class SQLiteStore:
         ]
 
         def insert(conn: sqlite3.Connection) -> list[int]:
+            if register:
+                conn.execute(Q["register_channel"], {"name": channel, "now": now})
+            elif conn.execute(Q["channel_exists"], {"name": channel}).fetchone() is None:
+                known = {row[0] for row in conn.execute(Q["known_channels"])}
+                raise UnknownChannelError(channel, known)
             conn.executemany(Q["add"], rows)
             last = int(conn.execute(Q["last_id"]).fetchone()[0])
             # AUTOINCREMENT under the write lock hands out consecutive ids.
             return list(range(last - len(rows) + 1, last + 1))
 
-        return self._write(insert) if rows else []
+        return self._write(insert)
 
     def claim(self, channel: str, owner: str, limit: int, now: float) -> list[Claimed]:
         def take(conn: sqlite3.Connection) -> list[Claimed]:

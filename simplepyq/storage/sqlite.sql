@@ -58,6 +58,9 @@ INSERT OR IGNORE INTO simplepyq_channels (name, registered_at)
 -- name: register_channel
 INSERT OR IGNORE INTO simplepyq_channels (name, registered_at) VALUES (:name, :now);
 
+-- name: channel_exists
+SELECT 1 FROM simplepyq_channels WHERE name = :name;
+
 -- name: known_channels
 SELECT name FROM simplepyq_channels;
 
