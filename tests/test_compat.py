@@ -1,4 +1,8 @@
-"""Compatibility with simplepyq 0.1.3: its files upgrade in place, its test suite passes."""
+"""Compatibility with simplepyq 0.1.3: its files upgrade in place, its test suite passes.
+
+The store is ``tests/fixtures/simplepyq-0.1.3.db``, written by the published 0.1.3
+(rows listed in tests/fixtures/README.md); every test works on a copy of it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import sqlite3
 import subprocess
 import sys
 import zipfile
+from contextlib import closing
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from simplepyq import SimplePyQ
@@ -17,94 +23,157 @@ from tests.support import ROOT
 
 FIXTURE = Path(__file__).parent / "fixtures" / "simplepyq-0.1.3.db"
 
+# The fixture's rows, as listed in tests/fixtures/README.md: id -> (channel, args, status, retries)
+ROWS_013 = {
+    1: ("email", {"to": "a@example.com", "n": 0}, "done", 0),
+    2: ("email", {"to": "a@example.com", "n": 1}, "done", 0),
+    3: ("email", {"to": "a@example.com", "n": 2}, "done", 0),
+    4: ("resize", {"path": "/img/1.png", "size": [64, 64]}, "failed", 0),
+    5: ("resize", {"path": "/img/2.png", "size": [128, 128]}, "delayed", 0),
+    6: ("report", {"month": "2025-01"}, "running", 0),
+    7: ("email", {"to": "late@example.com", "n": 10}, "pending", 0),
+    8: ("email", {"to": "late@example.com", "n": 11}, "pending", 2),
+}
+FAILED_COUNT_013 = "SELECT COUNT(*) FROM tasks WHERE status='failed'"
+
 
 @pytest.fixture
 def legacy_path(tmp_path: Path) -> str:
-    """A copy of the store written by 0.1.3 (see tests/fixtures/README.md)."""
+    """A copy of the store written by 0.1.3."""
     path = tmp_path / "legacy.db"
     shutil.copyfile(FIXTURE, path)
     return str(path)
 
 
-def _rows(path: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(path) as conn:
-        query = "SELECT id, channel, args, status, retries FROM tasks ORDER BY id"
-        return conn.execute(query).fetchall()
+def _raw_rows(path: str) -> list[tuple[object, ...]]:
+    """The 0.1.3 columns of every row, as stored."""
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(
+            "SELECT id, channel, args, status, retries, delay_until FROM tasks ORDER BY id"
+        ).fetchall()
 
 
-def test_opening_a_013_store_upgrades_it_and_loses_nothing(legacy_path: str) -> None:
-    before = _rows(legacy_path)
+def _failed_count(path: str) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute(FAILED_COUNT_013).fetchone()[0])
+
+
+def test_fixture_holds_the_rows_its_readme_lists(legacy_path: str) -> None:
+    rows = _raw_rows(legacy_path)
+    assert {row[0]: (row[1], msgpack.unpackb(row[2]), row[3], row[4]) for row in rows} == ROWS_013
+    with closing(sqlite3.connect(legacy_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (0,)  # no schema of ours yet
+
+
+def test_opening_a_013_store_upgrades_it_in_place_and_loses_nothing(legacy_path: str) -> None:
+    before = _raw_rows(legacy_path)
+
     with SimplePyQ(legacy_path) as q:
-        upgraded = q.tasks(limit=100)
-    after = _rows(legacy_path)
+        tasks = q.tasks(limit=100)
 
-    assert len(before) == 8
-    assert [row[:3] for row in after] == [row[:3] for row in before]
-    assert [row[4] for row in after] == [row[4] for row in before]
-    assert [t.status for t in upgraded] == [
-        "done", "done", "done", "failed", "delayed", "running", "pending", "pending"]
-    assert upgraded[0].args == {"to": "a@example.com", "n": 0}
-    with sqlite3.connect(legacy_path) as conn:
+    assert _raw_rows(legacy_path) == before  # ids, args, statuses, retries, delays
+    assert {t.id: (t.channel, t.args, t.status, t.retries) for t in tasks} == ROWS_013
+    with closing(sqlite3.connect(legacy_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
-        assert conn.execute("SELECT COUNT(*) FROM tasks WHERE status='failed'").fetchone() == (1,)
-    assert {"priority", "attempts", "result", "error", "created_at", "owner"} <= columns
+    assert {"priority", "attempts", "result", "error", "created_at", "started_at",
+            "finished_at", "owner"} <= columns
+    assert _failed_count(legacy_path) == 1  # 0.1.3's own query still works
 
 
-def test_channels_of_a_013_store_are_known_without_registering(legacy_path: str) -> None:
+def test_channels_of_a_013_store_are_known_without_add_channel(legacy_path: str) -> None:
     with SimplePyQ(legacy_path) as q:
         assert set(q.stats()) == {"email", "resize", "report"}
-        assert q.enqueue("report", {"month": "2025-02"}) == 9
+        new_ids = [q.enqueue(name, {"new": name}) for name in ("email", "resize", "report")]
+        with pytest.raises(ValueError, match="unknown channel 'emial'"):
+            q.enqueue("emial", {})
+        assert [(t.channel, t.args, t.status) for t in map(q.get_task, new_ids) if t] == [
+            ("email", {"new": "email"}, "pending"),
+            ("resize", {"new": "resize"}, "pending"),
+            ("report", {"new": "report"}, "pending")]
 
 
-def test_unfinished_013_tasks_run_as_if_enqueued_by_this_version(legacy_path: str) -> None:
+def test_task_a_killed_013_process_left_running_is_recovered_at_start(legacy_path: str) -> None:
+    with SimplePyQ(legacy_path, lease=3600) as q:
+        q.start()  # no channel registered: recovered, but not run
+        task = q.get_task(6)
+    assert task is not None
+    assert (task.channel, task.args, task.status) == ("report", {"month": "2025-01"}, "pending")
+    assert (task.error or "").startswith("recovered")
+
+
+def test_unfinished_013_tasks_run_with_their_original_args_and_the_failed_one_waits(
+    legacy_path: str,
+) -> None:
     seen: dict[str, list[object]] = {"email": [], "resize": [], "report": []}
     with SimplePyQ(legacy_path, lease=3600) as q:
         for name, calls in seen.items():
             q.add_channel(name, lambda args, calls=calls: calls.append(args) or "ok")
-        q.run_until_complete(timeout=30)
+        q.run_until_complete(timeout=20)
+
         statuses = {t.id: t.status for t in q.tasks(limit=100)}
-        assert seen["email"] == [{"to": "late@example.com", "n": 10},
-                                 {"to": "late@example.com", "n": 11}]
-        assert seen["resize"] == [{"path": "/img/2.png", "size": [128, 128]}]
-        assert seen["report"] == [{"month": "2025-01"}]  # left running by a killed 0.1.3
+        assert seen == {
+            "email": [{"to": "late@example.com", "n": 10}, {"to": "late@example.com", "n": 11}],
+            "resize": [{"path": "/img/2.png", "size": [128, 128]}],  # was delayed
+            "report": [{"month": "2025-01"}],  # was left running by a killed 0.1.3
+        }
         assert statuses == {1: "done", 2: "done", 3: "done", 4: "failed", 5: "done",
                             6: "done", 7: "done", 8: "done"}
+        assert q.get_task(8).retries == 2  # type: ignore[union-attr]
+        assert _failed_count(legacy_path) == 1
+
         assert q.requeue_failed() == 1
-        q.run_until_complete(timeout=30)
-        assert q.get_task(4).status == "done"  # type: ignore[union-attr]
+        q.run_until_complete(timeout=20)
+        requeued = q.get_task(4)
+
+    assert requeued is not None
+    assert (requeued.status, requeued.result) == ("done", "ok")
     assert seen["resize"][-1] == {"path": "/img/1.png", "size": [64, 64]}
+    assert _failed_count(legacy_path) == 0
+    assert len(_raw_rows(legacy_path)) == 8
+
+
+# -- the published 0.1.3 test suite ----------------------------------------
 
 
 @pytest.fixture(scope="session")
-def legacy_test_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test module shipped in the published simplepyq 0.1.3 wheel."""
-    wheel = os.environ.get("SIMPLEPYQ_LEGACY_WHEEL")
-    directory = tmp_path_factory.mktemp("legacy")
-    if not wheel:
+def legacy_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The published simplepyq 0.1.3 wheel: $SIMPLEPYQ_LEGACY_WHEEL, or downloaded once."""
+    given = os.environ.get("SIMPLEPYQ_LEGACY_WHEEL")
+    if given:
+        assert Path(given).is_file(), f"SIMPLEPYQ_LEGACY_WHEEL={given!r} is not a file"
+        return Path(given)
+    directory = tmp_path_factory.mktemp("wheel-0.1.3")
+    try:
         download = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
              "simplepyq==0.1.3", "-d", str(directory)],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, timeout=120,
         )
-        found = sorted(directory.glob("simplepyq-0.1.3-*.whl"))
-        if download.returncode != 0 or not found:
-            pytest.skip(f"the simplepyq 0.1.3 wheel could not be downloaded: {download.stderr}")
-        wheel = str(found[0])
-    with zipfile.ZipFile(wheel) as archive:
-        target = directory / "test_simplepyq_013.py"
-        target.write_bytes(archive.read("tests/test_simplepyq.py"))
-    return target
+    except subprocess.TimeoutExpired:
+        pytest.skip("downloading the simplepyq 0.1.3 wheel from PyPI timed out after 120s")
+    found = sorted(directory.glob("simplepyq-0.1.3-*.whl"))
+    if download.returncode != 0 or not found:
+        pytest.skip("the simplepyq 0.1.3 wheel could not be downloaded "
+                    f"(pip exit {download.returncode}): {download.stderr.strip()[-500:]}")
+    return found[0]
 
 
-def test_published_013_test_suite_passes_unchanged(
-    legacy_test_suite: Path, tmp_path: Path
-) -> None:
-    shutil.copyfile(legacy_test_suite, tmp_path / legacy_test_suite.name)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run(
-        [sys.executable, "-m", "unittest", "-v", legacy_test_suite.stem],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Ran 5 tests" in result.stderr
-    assert result.stderr.rstrip().endswith("OK")
+def test_published_013_test_suite_passes_unchanged(legacy_wheel: Path, tmp_path: Path) -> None:
+    with zipfile.ZipFile(legacy_wheel) as wheel:
+        (tmp_path / "test_simplepyq.py").write_bytes(wheel.read("tests/test_simplepyq.py"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    imported = run("-c", "import simplepyq; print(simplepyq.__file__)")
+    assert Path(imported.stdout.strip()).is_relative_to(ROOT / "simplepyq"), imported
+    result = run("-m", "unittest", "-v", "test_simplepyq")
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Ran 5 tests" in output
+    assert output.rstrip().endswith("OK"), output

@@ -1,173 +1,261 @@
-"""Crash recovery: tasks of dead processes run again; tasks of live ones are never taken."""
+"""Crash recovery: tasks of dead processes run again; tasks of live ones are never taken.
+
+The crashes are real: child interpreters are killed with SIGKILL mid-task. Remote
+hosts are simulated by writing their rows in ``simplepyq_owners`` with raw SQL.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from pathlib import Path
+
+import msgpack
 
 from simplepyq import SimplePyQ, Task, policy
 from tests.support import spawn_python, wait_until
 
-HANGING_WORKER = """
+# Runs channel "c" with N workers whose task marks that it started, then blocks forever.
+# argv: store, directory for "started" marks, N.
+BLOCKED_FOREVER = """
     import pathlib, sys, threading
     from simplepyq import SimplePyQ
 
-    def hang(args):
-        pathlib.Path(sys.argv[2]).write_text("started")
+    def block(args):
+        pathlib.Path(sys.argv[2], str(args)).touch()
         threading.Event().wait()
 
     q = SimplePyQ(sys.argv[1])
-    q.add_channel("c", hang)
+    q.add_channel("c", block, max_workers=int(sys.argv[3]))
     q.run_until_complete()
 """
 
-WORKER_UNTIL_RELEASED = """
+# Runs channel "c"; its task marks that it started and returns once a release file exists.
+# argv: store, "started" mark, release file. lease=3600: it heartbeats only at start.
+BLOCKED_UNTIL_RELEASED = """
     import pathlib, sys, time
     from simplepyq import SimplePyQ
 
     def until_released(args):
-        pathlib.Path(sys.argv[2]).write_text("started")
+        pathlib.Path(sys.argv[2]).touch()
         while not pathlib.Path(sys.argv[3]).exists():
             time.sleep(0.01)
         return "finished by its own process"
 
-    with SimplePyQ(sys.argv[1]) as q:
+    with SimplePyQ(sys.argv[1], lease=3600) as q:
         q.add_channel("c", until_released)
         q.run_until_complete(timeout=60)
 """
 
+# Drains channel "c" with 4 workers, appending "task_id pid" per run to a log file.
+# argv: store, log file. The args of every task are its own id.
+DRAINER = """
+    import os, sys
+    from simplepyq import SimplePyQ
 
-def _enqueue(store_path: str, args: object) -> int:
+    log = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    def work(task_id):
+        os.write(log, f"{task_id} {os.getpid()}\\n".encode())
+
+    with SimplePyQ(sys.argv[1], poll_interval=0.01) as q:
+        q.add_channel("c", work, max_workers=4)
+        q.run_until_complete(timeout=60)
+"""
+
+REMOTE_HOST = "far-away-host"
+
+
+def _nothing(args: object) -> None:
+    """A channel function for queues that only enqueue."""
+
+
+def _enqueue(store_path: str, *args_list: object) -> list[int]:
     with SimplePyQ(store_path) as q:
-        q.add_channel("c", print)
-        return q.enqueue("c", args)
+        q.add_channel("c", _nothing)
+        return q.enqueue_many("c", args_list)
 
 
-def _start_hanging_child(store_path: str, tmp_path: Path) -> subprocess.Popen[str]:
-    marker = tmp_path / "started"
-    child = spawn_python(HANGING_WORKER, store_path, str(marker))
-    wait_until(lambda: marker.exists() or child.poll() is not None, timeout=30)
-    assert child.poll() is None, child.communicate()[1]
-    return child
+@contextmanager
+def _blocked_child(store_path: str, tmp_path: Path, started: int,
+                   workers: int = 1) -> Iterator[subprocess.Popen[str]]:
+    """A child process running ``started`` tasks of channel "c" that never end.
+
+    Yields once they have all started; on exit kills the child (if the test did
+    not) and reaps it.
+    """
+    marks = tmp_path / "started"
+    marks.mkdir()
+    child = spawn_python(BLOCKED_FOREVER, store_path, str(marks), str(workers))
+    try:
+        wait_until(lambda: len(list(marks.iterdir())) >= started or child.poll() is not None,
+                   timeout=30)
+        assert child.poll() is None, child.communicate()[1]
+        yield child
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
 
 
-def _task_of_a_killed_child(store_path: str, tmp_path: Path, args: str) -> int:
-    """Enqueue a task, let a child process start it, SIGKILL the child and reap it."""
-    task_id = _enqueue(store_path, args)
-    child = _start_hanging_child(store_path, tmp_path)
-    os.kill(child.pid, signal.SIGKILL)
-    child.communicate(timeout=10)
-    return task_id
-
-
-def _recover_and_run(store_path: str, task_id: int) -> Task | None:
+def _rerun_with_lease_3600(store_path: str, task_id: int) -> tuple[Task, list[str | None]]:
+    """Run channel "c" to completion in this process; the task and its error as each run saw it."""
+    errors_seen: list[str | None] = []
     with SimplePyQ(store_path, lease=3600) as q:
-        q.add_channel("c", lambda args: f"recovered {args}")
+
+        def rerun(args: object) -> str:
+            errors_seen.append(q.get_task(task_id).error)  # type: ignore[union-attr]
+            return f"rerun {args}"
+
+        q.add_channel("c", rerun)
         q.run_until_complete(timeout=30)
-        return q.get_task(task_id)
-
-
-def test_task_of_a_killed_process_runs_again_in_the_next_one(
-    store_path: str, tmp_path: Path
-) -> None:
-    task_id = _task_of_a_killed_child(store_path, tmp_path, "job")
-
-    task = _recover_and_run(store_path, task_id)
-
-    assert task is not None
-    assert (task.status, task.result, task.attempts) == ("done", "recovered job", 2)
-
-
-def test_recovery_is_noted_on_the_task_until_it_runs(store_path: str, tmp_path: Path) -> None:
-    task_id = _task_of_a_killed_child(store_path, tmp_path, "job")
-    with SimplePyQ(store_path, lease=3600) as q:
-        q.add_channel("other", print)
-        q.start()  # recovers the dead process's task, which no channel here runs
         task = q.get_task(task_id)
     assert task is not None
-    assert task.status == "pending"
-    assert "recovered" in (task.error or "")
+    return task, errors_seen
 
 
-def test_task_of_a_killed_but_unreaped_process_is_recovered(
+def test_task_killed_mid_run_is_run_again_at_once_by_the_next_process(
     store_path: str, tmp_path: Path
 ) -> None:
-    task_id = _enqueue(store_path, "zombie")
-    child = _start_hanging_child(store_path, tmp_path)
-    os.kill(child.pid, signal.SIGKILL)
-    try:
-        wait_until(lambda: _proc_state(child.pid) in ("Z", None), timeout=10)
-        task = _recover_and_run(store_path, task_id)
-    finally:
-        child.communicate(timeout=10)
-    assert task is not None
-    assert (task.status, task.attempts) == ("done", 2)
+    (task_id,) = _enqueue(store_path, "job")
+    with _blocked_child(store_path, tmp_path, started=1) as child:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+
+    # lease=3600: only the dead-pid check on this host can recover it within the timeout.
+    task, errors_seen = _rerun_with_lease_3600(store_path, task_id)
+
+    assert (task.status, task.result, task.attempts) == ("done", "rerun job", 2)
+    (note,) = errors_seen  # the error field as the second run found it
+    assert note is not None
+    assert note.startswith("recovered")
+    assert f":{child.pid}:" in note  # names the dead worker
+
+
+def test_task_of_a_killed_process_not_yet_reaped_is_recovered(
+    store_path: str, tmp_path: Path
+) -> None:
+    (task_id,) = _enqueue(store_path, "zombie")
+    with _blocked_child(store_path, tmp_path, started=1) as child:
+        child.send_signal(signal.SIGKILL)
+        wait_until(lambda: _proc_state(child.pid) == "Z", timeout=10)
+
+        task, _ = _rerun_with_lease_3600(store_path, task_id)
+
+        assert _proc_state(child.pid) == "Z"  # recovered while the pid still exists
+    assert (task.status, task.result, task.attempts) == ("done", "rerun zombie", 2)
+
+
+def test_run_until_complete_after_a_crash_returns_with_every_task_done(
+    store_path: str, tmp_path: Path
+) -> None:
+    ids = _enqueue(store_path, "a", "b", "c", "d")
+    with _blocked_child(store_path, tmp_path, started=2, workers=2) as child:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    assert _statuses(store_path) == Counter({"running": 2, "pending": 2})
+
+    with SimplePyQ(store_path) as q:  # the default lease (30 s) outlasts the timeout
+        q.add_channel("c", lambda args: args)
+        q.run_until_complete(timeout=20)
+        tasks = [q.get_task(task_id) for task_id in ids]
+
+    assert [(t.status, t.result) for t in tasks if t] == [
+        ("done", "a"), ("done", "b"), ("done", "c"), ("done", "d")]
+    assert sorted(t.attempts for t in tasks if t) == [1, 1, 2, 2]
 
 
 def test_task_of_a_live_process_is_never_taken_however_long_it_runs(
     store_path: str, tmp_path: Path
 ) -> None:
-    task_id = _enqueue(store_path, "long")
+    (task_id,) = _enqueue(store_path, "long")
     started, release = tmp_path / "started", tmp_path / "release"
-    child = spawn_python(WORKER_UNTIL_RELEASED, store_path, str(started), str(release))
+    child = spawn_python(BLOCKED_UNTIL_RELEASED, store_path, str(started), str(release))
     try:
         wait_until(lambda: started.exists() or child.poll() is not None, timeout=30)
-        ran_here: list[object] = []
-        with SimplePyQ(store_path, lease=0.2, poll_interval=0.01) as q:
-            q.add_channel("c", ran_here.append)
+        assert child.poll() is None, child.communicate()[1]
+        assert _status_and_owner_pid(store_path, task_id) == ("running", child.pid)
+        lease = 0.2
+        with SimplePyQ(store_path, lease=lease, poll_interval=0.01) as q:
+            q.add_channel("canary", lambda args: "recovered")
             q.start()
-            # Several leases pass while the task runs; every sweep must leave it alone.
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
-                assert q._scheduler is not None
-                assert q._scheduler.recover_dead() == 0
-                threading.Event().wait(0.05)
-            task = q.get_task(task_id)
-            assert task is not None
-            assert task.status == "running"
-            release.write_text("go")
-            done = q.wait(task_id, timeout=30)
-        assert ran_here == []
-        assert (done.status, done.result, done.attempts) == (
+            # Each canary is a task of a dead remote owner, written after the previous
+            # one was recovered, so each proves one more recovery sweep. Sweeps come at
+            # most every lease/3: 15 of them span more than 4 leases.
+            for number in range(15):
+                canary = _insert_running_task(store_path, "canary", f"far:{number}:dead",
+                                              heartbeat_at=time.time() - 3600)
+                assert q.wait(canary, timeout=10).result == "recovered"
+                assert _status_and_owner_pid(store_path, task_id) == ("running", child.pid)
+            # Its heartbeat is older than our lease: only the live pid protects it.
+            assert _heartbeat_of_pid(store_path, child.pid) < time.time() - lease
+
+            release.touch()
+            task = q.wait(task_id, timeout=30)
+        assert (task.status, task.result, task.attempts) == (
             "done", "finished by its own process", 1)
     finally:
-        release.write_text("go")
+        release.touch()
         _, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
 
 
-def test_task_of_another_host_is_recovered_only_after_its_lease(store_path: str) -> None:
-    task_id = _enqueue(store_path, "remote")
-    _make_remote_owner(store_path, task_id, heartbeat_at=time.time())
-    with SimplePyQ(store_path, lease=30, poll_interval=0.01) as q:
-        q.add_channel("c", lambda args: f"ran {args}")
-        q.start()
-        assert q._scheduler is not None
-        assert q._scheduler.recover_dead() == 0
-        assert q.get_task(task_id).status == "running"  # type: ignore[union-attr]
-        with sqlite3.connect(store_path) as conn:
-            conn.execute("UPDATE simplepyq_owners SET heartbeat_at = ?", (time.time() - 31,))
-        done = q.wait(task_id, timeout=30)
-    assert (done.status, done.result, done.attempts) == ("done", "ran remote", 1)
+def test_task_of_another_host_is_recovered_only_once_its_heartbeat_is_older_than_the_lease(
+    store_path: str,
+) -> None:
+    lease = 30.0
+    SimplePyQ(store_path).close()  # creates the store
+    fresh_id = _insert_running_task(store_path, "c", "far:1:fresh", heartbeat_at=time.time())
+    stale_id = _insert_running_task(store_path, "c", "far:2:stale",
+                                    heartbeat_at=time.time() - lease - 5)
+    ids = {"fresh": fresh_id, "stale": stale_id}
+    errors_seen: dict[str, str | None] = {}
+    with SimplePyQ(store_path, lease=lease, poll_interval=0.01) as q:
+
+        def run(args: str) -> str:
+            errors_seen[args] = q.get_task(ids[args]).error  # type: ignore[union-attr]
+            return f"ran {args}"
+
+        q.add_channel("c", run)
+        q.start()  # sweeps once before returning: it judged both remote owners
+
+        stale = q.wait(stale_id, timeout=10)
+        assert _status_and_owner(store_path, fresh_id) == ("running", "far:1:fresh")
+
+        with closing(sqlite3.connect(store_path)) as conn, conn:
+            conn.execute("UPDATE simplepyq_owners SET heartbeat_at = ? WHERE owner = ?",
+                         (time.time() - lease - 1, "far:1:fresh"))
+        fresh = q.wait(fresh_id, timeout=30)
+
+    assert (stale.status, stale.result, stale.attempts) == ("done", "ran stale", 2)
+    assert (fresh.status, fresh.result, fresh.attempts) == ("done", "ran fresh", 2)
+    assert "far:2:stale" in (errors_seen["stale"] or "")
+    assert "far:1:fresh" in (errors_seen["fresh"] or "")
 
 
-def test_running_task_without_owner_is_recovered_at_start(store_path: str) -> None:
-    task_id = _enqueue(store_path, "orphan")
-    with sqlite3.connect(store_path) as conn:
+def test_running_task_without_an_owner_is_recovered_at_start(store_path: str) -> None:
+    (task_id,) = _enqueue(store_path, "orphan")
+    with closing(sqlite3.connect(store_path)) as conn, conn:  # as 0.1.3 leaves a crashed task
         conn.execute("UPDATE tasks SET status = 'running', owner = NULL WHERE id = ?", (task_id,))
-    with SimplePyQ(store_path) as q:
-        q.add_channel("c", lambda args: "ran")
-        q.run_until_complete(timeout=30)
-        assert q.wait(task_id, timeout=1).result == "ran"
+    with SimplePyQ(store_path, lease=3600) as q:
+        q.add_channel("other", _nothing)
+        q.start()  # no worker here runs channel "c": the task waits, recovered
+        recovered = q.get_task(task_id)
+        q.add_channel("c", lambda args: f"ran {args}")
+        done = q.wait(task_id, timeout=10)
+    assert recovered is not None
+    assert recovered.status == "pending"
+    assert (recovered.error or "").startswith("recovered")
+    assert (done.status, done.result, done.attempts) == ("done", "ran orphan", 1)
 
 
 def test_worker_given_up_for_dead_cannot_overwrite_the_rerun(store_path: str) -> None:
-    task_id = _enqueue(store_path, "x")
+    (task_id,) = _enqueue(store_path, "x")
     with SimplePyQ(store_path) as q:
         store = q._store
         (claimed,) = store.claim("c", "ghost", 1, time.time())
@@ -179,51 +267,89 @@ def test_worker_given_up_for_dead_cannot_overwrite_the_rerun(store_path: str) ->
         assert q.get_task(task_id).attempts == 2  # type: ignore[union-attr]
 
 
-MULTI_WORKER = """
-    import os, sys
-    from simplepyq import SimplePyQ
-
-    log = open(sys.argv[2], "a", buffering=1)
-
-    def work(n):
-        log.write(f"{n} {os.getpid()}\\n")
-
-    with SimplePyQ(sys.argv[1], poll_interval=0.01) as q:
-        q.add_channel("c", work, max_workers=4)
-        q.run_until_complete(timeout=120)
-"""
-
-
 def test_processes_sharing_a_file_run_each_task_exactly_once(
     store_path: str, tmp_path: Path
 ) -> None:
-    tasks = 3000
+    total = 3000
     with SimplePyQ(store_path) as q:
-        q.add_channel("c", print)
-        q.enqueue_many("c", range(tasks))
-    logs = [tmp_path / f"log{i}" for i in range(3)]
-    children = [spawn_python(MULTI_WORKER, store_path, str(log)) for log in logs]
-    errors = [child.communicate(timeout=180)[1] for child in children]
+        q.add_channel("c", _nothing)
+        ids = q.enqueue_many("c", range(1, total + 1))
+    assert ids == list(range(1, total + 1))  # so each task's args are its id
+    logs = [tmp_path / f"child{number}.log" for number in range(3)]
+    children = [spawn_python(DRAINER, store_path, str(log)) for log in logs]
+    try:
+        with ThreadPoolExecutor(len(children)) as pool:
+            outputs = list(pool.map(lambda child: child.communicate(timeout=90), children))
+    finally:
+        for child in children:
+            child.kill()
+            child.communicate()
+    errors = [err for _, err in outputs]
 
     assert [child.returncode for child in children] == [0, 0, 0], errors
-    assert not any("locked" in err for err in errors)
-    runs = [line.split()[0] for log in logs for line in log.read_text().splitlines()]
-    assert sorted(map(int, runs)) == list(range(tasks))
-    with sqlite3.connect(store_path) as conn:
+    assert not [err for err in errors if "database is locked" in err]
+    runs: Counter[int] = Counter()
+    for child, log in zip(children, logs, strict=True):
+        for line in log.read_text().splitlines() if log.exists() else []:
+            task_id, pid = map(int, line.split())
+            assert pid == child.pid
+            runs[task_id] += 1
+    assert runs == Counter(ids)
+    with closing(sqlite3.connect(store_path)) as conn:
         rows = conn.execute("SELECT status, attempts, COUNT(*) FROM tasks GROUP BY 1, 2")
-        assert rows.fetchall() == [("done", 1, tasks)]
+        assert rows.fetchall() == [("done", 1, total)]
 
 
-def _make_remote_owner(store_path: str, task_id: int, heartbeat_at: float) -> None:
-    with sqlite3.connect(store_path) as conn:
+# -- raw rows --------------------------------------------------------------
+
+
+def _insert_running_task(store_path: str, channel: str, owner: str, heartbeat_at: float) -> int:
+    """A task of ``channel`` running on another host, whose owner last beat at ``heartbeat_at``.
+
+    Its args are the last part of ``owner`` ("far:1:fresh" -> "fresh").
+    """
+    with closing(sqlite3.connect(store_path)) as conn, conn:
         conn.execute(
             "INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at) "
-            "VALUES ('far:1:abc', 'far-away-host', 1, NULL, ?)", (heartbeat_at,))
-        conn.execute(
-            "UPDATE tasks SET status = 'running', owner = 'far:1:abc' WHERE id = ?", (task_id,))
+            "VALUES (?, ?, 1, NULL, ?)", (owner, REMOTE_HOST, heartbeat_at))
+        cursor = conn.execute(
+            "INSERT INTO tasks (channel, args, status, retries, attempts, owner, created_at, "
+            "started_at) VALUES (?, ?, 'running', 0, 1, ?, ?, ?)",
+            (channel, msgpack.packb(owner.split(":")[2]), owner, time.time(), heartbeat_at))
+        task_id = cursor.lastrowid
+    assert task_id is not None
+    return task_id
+
+
+def _status_and_owner(store_path: str, task_id: int) -> tuple[str, str | None]:
+    with closing(sqlite3.connect(store_path)) as conn:
+        row = conn.execute("SELECT status, owner FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return row[0], row[1]
+
+
+def _status_and_owner_pid(store_path: str, task_id: int) -> tuple[str, int | None]:
+    with closing(sqlite3.connect(store_path)) as conn:
+        row = conn.execute(
+            "SELECT t.status, o.pid FROM tasks AS t "
+            "LEFT JOIN simplepyq_owners AS o ON o.owner = t.owner WHERE t.id = ?",
+            (task_id,)).fetchone()
+    return row[0], row[1]
+
+
+def _heartbeat_of_pid(store_path: str, pid: int) -> float:
+    with closing(sqlite3.connect(store_path)) as conn:
+        (beat,) = conn.execute(
+            "SELECT heartbeat_at FROM simplepyq_owners WHERE pid = ?", (pid,)).fetchone()
+    return float(beat)
+
+
+def _statuses(store_path: str) -> Counter[str]:
+    with closing(sqlite3.connect(store_path)) as conn:
+        return Counter(dict(conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")))
 
 
 def _proc_state(pid: int) -> str | None:
+    """The state letter in /proc/PID/stat (Z for a zombie), None if there is no such process."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):

@@ -1,102 +1,164 @@
-"""The SQLite backend: schema, WAL, locking, indexes and the change counter."""
+"""The SQLite backend: schema, WAL, locking, indexes and the change counter.
+
+Driven through the public API; raw ``sqlite3`` connections inspect the file and
+play the part of other processes.
+"""
 
 from __future__ import annotations
 
+import linecache
 import sqlite3
+import sys
 import threading
+from contextlib import closing
 
 import pytest
 
 from simplepyq import SimplePyQ, StoreError
 from simplepyq.storage.sqlite import SCHEMA_VERSION, Q
+from tests.support import wait_until
 
 
-def test_new_store_has_the_current_schema_in_wal_mode(queue: SimplePyQ, store_path: str) -> None:
-    with sqlite3.connect(store_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+def _schema(store_path: str) -> list[tuple[str, str, str | None]]:
+    with closing(sqlite3.connect(store_path)) as conn:
+        return conn.execute(
+            "SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+
+
+def test_new_store_is_in_wal_mode_with_schema_version_1(queue: SimplePyQ, store_path: str) -> None:
+    with closing(sqlite3.connect(store_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert {"tasks", "simplepyq_channels", "simplepyq_owners", "tasks_claim"} <= tables
+    assert SCHEMA_VERSION == 1
+    names = {name for _, name, _ in _schema(store_path)}
+    assert {"tasks", "simplepyq_channels", "simplepyq_owners", "tasks_claim"} <= names
 
 
-def test_reopening_a_store_keeps_its_tasks(store_path: str) -> None:
+def test_opening_an_existing_store_twice_changes_nothing_and_keeps_its_tasks(
+    store_path: str,
+) -> None:
     with SimplePyQ(store_path) as q:
         q.add_channel("c", print)
         task_id = q.enqueue("c", {"keep": True})
+    schema = _schema(store_path)
+
     with SimplePyQ(store_path) as again, SimplePyQ(store_path) as third:
         assert again.get_task(task_id).args == {"keep": True}  # type: ignore[union-attr]
         assert third.stats()["c"]["pending"] == 1
+        assert again.enqueue("c", "from again") == task_id + 1
+
+    assert _schema(store_path) == schema
+    with closing(sqlite3.connect(store_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("SELECT COUNT(*) FROM tasks").fetchone() == (2,)
 
 
-def test_writer_waits_for_a_lock_held_shorter_than_the_busy_timeout(store_path: str) -> None:
+def test_writer_waits_for_a_lock_held_less_than_busy_timeout(store_path: str) -> None:
     with SimplePyQ(store_path, busy_timeout=30) as q:
         q.add_channel("c", print)
-        blocker = sqlite3.connect(store_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        calling = threading.Event()
-        result: list[int] = []
+        locked, enqueue_called = threading.Event(), threading.Event()
+        order: list[str] = []
+        caller = threading.get_ident()
 
-        def enqueue() -> None:
-            calling.set()
-            result.append(q.enqueue("c", "after the lock"))
+        def hold_the_write_lock() -> None:
+            with closing(sqlite3.connect(store_path, isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")
+                locked.set()
+                assert enqueue_called.wait(10)
+                # Release only once the enqueue waits inside its own BEGIN IMMEDIATE.
+                wait_until(lambda: "BEGIN IMMEDIATE" in _current_line(caller), timeout=10)
+                order.append("released")
+                other.execute("COMMIT")
 
-        writer = threading.Thread(target=enqueue)
-        writer.start()
-        assert calling.wait(10)
-        assert result == []  # cannot have written while the lock is held
-        blocker.execute("COMMIT")
-        blocker.close()
-        writer.join(30)
-        assert len(result) == 1
-        assert q.get_task(result[0]).args == "after the lock"  # type: ignore[union-attr]
+        holder = threading.Thread(target=hold_the_write_lock)
+        holder.start()
+        try:
+            assert locked.wait(10)
+            enqueue_called.set()
+            task_id = q.enqueue("c", "after the lock")
+            order.append("enqueued")
+        finally:
+            holder.join(30)
+
+        assert isinstance(task_id, int)
+        assert order == ["released", "enqueued"]
+        assert q.get_task(task_id).args == "after the lock"  # type: ignore[union-attr]
 
 
-def test_lock_held_past_the_busy_timeout_is_reported_and_writes_nothing(store_path: str) -> None:
+def test_lock_held_past_busy_timeout_raises_store_error_from_operational_error_writing_nothing(
+    store_path: str,
+) -> None:
+    """The caller gets ``simplepyq.StoreError`` naming the store and busy_timeout.
+
+    Its ``__cause__`` is SQLite's own ``sqlite3.OperationalError: database is locked``.
+    """
     with SimplePyQ(store_path, busy_timeout=0.2) as q:
         q.add_channel("c", print)
-        blocker = sqlite3.connect(store_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
-            with pytest.raises(StoreError, match=r"locked.*busy_timeout=0\.2"):
+        with closing(sqlite3.connect(store_path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreError, match=r"locked.*busy_timeout=0\.2") as raised:
                 q.enqueue_many("c", range(10))
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        assert q.stats()["c"]["pending"] == 0
-        assert len(q.enqueue_many("c", range(10))) == 10
+            other.execute("ROLLBACK")
+
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+        assert "database is locked" in str(raised.value.__cause__)
+        with closing(sqlite3.connect(store_path)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM tasks").fetchone() == (0,)
+        assert q.enqueue_many("c", range(10)) == list(range(1, 11))
 
 
-def test_claim_reads_only_pending_tasks_whatever_the_number_of_finished_rows(
+def test_claim_cost_does_not_depend_on_the_number_of_finished_rows(
     queue: SimplePyQ, store_path: str
 ) -> None:
     queue.add_channel("c", lambda args: f"ran {args}")
-    with sqlite3.connect(store_path) as conn:
-        conn.executemany(
-            "INSERT INTO tasks (channel, args, status, created_at, finished_at) "
-            "VALUES ('c', x'c0', 'done', 0, 0)",
-            ((),) * 1_000_000,
-        )
-        conn.execute("ANALYZE")
-        plan = " ".join(str(row[-1]) for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + Q["claim_candidates"], {"channel": "c", "limit": 1}))
-        due_plan = " ".join(str(row[-1]) for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + Q["promote_due"], {"channel": "c", "now": 0}))
-    assert "USING INDEX tasks_claim" in plan and "SCAN" not in plan
-    assert "USING INDEX tasks_due" in due_plan and "SCAN" not in due_plan
     task_id = queue.enqueue("c", "needle")
+    claim = Q["claim_candidates"]
+    params = {"channel": "c", "limit": 1}
+    with closing(sqlite3.connect(store_path)) as conn:
+        steps_before, found_before = _vm_steps(conn, claim, params)
+        with conn:
+            conn.executemany(
+                "INSERT INTO tasks (channel, args, status, attempts, created_at, finished_at) "
+                "VALUES ('c', x'c0', 'done', 1, 0, 0)",
+                ((),) * 1_000_000,
+            )
+        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + claim, params)]
+        steps_after, found_after = _vm_steps(conn, claim, params)
+
+    assert any("USING INDEX tasks_claim" in step for step in plan), plan
+    assert not any(step.startswith("SCAN tasks") for step in plan), plan
+    assert [row[0] for row in found_before] == [row[0] for row in found_after] == [task_id]
+    assert steps_after == steps_before  # the same work with 0 or 1,000,000 done rows
+
     queue.run_until_complete(timeout=30)
-    assert queue.wait(task_id, timeout=1).result == "ran needle"
+    task = queue.get_task(task_id)
+    assert task is not None
+    assert (task.status, task.result, task.attempts) == ("done", "ran needle", 1)
 
 
-def test_change_token_moves_only_when_another_connection_commits(
+def test_change_token_moves_when_another_connection_commits_and_not_otherwise(
     queue: SimplePyQ, store_path: str
 ) -> None:
     store = queue._store
+    queue.add_channel("c", print)
     first = store.change_token()
     assert store.change_token() == first
-    with sqlite3.connect(store_path) as conn:
-        conn.execute("INSERT INTO simplepyq_channels (name) VALUES ('other')")
-    assert store.change_token() != first
+
+    with closing(sqlite3.connect(store_path, isolation_level=None)) as other:
+        other.execute("SELECT COUNT(*) FROM tasks").fetchall()
+        assert store.change_token() == first  # a read commits nothing
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO simplepyq_channels (name) VALUES ('rolled back')")
+        other.execute("ROLLBACK")
+        assert store.change_token() == first  # nor does a rolled-back write
+
+        other.execute("INSERT INTO simplepyq_channels (name) VALUES ('committed')")
+        second = store.change_token()
+        assert second != first
+        assert store.change_token() == second
+
+    queue.enqueue("c", "through the queue's own writer connection")
+    assert store.change_token() != second
 
 
 def test_concurrent_openers_of_a_new_file_all_succeed(store_path: str) -> None:
@@ -124,8 +186,37 @@ def test_concurrent_openers_of_a_new_file_all_succeed(store_path: str) -> None:
 
 def test_store_from_a_newer_version_is_refused(store_path: str) -> None:
     SimplePyQ(store_path).close()
-    with sqlite3.connect(store_path) as conn:
+    with closing(sqlite3.connect(store_path)) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match="newer"):
         SimplePyQ(store_path)
 
+
+def _vm_steps(conn: sqlite3.Connection, sql: str,
+              params: dict[str, object]) -> tuple[int, list[tuple[object, ...]]]:
+    """How many SQLite VM instructions ``sql`` executes (its cost, untimed), and its rows."""
+    conn.execute(sql, params).fetchall()  # prepared and cached: count the run alone
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(count, 1)
+    try:
+        rows = conn.execute(sql, params).fetchall()
+    finally:
+        conn.set_progress_handler(None, 1)
+    return steps, rows
+
+
+def _current_line(thread_id: int) -> str:
+    """The source line the thread's innermost Python frame is running ("" if none).
+
+    A thread blocked in SQLite's busy handler shows the ``execute`` call that waits.
+    """
+    frame = sys._current_frames().get(thread_id)
+    if frame is None:
+        return ""
+    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
