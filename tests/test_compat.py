@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 import zipfile
 from contextlib import closing
 from pathlib import Path
@@ -61,6 +62,9 @@ def _failed_count(path: str) -> int:
 def test_fixture_holds_the_rows_its_readme_lists(legacy_path: str) -> None:
     rows = _raw_rows(legacy_path)
     assert {row[0]: (row[1], msgpack.unpackb(row[2]), row[3], row[4]) for row in rows} == ROWS_013
+    delays = {row[0]: row[5] for row in rows if row[5] is not None}
+    assert list(delays) == [5]  # only the delayed task has a time, and it is long past
+    assert delays[5] < time.time()
     with closing(sqlite3.connect(legacy_path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (0,)  # no schema of ours yet
 

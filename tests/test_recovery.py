@@ -33,7 +33,7 @@ BLOCKED_FOREVER = """
 
     q = SimplePyQ(sys.argv[1])
     q.add_channel("c", block, max_workers=int(sys.argv[3]))
-    q.run_until_complete()
+    q.run_until_complete(timeout=120)  # the test kills it long before; no orphan outlives this
 """
 
 # Runs channel "c"; its task marks that it started and returns once a release file exists.
