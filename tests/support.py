@@ -7,7 +7,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,3 +44,15 @@ def run_python(code: str, *args: str, timeout: float = 60.0) -> str:
     out, err = child.communicate(timeout=timeout)
     assert child.returncode == 0, f"child failed ({child.returncode}):\n{err}"
     return out
+
+
+def finish_all(children: Sequence[subprocess.Popen[str]],
+               timeout: float = 90.0) -> list[tuple[str, str]]:
+    """Wait for every child at once; their (stdout, stderr). Kills any left on the way out."""
+    try:
+        with ThreadPoolExecutor(len(children)) as pool:
+            return list(pool.map(lambda child: child.communicate(timeout=timeout), children))
+    finally:
+        for child in children:
+            child.kill()
+            child.communicate()

@@ -1,0 +1,186 @@
+"""kill -9 at random moments: nothing is lost, and only killed runs are ever repeated.
+
+Worker processes drain one file while the test SIGKILLs them at random moments
+(starting up, claiming, mid-task, committing an outcome) and starts replacements.
+Every run of a task appends "start" and "end" lines to one O_APPEND log outside
+the store, one write per line, so the log is a witness the store cannot rewrite.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import defaultdict
+from contextlib import closing
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+
+import msgpack
+
+from simplepyq import SimplePyQ
+from tests.soak import SOAKING, report, scaled
+from tests.support import spawn_python, wait_until
+
+# Drains channel "c" with 4 workers; each run logs "start ID PID TIME" and
+# "end ID PID TIME". Tasks take 0-3 ms so that kills land mid-task too. argv: store, log file.
+WORKER = """
+    import os, sys, time
+    from simplepyq import SimplePyQ
+
+    log = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    def work(task_id):
+        os.write(log, f"start {task_id} {os.getpid()} {time.time()!r}\\n".encode())
+        time.sleep(0.001 * (task_id % 4))
+        os.write(log, f"end {task_id} {os.getpid()} {time.time()!r}\\n".encode())
+        return task_id
+
+    with SimplePyQ(sys.argv[1], poll_interval=0.01) as q:
+        q.add_channel("c", work, max_workers=4)
+        q.run_until_complete(timeout=600)
+"""
+
+
+@dataclass
+class Run:
+    """One execution of a task as the log tells it."""
+
+    pid: int
+    started: float
+    ended: bool = False
+
+
+@dataclass
+class Crew:
+    """The worker processes of one test, and when each killed one was killed."""
+
+    store: str
+    log: Path
+    live: list[subprocess.Popen[str]] = field(default_factory=list)
+    killed_at: dict[int, float] = field(default_factory=dict)
+    started: int = 0
+    exited: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def spawn(self) -> None:
+        self.live.append(spawn_python(WORKER, self.store, str(self.log)))
+        self.started += 1
+
+    def kill_one(self, rng: random.Random) -> None:
+        child = self.live.pop(rng.randrange(len(self.live)))
+        self.killed_at[child.pid] = time.time()  # taken before the kill: the rerun comes after
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=60)
+
+    def reap_finished(self) -> None:
+        for child in [c for c in self.live if c.poll() is not None]:
+            self.live.remove(child)
+            self.exited.append(child)
+            _, err = child.communicate(timeout=60)
+            assert child.returncode == 0, f"worker {child.pid} failed:\n{err}"
+
+    def kill_all(self) -> None:
+        for child in self.live:
+            child.kill()
+            child.communicate(timeout=60)
+
+
+def test_workers_killed_at_random_moments_lose_nothing_and_rerun_only_killed_runs(
+    store_path: str, tmp_path: Path
+) -> None:
+    total, kills, width = scaled(2000), scaled(15), 3
+    rng = random.Random(20240611 if not SOAKING else None)
+    with SimplePyQ(store_path) as q:
+        q.add_channel("c", lambda args: args)
+        ids = q.enqueue_many("c", range(1, total + 1))
+    assert ids == list(range(1, total + 1))  # so each task's args are its id
+
+    crew = Crew(store_path, tmp_path / "runs.log")
+    try:
+        for _ in range(width):
+            crew.spawn()
+        # Kill while there is work left; a kill may land before a child even opens the store.
+        while len(crew.killed_at) < kills and _unfinished(store_path) > 0:
+            time.sleep(rng.uniform(0.02, 0.4))
+            crew.reap_finished()
+            if crew.live:
+                crew.kill_one(rng)
+            crew.spawn()
+        # The survivors and replacements finish the work and return from run_until_complete.
+        wait_until(lambda: (crew.reap_finished(), not crew.live)[1], timeout=300, interval=0.05)
+    finally:
+        crew.kill_all()
+
+    runs = _runs(crew.log)
+    with closing(sqlite3.connect(store_path)) as conn:
+        rows = conn.execute("SELECT id, status, result FROM tasks").fetchall()
+    assert len(rows) == total
+    assert {status for _, status, _ in rows} == {"done"}, "lost or stuck tasks"
+    assert {task_id for task_id, _, _ in rows} == set(ids)
+    assert all(msgpack.unpackb(result) == task_id for task_id, _, result in rows)
+
+    repeated = 0
+    for task_id in ids:
+        executions = runs[task_id]
+        assert executions, f"task {task_id} is done but never ran"
+        *earlier, last = executions
+        assert last.ended, f"task {task_id}: its recorded run never ended"
+        for before, after in pairwise(executions):
+            # Ran again only because the process of the earlier run was killed,
+            # and only after that kill: never two runs of one task at a time.
+            assert before.pid in crew.killed_at, (
+                f"task {task_id} ran again after run by live pid {before.pid}")
+            assert after.started >= crew.killed_at[before.pid]
+        repeated += len(earlier)
+    mid_task = sum(1 for task_id in ids for run in runs[task_id] if not run.ended)
+    report("crash", tasks=total, kills=len(crew.killed_at), processes=crew.started,
+           reruns=repeated, killed_mid_task=mid_task,
+           killed_after_end_before_commit=repeated - mid_task, duplicates=0, lost=0)
+    assert len(crew.killed_at) >= min(kills, 3)  # the test did kill
+
+
+def _unfinished(store_path: str) -> int:
+    with closing(sqlite3.connect(store_path, timeout=30)) as conn:
+        return int(conn.execute(
+            "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('done', 'failed')").fetchone()[0])
+
+
+def _runs(log: Path) -> dict[int, list[Run]]:
+    """Each task's runs in the order they started, from the append-only log."""
+    runs: dict[int, list[Run]] = defaultdict(list)
+    open_runs: dict[tuple[int, int], Run] = {}
+    for line in log.read_text().splitlines():
+        kind, task, pid, when = line.split()
+        key = (int(task), int(pid))
+        if kind == "start":
+            assert key not in open_runs, f"task {task} started twice at once in pid {pid}"
+            run = open_runs[key] = Run(int(pid), float(when))
+            runs[int(task)].append(run)
+        else:
+            open_runs.pop(key).ended = True
+    for task_runs in runs.values():
+        task_runs.sort(key=lambda run: run.started)
+    return runs
+
+
+def test_the_log_is_written_one_whole_line_per_write(tmp_path: Path) -> None:
+    """The witness itself: concurrent O_APPEND writers never interleave within a line."""
+    log = tmp_path / "witness.log"
+    code = """
+        import os, sys
+        fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        for n in range(2000):
+            os.write(fd, f"start {n} {os.getpid()} 1.0\\n".encode())
+    """
+    writers = [spawn_python(code, str(log)) for _ in range(3)]
+    for writer in writers:
+        writer.communicate(timeout=60)
+        assert writer.returncode == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 6000
+    assert all(len(line.split()) == 4 for line in lines)
+    assert os.path.getsize(log) == sum(len(line) + 1 for line in lines)
