@@ -87,18 +87,18 @@ def _status(value: str | None) -> str:
         return str(value)
 
 
-def _decoded_or_raw(blob: bytes | None) -> Any:
+def _decoded_or_raw(blob: object) -> Any:
     if blob is None:
         return None
     try:
-        return codec.unpack(blob)
-    except ValueError:
-        return bytes(blob)
+        return codec.unpack(blob)  # type: ignore[arg-type]
+    except ValueError:  # kept as stored: bytes, or the text or number a hand-written row holds
+        return bytes(blob) if isinstance(blob, (bytes, bytearray, memoryview)) else blob
 
 
-def _time(epoch: float | None) -> datetime | None:
-    if epoch is None:
-        return None
+def _time(epoch: object) -> datetime | None:
+    if not isinstance(epoch, (int, float)):
+        return None  # no time, or text written by hand: unknown
     try:
         return datetime.fromtimestamp(epoch, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):  # a time no date can show, written by hand

@@ -1,0 +1,163 @@
+"""Rows written by hand with raw SQL: the scheduler serves every other task, listings never crash.
+
+Each hostile row goes into a store that also holds ordinary tasks (pending and
+delayed); the ordinary ones must all run exactly once, and ``tasks()``,
+``get_task()`` and ``stats()`` must describe every row, hostile ones included.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from contextlib import closing
+from typing import Any
+
+import msgpack
+import pytest
+
+from simplepyq import SimplePyQ, Status
+
+NOT_MSGPACK = b"\xc1"  # a byte msgpack never uses
+
+# column -> hostile value, one row each; the other columns are those of a plain pending task.
+HOSTILE: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "undecodable args": [("args", {"args": NOT_MSGPACK})],
+    "args that are text, not bytes": [("args", {"args": "not a blob"})],
+    "args that are a number": [("args", {"args": 12345})],
+    "unknown status": [("status", {"status": "paused"})],
+    "status in capitals": [("status", {"status": "PENDING"})],
+    "empty status": [("status", {"status": ""})],
+    "NULL status": [("status", {"status": None})],
+    "NULL args": [("args", {"args": None})],
+    "NULL retries": [("retries", {"retries": None})],
+    "NULL delay_until, delayed": [("delay_until", {"status": "delayed", "delay_until": None})],
+    "NULL result, error and times": [("times", {"status": "done", "result": None, "error": None,
+                                                "created_at": None, "started_at": None,
+                                                "finished_at": None})],
+    "NULL owner, running": [("owner", {"status": "running", "owner": None})],
+    "a channel nobody registered": [("channel", {"channel": "nobody"})],
+    "delay_until far in the past": [("delay_until", {"status": "delayed",
+                                                     "delay_until": -1e15})],
+    "delay_until far in the future": [("delay_until", {"status": "delayed",
+                                                       "delay_until": 1e300})],
+    "delay_until infinite": [("delay_until", {"status": "delayed",
+                                              "delay_until": float("inf")})],
+    "delay_until that is text": [("delay_until", {"status": "delayed",
+                                                  "delay_until": "tomorrow"})],
+    "delay_until that is a huge integer": [("delay_until", {"status": "delayed",
+                                                            "delay_until": 2**63 - 1})],
+    "times that are text": [("times", {"status": "done", "created_at": "noon",
+                                       "started_at": "x", "finished_at": "y"})],
+    "retries that are text": [("retries", {"retries": "three"})],
+    "negative retries": [("retries", {"retries": -5})],
+    "NULL retries, task fails": [("retries", {"retries": None, "args": msgpack.packb("raise")})],
+    "priority that is text": [("priority", {"priority": "high"})],
+    "undecodable result": [("result", {"status": "done", "result": NOT_MSGPACK})],
+    "error that is bytes": [("error", {"status": "failed", "error": b"\xff\xfe"})],
+}
+
+
+def _ran(args: Any) -> Any:
+    return ["ran", args]
+
+
+def _insert(store_path: str, **values: Any) -> int:
+    row: dict[str, Any] = {"channel": "c", "args": msgpack.packb("hostile"),
+                           "status": "pending", "retries": 0, "delay_until": None}
+    row.update(values)
+    columns = ", ".join(row)
+    marks = ", ".join(f":{name}" for name in row)
+    with closing(sqlite3.connect(store_path)) as conn, conn:
+        cursor = conn.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", row)
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+# A known bug in the claim, left to the rework of the claim/record path: the claim
+# hands the worker retries='three' as stored; deciding the retry compares it with 0,
+# the TypeError escapes the worker loop and kills the worker thread, and the task
+# stays 'running' under a live process for good. The fix belongs in the claim
+# statement (return CAST(COALESCE(retries, 0) AS INTEGER)) or in the worker loop
+# (a task whose outcome cannot be decided fails, saying why).
+KNOWN_BUGS = {
+    "retries that are text, task fails": [("retries", {"retries": "three",
+                                                        "args": msgpack.packb("raise")})],
+}
+CASES = [pytest.param(name, id=name) for name in sorted(HOSTILE)] + [
+    pytest.param(name, id=name, marks=pytest.mark.xfail(
+        strict=True, raises=(AssertionError, pytest.PytestUnhandledThreadExceptionWarning),
+        reason="text retries kill the worker thread (claim returns them as stored)"))
+    for name in sorted(KNOWN_BUGS)]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_hostile_row_leaves_every_other_task_served_and_every_listing_working(
+    store_path: str, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SimplePyQ(store_path, poll_interval=0.01, lease=3600) as q:
+        runs: Counter[Any] = Counter()
+
+        def work(args: Any) -> Any:
+            runs[repr(args)] += 1
+            if args == "raise":
+                raise RuntimeError("this hostile row's task fails")
+            return _ran(args)
+
+        q.add_channel("c", work, max_workers=2)
+        before = q.enqueue_many("c", ["first", "second"])
+        hostile = [_insert(store_path, **values)
+                   for _, values in {**HOSTILE, **KNOWN_BUGS}[case]]
+        after = [q.enqueue("c", "third"), q.enqueue("c", "later", delay=0.2)]
+
+        # Not run_until_complete: a row delayed to the year 10**292 is rightly unfinished.
+        q.start()
+        for task_id in before + after:
+            task = q.wait(task_id, timeout=30)
+            assert (task.status, task.result) == ("done", _ran(task.args))
+        q.stop()
+        assert all(runs[repr(name)] == 1 for name in ["first", "second", "third", "later"])
+        # Every listing describes the hostile rows too, without raising.
+        listed = {task.id: task for task in q.tasks(limit=1000)}
+        assert set(listed) == {*before, *hostile, *after}
+        for task_id in hostile:
+            task = q.get_task(task_id)
+            assert task is not None
+            assert task.id == task_id
+            assert isinstance(task.status, str)
+            assert task.status in Status.__members__.values() or task.status == listed[
+                task_id].status
+        stats = q.stats()
+        assert stats["c"]["done"] >= 4
+        for status in Status:
+            assert q.tasks(status=status) is not None
+        # A hostile row the queue could run ended done or failed, never stuck running.
+        assert q.tasks(status="running", channel="c") == []
+    # Nothing in the scheduler failed on the way: at most a task's failure was logged.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_hostile_rows_all_at_once_leave_every_other_task_served(store_path: str) -> None:
+    with SimplePyQ(store_path, poll_interval=0.01, lease=3600) as q:
+        q.add_channel("c", _ran, max_workers=3)
+        hostile = [_insert(store_path, **values)
+                   for rows in HOSTILE.values() for _, values in rows]
+        ordinary = q.enqueue_many("c", range(50)) + q.enqueue_many("c", range(50, 60),
+                                                                   delay=0.1)
+        q.start()
+        assert [q.wait(task_id, timeout=30).result for task_id in ordinary] == [
+            ["ran", number] for number in range(60)]
+        q.stop()
+        assert len(q.tasks(limit=1000)) == len(hostile) + len(ordinary)
+        assert sum(q.stats()["c"].values()) >= len(ordinary)
+
+
+def test_undecodable_args_fail_the_task_saying_why_and_use_no_retry(store_path: str) -> None:
+    with SimplePyQ(store_path, poll_interval=0.01) as q:
+        q.add_channel("c", _ran)
+        task_id = _insert(store_path, args=NOT_MSGPACK, retries=3)
+        q.run_until_complete(timeout=30)
+        task = q.get_task(task_id)
+    assert task is not None
+    assert (task.status, task.args, task.attempts) == ("failed", NOT_MSGPACK, 1)
+    assert "could not be decoded" in (task.error or "")
