@@ -32,16 +32,23 @@ class SimplePyQ:
     ``lease`` bounds how long tasks of a dead process on *another host* stay
     ``running`` before they are recovered; on this host a dead process is noticed
     at once. ``busy_timeout`` is how long a call waits for another writer.
+
+    Every write is committed before the call that made it returns, and survives
+    any crash of the process. ``power_safe=True`` also makes it survive a power cut
+    or an OS crash, by flushing each commit to the disk (one fsync per commit,
+    which bounds enqueues to the disk's fsync rate).
     """
 
     def __init__(self, store_path: str | PathLike[str] = "simplepyq_tasks.db", *,
                  poll_interval: float = 0.05, lease: float = 30.0,
-                 busy_timeout: float = 30.0) -> None:
+                 busy_timeout: float = 30.0, power_safe: bool = False) -> None:
         self._settings = Settings(
             poll_interval=_positive(poll_interval, "poll_interval"),
             lease=_positive(lease, "lease"),
         )
-        self._store = open_store(store_path, _positive(busy_timeout, "busy_timeout"))
+        if not isinstance(power_safe, bool):
+            raise TypeError(f"power_safe must be True or False, not {power_safe!r}")
+        self._store = open_store(store_path, _positive(busy_timeout, "busy_timeout"), power_safe)
         self.store_path = self._store.location
         self._channels: dict[str, Channel] = {}
         self._signals = Signals()

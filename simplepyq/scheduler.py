@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simplepyq import codec, policy
+from simplepyq.batches import Hand, Outbox, Pace
 from simplepyq.errors import DelayException
 from simplepyq.identity import ProcessIdentity, is_alive_here
 from simplepyq.policy import Backoff, Decision
-from simplepyq.storage.base import Claimed, Owner, Store
+from simplepyq.storage.base import Claimed, Outcome, Owner, Store
 
 log = logging.getLogger("simplepyq")
 
@@ -65,6 +66,7 @@ class Channel:
     max_workers: int
     backoff: Backoff
     wake: Wakeup = field(default_factory=Wakeup)
+    pace: Pace = field(default_factory=Pace)
     removed: bool = False
 
 
@@ -97,6 +99,9 @@ class Scheduler:
         self._signals = signals
         self._identity = ProcessIdentity.current()
         self._stopping = threading.Event()
+        self._nudge = Wakeup()
+        self._hands: dict[str, Hand] = {}
+        self._outbox = Outbox()
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._housekeeper = threading.Thread(
@@ -126,6 +131,7 @@ class Scheduler:
         timeout finish their task in the background, still heartbeating.
         """
         self._stopping.set()
+        self._nudge.notify()
         for channel in list(self._channels.values()):
             channel.wake.notify()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -138,6 +144,7 @@ class Scheduler:
         return not any(worker.is_alive() for worker in others)
 
     def _start_workers(self, channel: Channel) -> None:
+        self._hands[channel.name] = Hand(channel.max_workers, channel.pace)
         for number in range(channel.max_workers):
             worker = threading.Thread(
                 target=self._work, args=(channel,), daemon=True,
@@ -148,33 +155,54 @@ class Scheduler:
 
     # -- the worker loop -----------------------------------
     def _work(self, channel: Channel) -> None:
+        hand = self._hands[channel.name]
         loop: asyncio.AbstractEventLoop | None = None
         try:
             while not self._stopping.is_set() and not channel.removed:
                 seen = channel.wake.generation
-                claimed = self._claim(channel)
-                if claimed is None:
+                try:
+                    task = hand.take() or self._refill(channel, hand)
+                except Exception:
+                    log.exception("claiming tasks of channel %r failed; retrying", channel.name)
+                    self._stopping.wait(self._settings.poll_interval)
+                    continue
+                if task is None:
                     self._signals.idle.notify()
                     channel.wake.wait_past(seen, timeout=None)
                     continue
-                channel.wake.notify(1)  # more may be due: pass the turn on
-                loop = self._run(channel, claimed, loop)
+                loop = self._run(channel, hand, task, loop)
+                self._flush(due_only=True)
         finally:
+            self._give_back(hand)
+            self._flush(due_only=False)
             if loop is not None:
                 loop.close()
 
-    def _claim(self, channel: Channel) -> Claimed | None:
-        try:
-            claimed = self._store.claim(channel.name, self._identity.owner, 1, time.time())
-        except Exception:
-            log.exception("claiming a task of channel %r failed; retrying", channel.name)
-            self._stopping.wait(self._settings.poll_interval)
-            return None
-        return claimed[0] if claimed else None
+    def _refill(self, channel: Channel, hand: Hand) -> Claimed | None:
+        """Commit the waiting outcomes and claim the channel's next batch, in one transaction."""
+        with hand.refilling:
+            task = hand.take()
+            if task is not None:
+                return task
+            outcomes = self._outbox.take()
+            limit = 0 if self._stopping.is_set() or channel.removed else hand.wanted()
+            try:
+                exchange = self._store.exchange(self._identity.owner, outcomes, channel.name,
+                                                limit, time.time())
+            except BaseException:
+                self._outbox.restore(outcomes)
+                raise
+            self._settled(outcomes, exchange.dropped)
+            hand.put(exchange.claimed)
+            if len(exchange.claimed) > 1 and channel.max_workers > 1:
+                # Other workers may be asleep: wake as many as there are tasks for.
+                channel.wake.notify(min(len(exchange.claimed), channel.max_workers) - 1)
+            return hand.take()
 
-    def _run(self, channel: Channel, task: Claimed,
+    def _run(self, channel: Channel, hand: Hand, task: Claimed,
              loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
-        """Run one claimed task and record what happened; never raises."""
+        """Run one claimed task and keep its outcome for the next commit; never raises."""
+        began = time.perf_counter()
         try:
             args = None if task.args is None else codec.unpack(task.args)
         except ValueError as exc:
@@ -182,7 +210,9 @@ class Scheduler:
                                          time.time())
         else:
             decision, loop = self._call(channel, task, args, loop)
-        self._record(channel, task, decision)
+        channel.pace.ran(time.perf_counter() - began)
+        if self._outbox.add(Outcome(task.id, decision)):
+            self._nudge.notify()  # the housekeeper commits it if no worker does in time
         return loop
 
     def _call(self, channel: Channel, task: Claimed, args: Any,
@@ -206,24 +236,34 @@ class Scheduler:
             return policy.unrunnable(task.retries, str(exc), time.time()), loop
         return policy.succeeded(task.retries, result, time.time()), loop
 
-    def _record(self, channel: Channel, task: Claimed, decision: Decision) -> None:
-        pause = self._settings.poll_interval
-        for attempt in range(1, 8):
-            try:
-                if not self._store.record(task.id, self._identity.owner, decision):
-                    log.warning("task %d of channel %r was taken from this worker "
-                                "(recovered or removed); its outcome is dropped",
-                                task.id, channel.name)
-                break
-            except Exception:
-                log.exception("recording the outcome of task %d failed (try %d)",
-                              task.id, attempt)
-                time.sleep(pause)
-                pause *= 2
-        else:
-            log.error("task %d stays running until this process exits; it will then be "
-                      "recovered and run again", task.id)
-        self._signals.recorded.notify()
+    def _flush(self, due_only: bool) -> None:
+        """Commit the waiting outcomes (only once the oldest has waited GROUP_WINDOW if
+        ``due_only``). A failed commit keeps them waiting, to be tried again."""
+        due_in = self._outbox.due_in(time.monotonic())
+        if due_in is None or (due_only and due_in > 0):
+            return
+        outcomes = self._outbox.take()
+        try:
+            exchange = self._store.exchange(self._identity.owner, outcomes, None, 0, time.time())
+        except Exception:
+            self._outbox.restore(outcomes)
+            log.exception("recording the outcomes of %d task(s) failed; they stay running "
+                          "here and will be recorded on a later try", len(outcomes))
+            return
+        self._settled(outcomes, exchange.dropped)
+
+    def _settled(self, outcomes: list[Outcome], dropped: list[int]) -> None:
+        for task_id in dropped:
+            log.warning("task %d was taken from this worker (recovered or removed); "
+                        "its outcome is dropped", task_id)
+        if outcomes:
+            self._signals.recorded.notify()
+
+    def _give_back(self, hand: Hand) -> None:
+        """Release the claimed, unstarted tasks; recovery returns them if this fails."""
+        ids = hand.empty()
+        if ids:
+            self._safe(lambda: self._store.release(self._identity.owner, ids), 0)
 
     # -- housekeeping --------------------------------------
     def _housekeep(self) -> None:
@@ -235,7 +275,9 @@ class Scheduler:
         next_due = self._next_due()
         next_beat = next_sweep = time.monotonic()
         while not (self._stopping.is_set() and not self._busy()):
-            self._stopping.wait(poll)
+            self._pause(poll)
+            self._flush(due_only=True)
+            self._release_stale()
             token = self._safe(self._store.change_token, last_token)
             if token != last_token or (next_due is not None and next_due <= time.time()):
                 last_token = token
@@ -248,7 +290,22 @@ class Scheduler:
             if now >= next_sweep:
                 self._safe(self.recover_dead, 0)
                 next_sweep = now + sweep_every
+        self._flush(due_only=False)
         self._safe(lambda: self._store.unregister_owner(self._identity.owner), None)
+
+    def _pause(self, poll: float) -> None:
+        """Sleep for ``poll``, or less when a waiting outcome falls due sooner."""
+        seen = self._nudge.generation
+        due_in = self._outbox.due_in(time.monotonic())
+        if not self._stopping.is_set():
+            self._nudge.wait_past(seen, poll if due_in is None else min(poll, due_in))
+
+    def _release_stale(self) -> None:
+        now = time.monotonic()
+        for hand in list(self._hands.values()):
+            if hand.stale(now):
+                log.info("releasing claimed tasks that waited too long for a worker")
+                self._give_back(hand)
 
     def _busy(self) -> bool:
         with self._lock:

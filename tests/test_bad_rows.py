@@ -50,6 +50,8 @@ HOSTILE: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "times that are text": [("times", {"status": "done", "created_at": "noon",
                                        "started_at": "x", "finished_at": "y"})],
     "retries that are text": [("retries", {"retries": "three"})],
+    "retries that are text, task fails": [("retries", {"retries": "three",
+                                                        "args": msgpack.packb("raise")})],
     "negative retries": [("retries", {"retries": -5})],
     "NULL retries, task fails": [("retries", {"retries": None, "args": msgpack.packb("raise")})],
     "priority that is text": [("priority", {"priority": "high"})],
@@ -74,21 +76,7 @@ def _insert(store_path: str, **values: Any) -> int:
     return cursor.lastrowid
 
 
-# A known bug in the claim, left to the rework of the claim/record path: the claim
-# hands the worker retries='three' as stored; deciding the retry compares it with 0,
-# the TypeError escapes the worker loop and kills the worker thread, and the task
-# stays 'running' under a live process for good. The fix belongs in the claim
-# statement (return CAST(COALESCE(retries, 0) AS INTEGER)) or in the worker loop
-# (a task whose outcome cannot be decided fails, saying why).
-KNOWN_BUGS = {
-    "retries that are text, task fails": [("retries", {"retries": "three",
-                                                        "args": msgpack.packb("raise")})],
-}
-CASES = [pytest.param(name, id=name) for name in sorted(HOSTILE)] + [
-    pytest.param(name, id=name, marks=pytest.mark.xfail(
-        strict=True, raises=(AssertionError, pytest.PytestUnhandledThreadExceptionWarning),
-        reason="text retries kill the worker thread (claim returns them as stored)"))
-    for name in sorted(KNOWN_BUGS)]
+CASES = [pytest.param(name, id=name) for name in sorted(HOSTILE)]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -107,7 +95,7 @@ def test_a_hostile_row_leaves_every_other_task_served_and_every_listing_working(
         q.add_channel("c", work, max_workers=2)
         before = q.enqueue_many("c", ["first", "second"])
         hostile = [_insert(store_path, **values)
-                   for _, values in {**HOSTILE, **KNOWN_BUGS}[case]]
+                   for _, values in HOSTILE[case]]
         after = [q.enqueue("c", "third"), q.enqueue("c", "later", delay=0.2)]
 
         # Not run_until_complete: a row delayed to the year 10**292 is rightly unfinished.

@@ -20,6 +20,7 @@ import msgpack
 import pytest
 
 from simplepyq import SimplePyQ
+from simplepyq.storage.sqlite import SCHEMA_VERSION
 from tests.support import ROOT
 
 FIXTURE = Path(__file__).parent / "fixtures" / "simplepyq-0.1.3.db"
@@ -78,7 +79,7 @@ def test_opening_a_013_store_upgrades_it_in_place_and_loses_nothing(legacy_path:
     assert _raw_rows(legacy_path) == before  # ids, args, statuses, retries, delays
     assert {t.id: (t.channel, t.args, t.status, t.retries) for t in tasks} == ROWS_013
     with closing(sqlite3.connect(legacy_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
     assert {"priority", "attempts", "result", "error", "created_at", "started_at",
             "finished_at", "owner"} <= columns

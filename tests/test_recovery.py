@@ -12,14 +12,14 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import msgpack
 
 from simplepyq import SimplePyQ, Task, policy
-from tests.support import spawn_python, wait_until
+from simplepyq.storage.base import Outcome
+from tests.support import finish_all, spawn_python, wait_until
 
 # Runs channel "c" with N workers whose task marks that it started, then blocks forever.
 # argv: store, directory for "started" marks, N.
@@ -258,11 +258,12 @@ def test_worker_given_up_for_dead_cannot_overwrite_the_rerun(store_path: str) ->
     (task_id,) = _enqueue(store_path, "x")
     with SimplePyQ(store_path) as q:
         store = q._store
-        (claimed,) = store.claim("c", "ghost", 1, time.time())
+        (claimed,) = store.exchange("ghost", [], "c", 1, time.time()).claimed
         assert store.recover(["ghost"], "recovered: test", time.time()) == 1
-        (again,) = store.claim("c", "heir", 1, time.time())
-        assert store.record(task_id, "ghost", policy.succeeded(0, None, time.time())) is False
-        assert store.record(task_id, "heir", policy.succeeded(0, None, time.time())) is True
+        (again,) = store.exchange("heir", [], "c", 1, time.time()).claimed
+        done = Outcome(task_id, policy.succeeded(0, None, time.time()))
+        assert store.exchange("ghost", [done], None, 0, time.time()).dropped == [task_id]
+        assert store.exchange("heir", [done], None, 0, time.time()).dropped == []
         assert (claimed.id, again.id) == (task_id, task_id)
         assert q.get_task(task_id).attempts == 2  # type: ignore[union-attr]
 
@@ -277,13 +278,7 @@ def test_processes_sharing_a_file_run_each_task_exactly_once(
     assert ids == list(range(1, total + 1))  # so each task's args are its id
     logs = [tmp_path / f"child{number}.log" for number in range(3)]
     children = [spawn_python(DRAINER, store_path, str(log)) for log in logs]
-    try:
-        with ThreadPoolExecutor(len(children)) as pool:
-            outputs = list(pool.map(lambda child: child.communicate(timeout=90), children))
-    finally:
-        for child in children:
-            child.kill()
-            child.communicate()
+    outputs = finish_all(children, timeout=90)
     errors = [err for _, err in outputs]
 
     assert [child.returncode for child in children] == [0, 0, 0], errors

@@ -7,6 +7,7 @@ play the part of other processes.
 from __future__ import annotations
 
 import linecache
+import os
 import sqlite3
 import sys
 import threading
@@ -25,13 +26,41 @@ def _schema(store_path: str) -> list[tuple[str, str, str | None]]:
             "SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
 
 
-def test_new_store_is_in_wal_mode_with_schema_version_1(queue: SimplePyQ, store_path: str) -> None:
+def test_new_store_is_in_wal_mode_with_schema_version_2(queue: SimplePyQ, store_path: str) -> None:
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
     names = {name for _, name, _ in _schema(store_path)}
-    assert {"tasks", "simplepyq_channels", "simplepyq_owners", "tasks_claim"} <= names
+    assert {"tasks", "simplepyq_channels", "simplepyq_owners", "tasks_claim", "tasks_due",
+            "tasks_running", "tasks_failed"} <= names
+    assert "tasks_channel_status" not in names  # an index on every row costs every write
+
+
+def test_schema_1_store_is_upgraded_without_touching_its_tasks_or_channels(
+    store_path: str,
+) -> None:
+    with SimplePyQ(store_path) as q:
+        q.add_channel("kept", print)
+        task_id = q.enqueue("kept", "payload")
+    with closing(sqlite3.connect(store_path, isolation_level=None)) as conn:
+        # What schema 1 had: an index on (channel, status) and running tasks by owner.
+        conn.execute("DROP INDEX tasks_running")
+        conn.execute("CREATE INDEX tasks_running ON tasks (owner) WHERE status = 'running'")
+        conn.execute("CREATE INDEX tasks_channel_status ON tasks (channel, status)")
+        conn.execute("INSERT INTO tasks (channel, args) VALUES ('stray', x'c0')")
+        conn.execute("PRAGMA user_version = 1")
+
+    with SimplePyQ(store_path) as q:
+        assert q.get_task(task_id).args == "payload"  # type: ignore[union-attr]
+        with pytest.raises(ValueError, match="unknown channel 'stray'"):
+            q.enqueue("stray", 1)  # a hand-made row does not register its channel
+
+    schema = {name: sql for _, name, sql in _schema(store_path)}
+    assert "tasks_channel_status" not in schema
+    assert "(channel, owner)" in (schema["tasks_running"] or "")
+    with closing(sqlite3.connect(store_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_opening_an_existing_store_twice_changes_nothing_and_keeps_its_tasks(
@@ -49,7 +78,7 @@ def test_opening_an_existing_store_twice_changes_nothing_and_keeps_its_tasks(
 
     assert _schema(store_path) == schema
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT COUNT(*) FROM tasks").fetchone() == (2,)
 
 
@@ -112,16 +141,17 @@ def test_claim_cost_does_not_depend_on_the_number_of_finished_rows(
 ) -> None:
     queue.add_channel("c", lambda args: f"ran {args}")
     task_id = queue.enqueue("c", "needle")
-    claim = Q["claim_candidates"]
-    params = {"channel": "c", "limit": 1}
-    with closing(sqlite3.connect(store_path)) as conn:
+    claim = Q["claim"]
+    params = {"channel": "c", "limit": 1, "owner": "probe", "now": 0.0}
+    with closing(sqlite3.connect(store_path, isolation_level=None)) as conn:
         steps_before, found_before = _vm_steps(conn, claim, params)
-        with conn:
-            conn.executemany(
-                "INSERT INTO tasks (channel, args, status, attempts, created_at, finished_at) "
-                "VALUES ('c', x'c0', 'done', 1, 0, 0)",
-                ((),) * 1_000_000,
-            )
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO tasks (channel, args, status, attempts, created_at, finished_at) "
+            "VALUES ('c', x'c0', 'done', 1, 0, 0)",
+            ((),) * 1_000_000,
+        )
+        conn.execute("COMMIT")
         plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + claim, params)]
         steps_after, found_after = _vm_steps(conn, claim, params)
 
@@ -194,8 +224,22 @@ def test_store_from_a_newer_version_is_refused(store_path: str) -> None:
 
 def _vm_steps(conn: sqlite3.Connection, sql: str,
               params: dict[str, object]) -> tuple[int, list[tuple[object, ...]]]:
-    """How many SQLite VM instructions ``sql`` executes (its cost, untimed), and its rows."""
+    """How many SQLite VM instructions ``sql`` executes (its cost, untimed), and its rows.
+
+    Runs in a transaction that is rolled back, so the claim it measures leaves no trace.
+    """
+    conn.execute("BEGIN")
+    try:
+        return _counted(conn, sql, params)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _counted(conn: sqlite3.Connection, sql: str,
+             params: dict[str, object]) -> tuple[int, list[tuple[object, ...]]]:
+    conn.execute("SAVEPOINT warm")
     conn.execute(sql, params).fetchall()  # prepared and cached: count the run alone
+    conn.execute("ROLLBACK TO warm")
     steps = 0
 
     def count() -> int:
@@ -220,3 +264,21 @@ def _current_line(thread_id: int) -> str:
     if frame is None:
         return ""
     return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+
+
+@pytest.mark.parametrize(("power_safe", "synchronous"), [(False, 1), (True, 2)])
+def test_power_safe_flushes_every_commit_to_disk_and_default_survives_process_crashes(
+    store_path: str, power_safe: bool, synchronous: int
+) -> None:
+    # In WAL mode NORMAL (1) keeps commits through a process crash; FULL (2) also
+    # through a power cut.
+    with SimplePyQ(store_path, power_safe=power_safe) as q:
+        assert q._store._read(  # type: ignore[attr-defined]
+            lambda c: c.execute("PRAGMA synchronous").fetchone()) == (
+            synchronous,)
+
+
+def test_power_safe_must_be_a_bool(store_path: str) -> None:
+    with pytest.raises(TypeError, match="power_safe must be True or False, not 'yes'"):
+        SimplePyQ(store_path, power_safe="yes")  # type: ignore[arg-type]
+    assert not os.path.exists(store_path)

@@ -7,7 +7,8 @@ from os import PathLike
 from simplepyq.storage.base import Store
 
 
-def open_store(location: str | PathLike[str], busy_timeout: float) -> Store:
+def open_store(location: str | PathLike[str], busy_timeout: float,
+               power_safe: bool = False) -> Store:
     """Open the store at ``location``: a SQLite file path (the only backend so far)."""
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
@@ -17,7 +18,7 @@ def open_store(location: str | PathLike[str], busy_timeout: float) -> Store:
         )
     from simplepyq.storage.sqlite import SQLiteStore
 
-    return SQLiteStore(text, busy_timeout=busy_timeout)
+    return SQLiteStore(text, busy_timeout=busy_timeout, power_safe=power_safe)
 
 
 __all__ = ["Store", "open_store"]

@@ -27,6 +27,23 @@ class Claimed(NamedTuple):
     args: bytes | None
     retries: int
     attempts: int
+    priority: int = 0
+
+
+class Outcome(NamedTuple):
+    """What one run of a claimed task came to, waiting to be recorded."""
+
+    task_id: int
+    decision: Decision
+
+
+class Exchange(NamedTuple):
+    """What one ``exchange`` transaction did."""
+
+    dropped: list[int]
+    """Outcomes not recorded: their task was no longer running under the owner."""
+    claimed: list[Claimed]
+    """Tasks newly claimed, highest priority first, then oldest."""
 
 
 @dataclass(frozen=True)
@@ -62,15 +79,18 @@ class Store(Protocol):
         and nothing is written.
         """
 
-    def claim(self, channel: str, owner: str, limit: int, now: float) -> list[Claimed]:
-        """Atomically mark up to ``limit`` due tasks of ``channel`` running for ``owner``.
+    def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
+                 limit: int, now: float) -> Exchange:
+        """Record ``outcomes`` and claim up to ``limit`` tasks of ``channel``, in one transaction.
 
-        Delayed tasks that have come due become pending first. Highest priority
-        first, then oldest. A task is returned to one caller only.
+        This is the group commit: many finished tasks and the next batch cost one
+        commit. An outcome applies only to a task ``owner`` still runs. Claiming
+        first makes due delayed tasks pending, then marks the highest-priority,
+        oldest pending tasks running for ``owner``; each is claimed by one caller only.
         """
 
-    def record(self, task_id: int, owner: str, decision: Decision) -> bool:
-        """Apply ``decision`` to a task ``owner`` still runs; False if it no longer does."""
+    def release(self, owner: str, task_ids: Sequence[int]) -> int:
+        """Return claimed but unstarted tasks to pending, as if never claimed; how many."""
 
     def next_due(self, channels: Iterable[str]) -> float | None:
         """The earliest ``delay_until`` among delayed tasks of ``channels``, if any."""

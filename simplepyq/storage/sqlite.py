@@ -19,13 +19,12 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from simplepyq.errors import StoreError, UnknownChannelError
-from simplepyq.policy import Decision
-from simplepyq.storage.base import Claimed, Owner
+from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner
 from simplepyq.task import Status
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LEGACY_COLUMNS = {"id", "channel", "args", "status", "retries", "delay_until"}
 T = TypeVar("T")
 
@@ -49,9 +48,12 @@ Q = _load_queries()
 class SQLiteStore:
     """Tasks in one SQLite file; safe to share between threads and processes."""
 
-    def __init__(self, path: str, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str, busy_timeout: float = 30.0, power_safe: bool = False) -> None:
         self.location = _checked_path(path)
         self._busy_timeout = busy_timeout
+        # In WAL mode NORMAL keeps every commit through a crash of the process; FULL
+        # also through a power cut, at the price of one fsync per commit.
+        self._synchronous = "FULL" if power_safe else "NORMAL"
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._watch_lock = threading.Lock()
@@ -77,28 +79,33 @@ class SQLiteStore:
             self.location, timeout=self._busy_timeout, isolation_level=None,
             check_same_thread=False,
         )
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         return conn
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """Lend an idle connection (or a new one) to the calling thread for one operation."""
+        conn = self._lend()
+        try:
+            yield conn
+        finally:
+            self._return(conn)
+
+    def _lend(self) -> sqlite3.Connection:
         with self._lock:
             if self._closed:
                 raise StoreError(f"the task store {self.location!r} is closed")
             conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.rollback()
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                else:
-                    self._idle.append(conn)
+        return conn if conn is not None else self._connect()
+
+    def _return(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.rollback()
+        with self._lock:
+            if self._closed:
+                conn.close()
+            else:
+                self._idle.append(conn)
 
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return self._retrying(work, write=False)
@@ -111,23 +118,25 @@ class SQLiteStore:
         deadline = time.monotonic() + self._busy_timeout
         pause = 0.001
         while True:
+            conn = self._lend()
             try:
-                with self._connection() as conn:
-                    if not write:
-                        return work(conn)
-                    conn.execute("BEGIN IMMEDIATE")
-                    outcome = work(conn)
-                    conn.execute("COMMIT")
-                    return outcome
+                if not write:
+                    return work(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                outcome = work(conn)
+                conn.execute("COMMIT")
+                return outcome
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
+                if not _is_busy(exc):  # a full or read-only disk, an I/O error: say where
+                    raise StoreError(f"the task store {self.location!r} failed: {exc}") from exc
                 if time.monotonic() > deadline:
                     raise StoreError(
                         f"the task store {self.location!r} stayed locked by another "
                         f"connection for more than busy_timeout={self._busy_timeout}s"
                     ) from exc
                 log.debug("store %s busy (%s); retrying", self.location, exc)
+            finally:
+                self._return(conn)
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
 
@@ -170,14 +179,16 @@ class SQLiteStore:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                self._upgrade(conn)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                self._upgrade(conn, version)
             conn.execute("COMMIT")
         except BaseException:
             conn.rollback()
             raise
 
-    def _upgrade(self, conn: sqlite3.Connection) -> None:
+    def _upgrade(self, conn: sqlite3.Connection, version: int) -> None:
+        """Bring any older schema to SCHEMA_VERSION; each step is safe to repeat."""
         conn.execute(Q["create_tasks"])
         present = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
         missing = sorted(LEGACY_COLUMNS - present)
@@ -191,10 +202,11 @@ class SQLiteStore:
                 conn.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
         conn.execute(Q["create_channels"])
         conn.execute(Q["create_owners"])
-        for statement in Q["create_indexes"].split(";"):
+        for statement in [*Q["retired_indexes"].split(";"), *Q["create_indexes"].split(";")]:
             if statement.strip():
                 conn.execute(statement)
-        conn.execute(Q["adopt_legacy_channels"], {"now": time.time()})
+        if version == 0:
+            conn.execute(Q["adopt_legacy_channels"], {"now": time.time()})
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- channels ------------------------------------------
@@ -220,39 +232,48 @@ class SQLiteStore:
             elif conn.execute(Q["channel_exists"], {"name": channel}).fetchone() is None:
                 known = {row[0] for row in conn.execute(Q["known_channels"])}
                 raise UnknownChannelError(channel, known)
-            conn.executemany(Q["add"], rows)
-            last = int(conn.execute(Q["last_id"]).fetchone()[0])
+            if len(rows) == 1:
+                last = conn.execute(Q["add"], rows[0]).lastrowid or 0
+            else:
+                conn.executemany(Q["add"], rows)
+                last = int(conn.execute(Q["last_id"]).fetchone()[0])
             # AUTOINCREMENT under the write lock hands out consecutive ids.
             return list(range(last - len(rows) + 1, last + 1))
 
         return self._write(insert)
 
-    def claim(self, channel: str, owner: str, limit: int, now: float) -> list[Claimed]:
-        def take(conn: sqlite3.Connection) -> list[Claimed]:
+    def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
+                 limit: int, now: float) -> Exchange:
+        def swap(conn: sqlite3.Connection) -> Exchange:
+            dropped = [outcome.task_id for outcome in outcomes
+                       if conn.execute(Q["record"], _recorded(outcome, owner)).rowcount != 1]
+            if channel is None or limit <= 0:
+                return Exchange(dropped, [])
             conn.execute(Q["promote_due"], {"channel": channel, "now": now})
-            found = conn.execute(
-                Q["claim_candidates"], {"channel": channel, "limit": limit}
+            rows = conn.execute(
+                Q["claim"], {"channel": channel, "owner": owner, "limit": limit, "now": now}
             ).fetchall()
-            conn.executemany(
-                Q["mark_running"], [{"id": row[0], "owner": owner, "now": now} for row in found]
-            )
-            return [Claimed(*row) for row in found]
+            claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
+            return Exchange(dropped, claimed)
 
-        return self._write(take)
+        if not outcomes and (channel is None or limit <= 0):
+            return Exchange([], [])
+        return self._write(swap)
 
-    def record(self, task_id: int, owner: str, decision: Decision) -> bool:
-        values = {
-            "id": task_id, "owner": owner, "status": decision.status.value,
-            "retries": decision.retries, "run_at": decision.run_at, "result": decision.result,
-            "error": decision.error, "finished_at": decision.finished_at,
-        }
-        return self._write(lambda c: c.execute(Q["record"], values).rowcount == 1)
+    def release(self, owner: str, task_ids: Sequence[int]) -> int:
+        def give_back(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(Q["release"], {"id": task_id, "owner": owner}).rowcount
+                       for task_id in task_ids)
+
+        return self._write(give_back) if task_ids else 0
 
     def next_due(self, channels: Iterable[str]) -> float | None:
         def earliest(conn: sqlite3.Connection) -> float | None:
             times = [conn.execute(Q["next_due"], {"channel": name}).fetchone()[0]
                      for name in channels]
-            known = [float(value) for value in times if value is not None]
+            # A time written by hand as text is never due (SQLite orders text after
+            # every number), so it must not break the wake-ups of the others.
+            known = [float(value) for value in times if isinstance(value, (int, float))]
             return min(known, default=None)
 
         return self._read(earliest)
@@ -329,6 +350,19 @@ class SQLiteStore:
     def purge(self, channel: str | None, finished_before: float) -> int:
         values = {"channel": channel, "before": finished_before}
         return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
+
+
+def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
+    decision = outcome.decision
+    return {
+        "id": outcome.task_id, "owner": owner, "status": decision.status.value,
+        "retries": decision.retries, "run_at": decision.run_at, "result": decision.result,
+        "error": decision.error, "finished_at": decision.finished_at,
+    }
+
+
+def _claim_order(task: Claimed) -> tuple[int, int]:
+    return -task.priority, task.id
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -41,14 +41,21 @@ CREATE TABLE IF NOT EXISTS simplepyq_owners (
 );
 
 -- name: create_indexes
--- Each status that workers look for has its own small index, so claiming never
--- walks finished tasks, nor delayed ones that are not due.
+-- Each status that workers look for has its own small partial index, so claiming,
+-- counting unfinished work and recovering never walk finished tasks, nor delayed
+-- ones that are not due. Finished (done) tasks are in no index but the table's:
+-- each index costs every enqueue and every state change a page write.
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (channel, priority DESC, id)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (channel, COALESCE(delay_until, 0))
     WHERE status = 'delayed';
-CREATE INDEX IF NOT EXISTS tasks_running ON tasks (owner) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS tasks_channel_status ON tasks (channel, status);
+CREATE INDEX IF NOT EXISTS tasks_running ON tasks (channel, owner) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS tasks_failed ON tasks (channel) WHERE status = 'failed';
+
+-- name: retired_indexes
+-- Indexes of schema 1 that schema 2 replaced (tasks_running gained the channel).
+DROP INDEX IF EXISTS tasks_channel_status;
+DROP INDEX IF EXISTS tasks_running;
 
 -- name: adopt_legacy_channels
 -- Channels of tasks made by 0.1.3 (which did not store channel names) become known.
@@ -77,17 +84,18 @@ UPDATE tasks SET status = 'pending'
 WHERE channel = :channel AND status = 'delayed'
   AND COALESCE(delay_until, 0) <= :now;
 
--- name: claim_candidates
-SELECT id, args, COALESCE(retries, 0), COALESCE(attempts, 0) + 1 FROM tasks
-WHERE channel = :channel AND status = 'pending'
-ORDER BY priority DESC, id
-LIMIT :limit;
-
--- name: mark_running
+-- name: claim
+-- Marks the next due tasks running for :owner, and returns them in no particular
+-- order (the caller sorts by priority, then id). The subquery walks tasks_claim.
 UPDATE tasks
 SET status = 'running', owner = :owner, started_at = :now, finished_at = NULL,
     attempts = COALESCE(attempts, 0) + 1
-WHERE id = :id;
+WHERE id IN (SELECT id FROM tasks
+             WHERE channel = :channel AND status = 'pending'
+             ORDER BY priority DESC, id
+             LIMIT :limit)
+RETURNING id, args, CAST(COALESCE(retries, 0) AS INTEGER), CAST(attempts AS INTEGER),
+          CAST(COALESCE(priority, 0) AS INTEGER);
 
 -- name: record
 -- Only the owner of a running task may record its outcome: a task recovered
@@ -97,12 +105,21 @@ SET status = :status, retries = :retries, delay_until = :run_at, result = :resul
     error = :error, finished_at = :finished_at, owner = NULL
 WHERE id = :id AND owner = :owner AND status = 'running';
 
+-- name: release
+-- A claimed task that was never started goes back as if it had not been claimed.
+UPDATE tasks
+SET status = 'pending', owner = NULL, started_at = NULL,
+    attempts = MAX(COALESCE(attempts, 1) - 1, 0)
+WHERE id = :id AND owner = :owner AND status = 'running';
+
 -- name: next_due
 SELECT MIN(COALESCE(delay_until, 0)) FROM tasks WHERE channel = :channel AND status = 'delayed';
 
 -- name: count_unfinished
-SELECT COUNT(*) FROM tasks
-WHERE channel = :channel AND status IN ('pending', 'delayed', 'running');
+-- One count per status, so that each is served by that status's partial index.
+SELECT (SELECT COUNT(*) FROM tasks WHERE channel = :channel AND status = 'pending')
+     + (SELECT COUNT(*) FROM tasks WHERE channel = :channel AND status = 'delayed')
+     + (SELECT COUNT(*) FROM tasks WHERE channel = :channel AND status = 'running');
 
 -- name: change_token
 PRAGMA data_version;
