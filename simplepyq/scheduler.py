@@ -171,7 +171,6 @@ class Scheduler:
                     channel.wake.wait_past(seen, timeout=None)
                     continue
                 loop = self._run(channel, hand, task, loop)
-                self._flush(due_only=True)
         finally:
             self._give_back(hand)
             self._flush(due_only=False)

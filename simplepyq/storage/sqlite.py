@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -60,12 +60,12 @@ class SQLiteStore:
         self._watcher: sqlite3.Connection | None = None
         self._closed = False
         try:
-            with self._connection() as conn:
+            with closing(self._connect(patient=True)) as conn:
                 # Schema first: if the file is refused, its transaction rolls back and
                 # the file is left exactly as it was (WAL mode would persist).
                 self._migrate(conn)
                 self._enable_wal(conn)
-            self._watcher = self._connect()
+            self._watcher = self._connect(patient=True)
         except StoreError:
             self.close()
             raise
@@ -74,10 +74,14 @@ class SQLiteStore:
             raise StoreError(f"cannot use {self.location!r} as a task store: {exc}") from exc
 
     # -- connections ---------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, patient: bool = False) -> sqlite3.Connection:
+        # SQLite's own busy handler sleeps at least a millisecond, then longer, while
+        # a lock is typically held for well under one: working connections fail at
+        # once instead, and ``_retrying`` waits in finer steps. The ``patient`` ones
+        # (setup, change polling) rarely meet a lock and keep SQLite's handler.
         conn = sqlite3.connect(
-            self.location, timeout=self._busy_timeout, isolation_level=None,
-            check_same_thread=False,
+            self.location, timeout=self._busy_timeout if patient else 0,
+            isolation_level=None, check_same_thread=False,
         )
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         return conn
@@ -116,7 +120,7 @@ class SQLiteStore:
     def _retrying(self, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
         """Run ``work`` in one transaction, retrying while another process holds the lock."""
         deadline = time.monotonic() + self._busy_timeout
-        pause = 0.001
+        pause = 0.0001
         while True:
             conn = self._lend()
             try:
@@ -138,7 +142,7 @@ class SQLiteStore:
             finally:
                 self._return(conn)
             time.sleep(pause)
-            pause = min(pause * 2, 0.1)
+            pause = min(pause * 1.5, 0.01)
 
     def close(self) -> None:
         # Only idle connections close here: closing one that another thread is
