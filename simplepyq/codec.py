@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
@@ -9,14 +10,24 @@ import msgpack
 
 def pack(value: Any, what: str) -> bytes:
     """Encode ``value`` or raise ``TypeError`` naming ``what`` and the type msgpack refused."""
+    return pack_each([value], lambda _: what)[0]
+
+
+def pack_each(values: Iterable[Any], describe: Callable[[int], str]) -> list[bytes]:
+    """Encode every value, or raise ``TypeError`` for the first that cannot be, naming it
+    with ``describe(its index)`` and the type msgpack refused."""
+    packer = msgpack.Packer(use_bin_type=True)
+    packed: list[bytes] = []
     try:
-        return bytes(msgpack.packb(value, use_bin_type=True))
+        for value in values:
+            packed.append(packer.pack(value))
     except (TypeError, ValueError, OverflowError) as exc:
         culprit = _unencodable_part(value)
         raise TypeError(
-            f"{what} cannot be stored: msgpack cannot encode "
+            f"{describe(len(packed))} cannot be stored: msgpack cannot encode "
             f"{type(culprit).__name__} value {_short_repr(culprit)} ({exc})"
         ) from None
+    return packed
 
 
 def unpack(blob: bytes) -> Any:

@@ -133,8 +133,8 @@ class SimplePyQ:
         _check_count(retries, "retries")
         _check_int(priority, "priority")
         when = _run_at(delay, run_at)
-        payloads = [codec.pack(args, f"args #{index} for channel {channel!r}")
-                    for index, args in enumerate(args_list)]
+        payloads = codec.pack_each(args_list,
+                                   lambda index: f"args #{index} for channel {channel!r}")
         with self._lock:
             local = channel in self._channels
         ids = self._store.add(channel, payloads, retries, when, priority, time.time(),

@@ -19,6 +19,7 @@ import pytest
 
 import simplepyq
 from simplepyq import SimplePyQ, Status, StoreError, Task
+from simplepyq.storage.sqlite import ADD_CHUNK
 from tests.support import run_python, spawn_python
 
 NO_TASKS = {"pending": 0, "running": 0, "delayed": 0, "done": 0, "failed": 0}
@@ -163,12 +164,14 @@ def test_integers_too_large_for_the_store_are_refused_naming_the_argument(
     assert _count(store_path) == 0
 
 
-def test_enqueue_many_returns_the_ids_in_order(queue: SimplePyQ) -> None:
+@pytest.mark.parametrize("count", [1, 5, ADD_CHUNK, 2 * ADD_CHUNK + 7])
+def test_enqueue_many_returns_the_ids_in_order(queue: SimplePyQ, count: int) -> None:
     queue.add_channel("c", print)
     queue.enqueue("c", "before")
-    ids = queue.enqueue_many("c", ({"n": n} for n in range(5)))
-    assert ids == list(range(ids[0], ids[0] + 5))
-    assert [queue.get_task(i).args for i in ids] == [{"n": n} for n in range(5)]  # type: ignore[union-attr]
+    ids = queue.enqueue_many("c", ({"n": n} for n in range(count)))
+    assert ids == list(range(ids[0], ids[0] + count))
+    stored = {task.id: task.args for task in queue.tasks("c", limit=count + 1)}
+    assert [stored[i] for i in ids] == [{"n": n} for n in range(count)]
 
 
 def test_enqueue_many_writes_every_task_in_one_transaction(

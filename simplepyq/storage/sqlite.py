@@ -8,6 +8,7 @@ timeout plus a retry on "database is locked" keeps contention away from users.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -25,6 +26,8 @@ from simplepyq.task import Status
 log = logging.getLogger("simplepyq")
 
 SCHEMA_VERSION = 2
+ADD_CHUNK = 500
+"""Tasks per insert statement in ``add`` (SQLite allows 32766 bound values)."""
 LEGACY_COLUMNS = {"id", "channel", "args", "status", "retries", "delay_until"}
 T = TypeVar("T")
 
@@ -59,6 +62,7 @@ class SQLiteStore:
         self._watch_lock = threading.Lock()
         self._watcher: sqlite3.Connection | None = None
         self._closed = False
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         try:
             with closing(self._connect(patient=True)) as conn:
                 # Schema first: if the file is refused, its transaction rolls back and
@@ -66,6 +70,7 @@ class SQLiteStore:
                 self._migrate(conn)
                 self._enable_wal(conn)
             self._watcher = self._connect(patient=True)
+            self._file = _file_id(self.location)
         except StoreError:
             self.close()
             raise
@@ -115,6 +120,11 @@ class SQLiteStore:
         return self._retrying(work, write=False)
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        # A file deleted (or replaced) while open still takes writes through the open
+        # connections, and they vanish with the process: refuse them instead.
+        if self._file is not None and _file_id(self.location) != self._file:
+            raise StoreError(f"the task store {self.location!r} was deleted or replaced "
+                             "while open; nothing was written (open the queue again)")
         return self._retrying(work, write=True)
 
     def _retrying(self, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
@@ -224,11 +234,7 @@ class SQLiteStore:
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
             run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
         status = Status.DELAYED.value if run_at is not None and run_at > now else "pending"
-        rows = [
-            {"channel": channel, "args": payload, "status": status, "retries": retries,
-             "run_at": run_at, "priority": priority, "now": now}
-            for payload in payloads
-        ]
+        shared = (channel, status, retries, run_at, priority, now)
 
         def insert(conn: sqlite3.Connection) -> list[int]:
             if register:
@@ -236,21 +242,19 @@ class SQLiteStore:
             elif conn.execute(Q["channel_exists"], {"name": channel}).fetchone() is None:
                 known = {row[0] for row in conn.execute(Q["known_channels"])}
                 raise UnknownChannelError(channel, known)
-            if len(rows) == 1:
-                last = conn.execute(Q["add"], rows[0]).lastrowid or 0
-            else:
-                conn.executemany(Q["add"], rows)
-                last = int(conn.execute(Q["last_id"]).fetchone()[0])
-            # AUTOINCREMENT under the write lock hands out consecutive ids.
-            return list(range(last - len(rows) + 1, last + 1))
+            last = 0
+            for start in range(0, len(payloads), ADD_CHUNK):
+                chunk = payloads[start:start + ADD_CHUNK]
+                last = conn.execute(_insert_statement(len(chunk)), (*shared, *chunk)).lastrowid or 0
+            # AUTOINCREMENT under the write lock hands out consecutive ids, in row order.
+            return list(range(last - len(payloads) + 1, last + 1))
 
         return self._write(insert)
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
                  limit: int, now: float) -> Exchange:
         def swap(conn: sqlite3.Connection) -> Exchange:
-            dropped = [outcome.task_id for outcome in outcomes
-                       if conn.execute(Q["record"], _recorded(outcome, owner)).rowcount != 1]
+            dropped = self._record(conn, outcomes, owner)
             if channel is None or limit <= 0:
                 return Exchange(dropped, [])
             conn.execute(Q["promote_due"], {"channel": channel, "now": now})
@@ -263,6 +267,21 @@ class SQLiteStore:
         if not outcomes and (channel is None or limit <= 0):
             return Exchange([], [])
         return self._write(swap)
+
+    @staticmethod
+    def _record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> list[int]:
+        """Apply outcomes of tasks ``owner`` still runs; the ids of those it no longer runs."""
+        rows = [_recorded(outcome, owner) for outcome in outcomes]
+        if not rows:
+            return []
+        conn.execute("SAVEPOINT outcomes")
+        if conn.executemany(Q["record"], rows).rowcount == len(rows):
+            conn.execute("RELEASE outcomes")
+            return []
+        # Rare: some task was recovered or deleted meanwhile. Redo one by one to tell which.
+        conn.execute("ROLLBACK TO outcomes")
+        conn.execute("RELEASE outcomes")
+        return [row["id"] for row in rows if conn.execute(Q["record"], row).rowcount != 1]
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         def give_back(conn: sqlite3.Connection) -> int:
@@ -356,6 +375,12 @@ class SQLiteStore:
         return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
 
 
+@functools.lru_cache(maxsize=8)
+def _insert_statement(rows: int) -> str:
+    values = (Q["add_row"].replace("{args}", str(7 + row)) for row in range(rows))
+    return Q["add"].replace("{rows}", ", ".join(values))
+
+
 def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
     decision = outcome.decision
     return {
@@ -367,6 +392,14 @@ def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
 
 def _claim_order(task: Claimed) -> tuple[int, int]:
     return -task.priority, task.id
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

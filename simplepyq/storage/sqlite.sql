@@ -72,11 +72,14 @@ SELECT 1 FROM simplepyq_channels WHERE name = :name;
 SELECT name FROM simplepyq_channels;
 
 -- name: add
+-- Tasks sharing everything but their args, many in one statement: binding seven
+-- values per row would cost more than the insert itself. ?1-?6 are the shared
+-- values; {rows} stands for one such row per task, its args in ?7, ?8 and so on.
 INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at)
-VALUES (:channel, :args, :status, :retries, :run_at, :priority, 0, :now);
+VALUES {rows};
 
--- name: last_id
-SELECT last_insert_rowid();
+-- name: add_row
+(?1, ?{args}, ?2, ?3, ?4, ?5, 0, ?6)
 
 -- name: promote_due
 -- Delayed tasks whose time has come become pending, as in 0.1.3 (a NULL time is due).
