@@ -27,7 +27,7 @@ from tests.soak import SOAKING, report, scaled
 from tests.support import spawn_python, wait_until
 
 # Drains channel "c" with 4 workers; each run logs "start ID PID TIME" and
-# "end ID PID TIME". Tasks take 0-3 ms so that kills land mid-task too. argv: store, log file.
+# "end ID PID TIME". Tasks take 0-9 ms so that kills land mid-task too. argv: store, log file.
 WORKER = """
     import os, sys, time
     from simplepyq import SimplePyQ
@@ -36,7 +36,7 @@ WORKER = """
 
     def work(task_id):
         os.write(log, f"start {task_id} {os.getpid()} {time.time()!r}\\n".encode())
-        time.sleep(0.001 * (task_id % 4))
+        time.sleep(0.001 * (task_id % 10))
         os.write(log, f"end {task_id} {os.getpid()} {time.time()!r}\\n".encode())
         return task_id
 
@@ -105,7 +105,7 @@ def test_workers_killed_at_random_moments_lose_nothing_and_rerun_only_killed_run
             crew.spawn()
         # Kill while there is work left; a kill may land before a child even opens the store.
         while len(crew.killed_at) < kills and _unfinished(store_path) > 0:
-            time.sleep(rng.uniform(0.02, 0.4))
+            time.sleep(rng.uniform(0.02, 0.3))
             crew.reap_finished()
             if crew.live:
                 crew.kill_one(rng)
