@@ -1,0 +1,204 @@
+"""This repository's simplepyq (the harness puts the checkout first on PYTHONPATH).
+
+Besides the shared workloads it runs the ones only simplepyq is measured on:
+``deep_template`` (W4's store with a million finished rows) and ``multiprocess``
+(W5: several processes draining one file, counting lock errors that reach the caller).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+import time
+from typing import Any, ClassVar
+
+from common import Adapter, Counter, Stop, Work, serve
+
+from simplepyq import SimplePyQ
+
+CHANNEL = "work"
+CHUNK = 10_000
+
+
+def _noop(args: Any) -> None:
+    """The producer's channel function: it never runs (the producer starts no workers)."""
+
+
+class Shared:
+    """One SimplePyQ object per path and process, as an application has: an enqueue
+    wakes idle workers only through the object that runs them."""
+
+    queues: ClassVar[dict[str, list[Any]]] = {}  # path -> [queue, users]
+
+    @classmethod
+    def open(cls, path: str, work: Work | None = None, workers: int = 1) -> SimplePyQ:
+        entry = cls.queues.setdefault(path, [None, 0])
+        if entry[0] is None:
+            entry[0] = SimplePyQ(path)
+        queue: SimplePyQ = entry[0]
+        entry[1] += 1
+        if work is not None:
+            queue.add_channel(CHANNEL, work, workers)
+        elif CHANNEL not in queue.stats():
+            queue.add_channel(CHANNEL, _noop)
+        return queue
+
+    @classmethod
+    def release(cls, path: str) -> None:
+        entry = cls.queues[path]
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del cls.queues[path]
+
+
+class Producer:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.queue = Shared.open(path)
+
+    def put(self, args: Any) -> None:
+        self.queue.enqueue(CHANNEL, args)
+
+    def close(self) -> None:
+        Shared.release(self.path)
+
+
+class Ours(Adapter):
+    def producer(self, path: str) -> Producer:
+        return Producer(path)
+
+    def put_many(self, path: str, items: list[int]) -> None:
+        with SimplePyQ(path) as queue:
+            queue.add_channel(CHANNEL, _noop)
+            queue.enqueue_many(CHANNEL, items)
+
+    def fill(self, path: str, n: int) -> None:
+        with SimplePyQ(path) as queue:
+            queue.add_channel(CHANNEL, _noop)
+            for start in range(0, n, CHUNK):
+                queue.enqueue_many(CHANNEL, range(start, min(start + CHUNK, n)))
+
+    def consume(self, path: str, work: Work, workers: int) -> Stop:
+        Shared.open(path, work, workers).start()
+        return lambda: Shared.release(path)
+
+    def drain(self, path: str, n: int, workers: int, budget: float) -> dict[str, Any]:
+        """``run_until_complete``: returns once every task is recorded done."""
+        counter = Counter(n)
+        with SimplePyQ(path) as queue:
+            queue.add_channel(CHANNEL, counter.hit, workers)
+            before = queue.stats()[CHANNEL]["done"]  # W4's store holds finished rows
+            started = time.perf_counter()
+            with contextlib.suppress(TimeoutError):
+                queue.run_until_complete(timeout=budget)
+            elapsed = time.perf_counter() - started
+            done = queue.stats()[CHANNEL]["done"] - before
+        return {"done": done, "seconds": elapsed, "runs": counter.count}
+
+
+def deep_template(request: dict[str, Any]) -> dict[str, Any]:
+    """W4 set-up: a fresh store holding ``rows`` finished tasks, written by direct SQL.
+
+    One task is run through the library so that the copies carry exactly the
+    columns a finished task has; it is then copied ``rows - 1`` times in one
+    INSERT ... SELECT, which takes seconds instead of the minutes enqueueing would.
+    """
+    path, rows = request["path"], request["rows"]
+    with SimplePyQ(path) as queue:
+        queue.add_channel(CHANNEL, _noop)
+        task_id = queue.enqueue(CHANNEL, None)
+        queue.run_until_complete()
+    started = time.perf_counter()
+    conn = sqlite3.connect(path)
+    columns = ", ".join(row[1] for row in conn.execute("PRAGMA table_info(tasks)")
+                        if row[1] != "id")
+    with conn:
+        conn.execute(
+            f"WITH RECURSIVE copies(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM copies "
+            f"WHERE k < ?) INSERT INTO tasks ({columns}) SELECT {columns} FROM tasks, copies "
+            f"WHERE tasks.id = ?", (rows - 1, task_id))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return {"seconds": time.perf_counter() - started}
+
+
+class LockErrors(logging.Handler):
+    """Counts log records of the library that mention a locked database."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "locked" in record.getMessage().lower():
+            self.count += 1
+
+
+def multiprocess_child(request: dict[str, Any]) -> dict[str, Any]:
+    """One of W5's processes: waits for "go", then drains with ``workers`` threads."""
+    handler = LockErrors()
+    logging.getLogger("simplepyq").addHandler(handler)
+    counter = Counter(0)
+    locked = 0
+    other: list[str] = []
+    with SimplePyQ(request["path"]) as queue:
+        queue.add_channel(CHANNEL, counter.hit, request["workers"])
+        print("ready", flush=True)
+        sys.stdin.readline()
+        started = time.time()
+        deadline = time.perf_counter() + request["budget"]
+        while time.perf_counter() < deadline:
+            try:
+                queue.run_until_complete(timeout=max(deadline - time.perf_counter(), 0.001))
+                break
+            except TimeoutError:
+                break
+            except Exception as error:  # what reaches user code is what is counted
+                if "locked" in str(error).lower():
+                    locked += 1
+                else:
+                    other.append(repr(error))
+        finished = time.time()
+    return {"started": started, "finished": finished, "runs": counter.count,
+            "locked_errors": locked, "locked_logged": handler.count, "other_errors": other}
+
+
+def multiprocess(request: dict[str, Any]) -> dict[str, Any]:
+    """W5: ``processes`` processes × ``workers`` threads drain the ``n`` tasks of one file."""
+    child_request = json.dumps({"op": "multiprocess_child", "path": request["path"],
+                                "workers": request["workers"], "budget": request["budget"]})
+    children = [subprocess.Popen([sys.executable, sys.argv[0], child_request],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                for _ in range(request["processes"])]
+    for child in children:
+        assert child.stdout is not None
+        child.stdout.readline()
+    go = time.time()
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    reports = []
+    for child in children:
+        out, _ = child.communicate(timeout=request["budget"] + 60)
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    with SimplePyQ(request["path"]) as queue:
+        counts = queue.stats()[CHANNEL]
+    n = request["n"]
+    elapsed = max(report["finished"] for report in reports) - go
+    return {"value": counts["done"] / elapsed, "done": counts["done"], "n": n,
+            "seconds": elapsed, "partial": counts["done"] < n, "failed": counts["failed"],
+            "runs": sum(report["runs"] for report in reports),
+            "locked_errors": sum(report["locked_errors"] for report in reports),
+            "locked_logged": sum(report["locked_logged"] for report in reports),
+            "other_errors": [e for report in reports for e in report["other_errors"]]}
+
+
+if __name__ == "__main__":
+    serve(Ours(), {"deep_template": deep_template, "multiprocess": multiprocess,
+                   "multiprocess_child": multiprocess_child})

@@ -1,0 +1,458 @@
+"""Benchmark simplepyq against its peers on the same workloads, in one command.
+
+Run ``python bench/run.py`` (full, a few minutes) or ``python bench/run.py --quick``
+(under a minute once the peers are installed). The first run creates
+``bench/.peers-venv`` and installs the pinned peers into it (huey, persist-queue,
+litequeue, the published simplepyq 0.1.3, and matplotlib for the chart), so this
+checkout's environment gains no dependency.
+
+Every measurement runs in a fresh subprocess on a fresh database file in a temporary
+directory: this checkout's simplepyq with ``PYTHONPATH`` set to the repository root,
+each peer with the virtualenv's Python. Each library's idiomatic use is in
+``bench/peers/<name>.py``. The figures are medians over the runs; ratios are
+simplepyq ÷ peer. Results go to ``bench/results.json``, ``bench/chart.png`` and the
+"Latest results" section of ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PEERS = BENCH / "peers"
+VENV = BENCH / ".peers-venv"
+REQUIREMENTS = PEERS / "requirements.txt"
+RESULTS = BENCH / "results.json"
+CHART = BENCH / "chart.png"
+README = BENCH / "README.md"
+TABLE_START = "<!-- results: start (written by bench/run.py) -->"
+TABLE_END = "<!-- results: end -->"
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Library:
+    key: str
+    label: str
+    script: str
+    ours: bool = False
+
+
+OURS = Library("simplepyq", "simplepyq (this checkout)", "ours.py", ours=True)
+LIBRARIES = (
+    OURS,
+    Library("simplepyq-0.1.3", "simplepyq 0.1.3", "simplepyq_013.py"),
+    Library("huey", "huey 3.5 (SqliteHuey)", "huey_sqlite.py"),
+    Library("persist-queue", "persist-queue 1.1 (SQLiteAckQueue)", "persistqueue_ack.py"),
+    Library("litequeue", "litequeue 0.9", "litequeue_loop.py"),
+    Library("sqlite3", "raw sqlite3 (reference, not a queue)", "sqlite_raw.py"),
+)
+BY_KEY = {library.key: library for library in LIBRARIES}
+QUEUES = tuple(library.key for library in LIBRARIES if library.key != "sqlite3")
+ALL = tuple(BY_KEY)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row of a table: an adapter operation, its parameters, who runs it."""
+
+    key: str
+    title: str
+    op: str
+    libraries: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    fill: int = 0  # tasks enqueued (untimed, by another process) before the operation
+    deep_rows: int = 0  # finished rows already in the store (W4)
+    unit: str = "tasks/s"
+    chart: bool = False
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    reps: int
+    budget: float  # seconds one timed operation may take before it stops and reports
+    latency_budget: float
+    workloads: tuple[Workload, ...]
+
+
+def _drain(n: int, workers: int, libraries: tuple[str, ...], chart: bool = True) -> Workload:
+    return Workload(f"w2_drain_{n // 1000}k_{workers}w",
+                    f"W2 drain {n // 1000}k queued, {workers} worker{'s' * (workers > 1)}",
+                    "drain", libraries, {"n": n, "workers": workers}, fill=n, chart=chart)
+
+
+def modes() -> dict[str, Mode]:
+    slow_less = tuple(key for key in ALL if key != "simplepyq-0.1.3")
+    common = (
+        Workload("w1_enqueue", "W1 enqueue 10k, one call each", "enqueue", ALL,
+                 {"n": 10_000}, chart=True),
+        # No peer has a batch enqueue; the others' cells show '—'.
+        Workload("w1b_enqueue_many", "W1b enqueue 100k in one batch call", "enqueue_many",
+                 ("simplepyq", "sqlite3"), {"n": 100_000}, chart=True),
+        _drain(10_000, 1, ALL),
+        _drain(10_000, 4, ALL),
+    )
+    latency = (
+        Workload("w3_latency_same", "W3 enqueue → start, same process (p50 / p99)",
+                 "latency_same", QUEUES, {"samples": 200}, unit="ms"),
+        Workload("w3_latency_other", "W3 enqueue → start, other process (p50 / p99)",
+                 "latency_other", QUEUES, {"samples": 60}, unit="ms"),
+    )
+
+    def ours_only(deep_rows: int, w5_tasks: int) -> tuple[Workload, ...]:
+        return (
+            Workload("w4_empty", "W4 drain 10k, empty table", "drain", ("simplepyq",),
+                     {"n": 10_000, "workers": 1}, fill=10_000),
+            Workload("w4_deep", f"W4 drain 10k, {deep_rows:,} done rows", "drain",
+                     ("simplepyq",), {"n": 10_000, "workers": 1}, fill=10_000,
+                     deep_rows=deep_rows),
+            Workload("w5_one", f"W5 drain {w5_tasks // 1000}k, 1 process × 4 workers",
+                     "multiprocess", ("simplepyq",),
+                     {"n": w5_tasks, "processes": 1, "workers": 4}, fill=w5_tasks),
+            Workload("w5_four", f"W5 drain {w5_tasks // 1000}k, 4 processes × 4 workers",
+                     "multiprocess", ("simplepyq",),
+                     {"n": w5_tasks, "processes": 4, "workers": 4}, fill=w5_tasks),
+        )
+
+    quick = Mode("quick", reps=1, budget=1.2, latency_budget=1.0, workloads=(
+        *common,
+        _drain(100_000, 1, ("simplepyq",), chart=False),  # for the memory figure
+        *latency, *ours_only(100_000, 10_000)))
+    full = Mode("full", reps=3, budget=12.0, latency_budget=8.0, workloads=(
+        *common, _drain(100_000, 1, slow_less), _drain(100_000, 4, slow_less),
+        *latency, *ours_only(1_000_000, 40_000)))
+    return {"quick": quick, "full": full}
+
+
+# -- running adapters ----------------------------------------------------------
+@dataclass
+class Runner:
+    peers_python: Path
+    source: Path
+    workdir: Path
+    log: Callable[[str], None]
+    templates: dict[int, Path] = field(default_factory=dict)
+
+    def call(self, library: Library, request: dict[str, Any], timeout: float) -> Result:
+        """Run one adapter request in a fresh process; its JSON result or an error."""
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        if library.ours:
+            python = sys.executable
+            env["PYTHONPATH"] = str(self.source)
+        else:
+            python = str(self.peers_python)
+        command = [python, str(PEERS / library.script), json.dumps(request)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                  cwd=self.workdir, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return {"error": f"exit {done.returncode}: {tail}"}
+        result: Result = json.loads(lines[-1])
+        return result
+
+    def measure(self, workload: Workload, library: Library, mode: Mode, rep: int) -> Result:
+        """One run of ``workload`` by ``library`` on a fresh file; removed afterwards."""
+        path = self.workdir / f"{workload.key}-{library.key}-{rep}.db"
+        try:
+            if workload.deep_rows:
+                shutil.copyfile(self.template(workload.deep_rows), path)
+            if workload.fill:
+                filled = self.call(library, {"op": "fill", "path": str(path),
+                                             "n": workload.fill}, timeout=600)
+                if "error" in filled or filled.get("unsupported"):
+                    return filled
+            budget = mode.latency_budget if workload.unit == "ms" else mode.budget
+            request = {"op": workload.op, "path": str(path), "budget": budget,
+                       **workload.params}
+            return self.call(library, request, timeout=budget * 3 + 60)
+        finally:
+            _remove(path)
+
+    def template(self, rows: int) -> Path:
+        """A fresh store with ``rows`` finished tasks, built once and copied per run."""
+        if rows not in self.templates:
+            path = self.workdir / f"template-{rows}.db"
+            self.log(f"building a store with {rows:,} finished rows")
+            built = self.call(OURS, {"op": "deep_template", "path": str(path), "rows": rows},
+                              timeout=600)
+            if "error" in built:
+                raise RuntimeError(f"could not build the W4 store: {built['error']}")
+            self.templates[rows] = path
+        return self.templates[rows]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def summarize(runs: list[Result]) -> Result:
+    """The median of the runs' figures, with every run kept."""
+    good = [run for run in runs if run.get("value") is not None]
+    if any(run.get("unsupported") for run in runs):
+        return {"unsupported": True}
+    if not good:
+        errors = [run.get("error", "no result") for run in runs]
+        return {"error": errors[0], "runs": runs}
+    cell: Result = {"value": statistics.median(run["value"] for run in good),
+                    "partial": any(run.get("partial") for run in good), "runs": runs}
+    for extra in ("p99", "peak_rss_mb", "samples", "done", "n", "locked_errors",
+                  "locked_logged", "failed"):
+        values = [run[extra] for run in good if run.get(extra) is not None]
+        if values:
+            cell[extra] = statistics.median(values)
+    return cell
+
+
+# -- the peers' virtualenv -------------------------------------------------------
+def ensure_peers(log: Callable[[str], None]) -> Path:
+    """The peers' Python, creating and filling ``bench/.peers-venv`` when needed."""
+    python = VENV / "bin" / "python"
+    stamp = VENV / "installed-requirements.txt"
+    wanted = REQUIREMENTS.read_text()
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    if not python.exists():
+        log(f"creating {VENV.relative_to(ROOT)} (first run only)")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    log("installing the pinned peers: " + ", ".join(
+        line for line in wanted.splitlines() if line and not line.startswith("#")))
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        log(done.stdout + done.stderr)
+        raise SystemExit(f"could not install the peers into {VENV}")
+    stamp.write_text(wanted)
+    return python
+
+
+# -- reporting -----------------------------------------------------------------
+def _number(value: float) -> str:
+    if value >= 100_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 1000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+
+
+def cell_text(cell: Result | None, unit: str) -> str:
+    if cell is None or cell.get("unsupported"):
+        return "—"
+    if "error" in cell:
+        return "error" if "timed out" not in cell["error"] else "timeout"
+    star = "*" if cell.get("partial") else ""
+    if unit == "ms":
+        p99: float = cell["p99"] if "p99" in cell else cell["value"]
+        return f"{_ms(cell['value'])} / {_ms(p99)}{star}"
+    return f"{_number(cell['value'])}{star}"
+
+
+def ratio_text(ours: Result | None, peer: Result | None) -> str:
+    if not ours or not peer or not ours.get("value") or not peer.get("value"):
+        return ""
+    ratio = ours["value"] / peer["value"]
+    return f" (×{ratio:.0f})" if ratio >= 10 else f" (×{ratio:.2g})"
+
+
+def comparison_table(results: dict[str, dict[str, Result]], mode: Mode) -> list[str]:
+    """Workloads × libraries; each peer's cell carries simplepyq ÷ peer in brackets."""
+    shown = [w for w in mode.workloads if len(w.libraries) > 1]
+    header = ["workload", *(BY_KEY[key].key for key in ALL)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for workload in shown:
+        row = results.get(workload.key, {})
+        ours = row.get(OURS.key)
+        cells = [workload.title + (" (ms)" if workload.unit == "ms" else "")]
+        for key in ALL:
+            cell = row.get(key) if key in workload.libraries else None
+            text = cell_text(cell, workload.unit)
+            if key != OURS.key and cell is not None:
+                text += ratio_text(ours, cell)
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def ours_table(results: dict[str, dict[str, Result]], mode: Mode) -> list[str]:
+    """The measurements of simplepyq alone: depth, several processes, memory."""
+    def get(key: str) -> Result:
+        return results.get(key, {}).get(OURS.key) or {}
+
+    titles = {w.key: w.title for w in mode.workloads}
+
+    def compared(base: str, other: str, ratio: str) -> list[str]:
+        rows = [f"| {titles[key]} | {cell_text(get(key), 'tasks/s')} tasks/s |"
+                for key in (base, other)]
+        if get(base).get("value") and get(other).get("value"):
+            rows.append(f"| {ratio} | {get(other)['value'] / get(base)['value']:.2f} |")
+        return rows
+
+    lines = ["| measurement | simplepyq |", "|---|---|",
+             *compared("w4_empty", "w4_deep", "W4 ratio deep ÷ empty (target ≥ 0.8)"),
+             *compared("w5_one", "w5_four", "W5 ratio 4 processes ÷ 1 (target ≥ 1)")]
+    four = get("w5_four")
+    if four:
+        locked = max((run.get("locked_errors", 0) for run in four.get("runs", [])), default=0)
+        failed = max((run.get("failed", 0) for run in four.get("runs", [])), default=0)
+        other = max((len(run.get("other_errors", [])) for run in four.get("runs", [])),
+                    default=0)
+        lines.append(f"| W5 'database is locked' errors reaching user code (worst run) | "
+                     f"{locked} (other errors: {other}; failed tasks: {failed}) |")
+    small = get("w2_drain_10k_1w")
+    large = get("w2_drain_100k_1w")
+    for label, cell in (("10k", small), ("100k", large)):
+        if cell.get("peak_rss_mb"):
+            lines.append(f"| peak RSS of the worker process draining with {label} queued | "
+                         f"{cell['peak_rss_mb']:.0f} MiB |")
+    return lines
+
+
+def render(results: dict[str, dict[str, Result]], mode: Mode, meta: Result) -> str:
+    notes = [
+        f"Mode **{mode.name}** ({mode.reps} run{'s' * (mode.reps > 1)} per figure, median; "
+        f"each timed operation stops after {mode.budget:g} s, latency after "
+        f"{mode.latency_budget:g} s), {meta['date']}, Python {meta['python']}, "
+        f"SQLite {meta['sqlite']}, {meta['cpus']} CPUs, simplepyq at {meta['source']}.",
+        "",
+        "Tasks per second unless marked; (×r) is simplepyq ÷ that library, so above 1 "
+        "simplepyq is faster for throughput and below 1 it is faster for latency. "
+        "\\* = stopped at the time budget: the rate over the tasks it did. "
+        "— = not measured (the library has no such API, or it is a reference).",
+        "",
+    ]
+    body = [*notes, *comparison_table(results, mode), "", *ours_table(results, mode)]
+    return "\n".join(body)
+
+
+def update_readme(table: str) -> None:
+    text = README.read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < 0:
+        return
+    README.write_text(text[:start + len(TABLE_START)] + "\n" + table + "\n" + text[end:])
+
+
+def render_chart(peers_python: Path, log: Callable[[str], None]) -> None:
+    done = subprocess.run([str(peers_python), str(BENCH / "chart.py"), str(RESULTS),
+                           str(CHART)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        log(f"chart not rendered: {done.stderr.strip()[-300:]}")
+
+
+def source_description(source: Path) -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(source), *args], capture_output=True,
+                              text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return str(source)
+    dirty = git("status", "--porcelain", "--", "simplepyq")
+    return f"commit {commit}" + (" + uncommitted changes" if dirty else "")
+
+
+# -- main ----------------------------------------------------------------------
+def plan(mode: Mode, only: set[str] | None, workloads: set[str] | None
+         ) -> Iterator[tuple[Workload, Library]]:
+    for workload in mode.workloads:
+        if workloads and not any(workload.key.startswith(w) for w in workloads):
+            continue
+        for key in workload.libraries:
+            if only is None or key in only:
+                yield workload, BY_KEY[key]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true",
+                        help="one run per figure, 10k-task drains, 1.2 s budgets (< 1 min)")
+    parser.add_argument("--only", help="comma-separated libraries: " + ", ".join(ALL))
+    parser.add_argument("--workloads", help="comma-separated workload key prefixes, "
+                        "e.g. w1,w3 (default: all)")
+    parser.add_argument("--source", type=Path, default=ROOT,
+                        help="directory holding the simplepyq package to measure "
+                        "(default: this checkout)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the tables only; leave results.json, chart and README")
+    args = parser.parse_args(argv)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    mode = modes()["quick" if args.quick else "full"]
+    only = set(args.only.split(",")) if args.only else None
+    if only and not only <= set(ALL):
+        parser.error(f"unknown libraries {', '.join(sorted(only - set(ALL)))}; "
+                     f"known: {', '.join(ALL)}")
+    chosen = set(args.workloads.split(",")) if args.workloads else None
+    peers_python = ensure_peers(log)
+    began = time.perf_counter()
+    results: dict[str, dict[str, Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="simplepyq-bench-") as workdir:
+        runner = Runner(peers_python, args.source.resolve(), Path(workdir), log)
+        for workload, library in plan(mode, only, chosen):
+            runs = []
+            for rep in range(mode.reps):
+                clock = time.perf_counter()
+                result = runner.measure(workload, library, mode, rep)
+                runs.append(result)
+                log(f"{workload.title:<52} {library.key:<16} run {rep + 1}/{mode.reps}: "
+                    f"{cell_text(summarize([result]), workload.unit):<14} "
+                    f"[{time.perf_counter() - clock:4.1f} s]"
+                    + (f"  [{result['error']}]" if "error" in result else ""))
+                if result.get("unsupported"):
+                    break
+            results.setdefault(workload.key, {})[library.key] = summarize(runs)
+    meta: Result = {
+        "mode": mode.name, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
+        "cpus": os.cpu_count(), "source": source_description(args.source.resolve()),
+        "seconds": round(time.perf_counter() - began, 1),
+        "peers": [line for line in REQUIREMENTS.read_text().splitlines()
+                  if line and not line.startswith("#")],
+        "workloads": {w.key: {"title": w.title, "unit": w.unit, "chart": w.chart,
+                              "libraries": list(w.libraries)} for w in mode.workloads},
+        "libraries": {library.key: library.label for library in LIBRARIES},
+    }
+    table = render(results, mode, meta)
+    print(table)
+    log(f"took {meta['seconds']:.0f} s")
+    if not args.no_write:
+        RESULTS.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+        update_readme(table)
+        render_chart(peers_python, log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
