@@ -9,14 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from os import PathLike
 from types import TracebackType
 from typing import Any, TypeVar
 
 from simplepyq import codec
-from simplepyq.errors import delay_from_now, seconds_from
+from simplepyq.errors import UnknownChannelError, delay_from_now, seconds_from
 from simplepyq.policy import Backoff
+from simplepyq.progress import Progress
 from simplepyq.scheduler import Channel, Scheduler, Settings, Signals
 from simplepyq.storage import open_store
 from simplepyq.task import Status, Task
@@ -51,6 +52,7 @@ class SimplePyQ:
         self._store = open_store(store_path, _positive(busy_timeout, "busy_timeout"), power_safe)
         self.store_path = self._store.location
         self._channels: dict[str, Channel] = {}
+        self._running = self._channels  # what the scheduler runs: all, or start()'s choice
         self._signals = Signals()
         self._scheduler: Scheduler | None = None
         self._draining: list[Scheduler] = []  # stopped, but with tasks still running
@@ -79,7 +81,9 @@ class SimplePyQ:
                 raise ValueError(f"Channel '{name}' already exists")
             self._store.register_channel(name, time.time())
             self._channels[name] = channel
-            if self._scheduler is not None:
+            if self._scheduler is not None and (self._running is self._channels
+                                                or name in self._running):
+                self._running[name] = channel
                 self._scheduler.add(channel)
 
     def channel(self, name: str, max_workers: int = 1, *,
@@ -143,12 +147,19 @@ class SimplePyQ:
         return ids
 
     # -- running -------------------------------------------
-    def start(self) -> None:
-        """Start the workers of every registered channel in background threads."""
+    def start(self, channels: Iterable[str] | None = None) -> None:
+        """Start the workers of every registered channel, or only of ``channels``.
+
+        Workers run in background threads; channels added later start too, unless
+        ``channels`` chose others. Does nothing if the workers run already. A name
+        not registered in this process raises ``UnknownChannelError`` (a
+        ``ValueError``) and starts nothing.
+        """
         with self._lock:
             if self._scheduler is not None:
                 return
-            scheduler = Scheduler(self._store, self._channels, self._settings, self._signals)
+            self._running = self._channels if channels is None else self._chosen(channels)
+            scheduler = Scheduler(self._store, self._running, self._settings, self._signals)
             scheduler.start()
             self._scheduler = scheduler
 
@@ -166,20 +177,32 @@ class SimplePyQ:
             self._draining.append(scheduler)
         return False
 
-    def run_until_complete(self, timeout: float | None = None) -> None:
+    def run_until_complete(self, timeout: float | None = None, *,
+                           channels: Iterable[str] | None = None,
+                           progress: bool | Progress = False) -> None:
         """Run until every task of this process's channels is done or failed, then stop.
 
         Waits out delays and retries. Tasks of channels not registered here are
-        left alone. If ``timeout`` passes first, it stops starting tasks and raises
+        left alone; ``channels`` narrows the run further, as in ``start``. If
+        ``timeout`` passes first, it stops starting tasks and raises
         ``TimeoutError`` at once; tasks still running finish in the background.
+        ``progress=True`` shows live counts and tasks/s on stderr if it is a
+        terminal, else logs each change at INFO; a ``Progress`` shows them its way.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.start()
+        chosen = None if channels is None else list(self._chosen(channels))
+        shown = progress if isinstance(progress, Progress) else (
+            Progress.auto(self.stats, chosen or self.local_channels()) if progress else None)
+        if shown is not None:
+            shown.refresh()  # the counts before this run starts anything
+        self.start(chosen)
         try:
             while True:
                 seen = self._signals.idle.generation
                 with self._lock:
-                    names = list(self._channels)
+                    names = list(self._running)
+                if shown is not None:
+                    shown.tick()
                 if self._store.count_unfinished(names) == 0:
                     return
                 remaining = _remaining(deadline)
@@ -191,6 +214,8 @@ class SimplePyQ:
                                                             self._settings.poll_interval))
         finally:
             self.stop()
+            if shown is not None:
+                shown.close()
 
     # -- inspection ----------------------------------------
     def get_task(self, task_id: int) -> Task | None:
@@ -243,11 +268,33 @@ class SimplePyQ:
         Channels registered here or by another process sharing the store are included.
         """
         counts = self._store.stats()
-        names = set(counts) | self._store.known_channels()
-        with self._lock:
-            names |= set(self._channels)
+        names = set(counts) | set(self.known_channels())
         return {name: {s.value: counts.get(name, {}).get(s.value, 0) for s in Status}
                 for name in sorted(names)}
+
+    def local_channels(self) -> list[str]:
+        """The channels registered in this process (those ``start`` runs), sorted."""
+        with self._lock:
+            return sorted(self._channels)
+
+    def known_channels(self) -> list[str]:
+        """The channels registered here or by any process sharing the store, sorted.
+
+        Tasks of a channel missing from this list have no consumer: no process
+        ever registered it (e.g. rows written by 0.1.3), so nothing will run them.
+        """
+        with self._lock:
+            here = set(self._channels)
+        return sorted(self._store.known_channels() | here)
+
+    def pending_since(self) -> dict[str, datetime]:
+        """Per channel with pending tasks, when the longest-waiting one became due.
+
+        That is the end of its delay if it had one, else its enqueue time (aware
+        UTC). Far in the past means nobody is working on that channel.
+        """
+        return {name: datetime.fromtimestamp(since, tz=timezone.utc)
+                for name, since in self._store.pending_since().items()}
 
     # -- maintenance ---------------------------------------
     def clear_failed(self, channel: str | None = None) -> int:
@@ -295,6 +342,16 @@ class SimplePyQ:
         self.close()
 
     # -- helpers -------------------------------------------
+    def _chosen(self, names: Iterable[str]) -> dict[str, Channel]:
+        if isinstance(names, str):
+            raise TypeError(f"channels must be a list of names, not the str {names!r}")
+        chosen: dict[str, Channel] = {}
+        for name in names:
+            if name not in self._channels:
+                raise UnknownChannelError(name, set(self._channels))
+            chosen[name] = self._channels[name]
+        return chosen
+
     def _wake(self, name: str, count: int) -> None:
         with self._lock:
             channel = self._channels.get(name)

@@ -374,6 +374,10 @@ class SQLiteStore:
         values = {"channel": channel, "before": finished_before}
         return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
 
+    def pending_since(self) -> dict[str, float]:
+        return self._read(lambda c: {channel: float(since) for channel, since
+                                     in c.execute(Q["pending_since"]) if since is not None})
+
 
 @functools.lru_cache(maxsize=8)
 def _insert_statement(rows: int) -> str:

@@ -179,3 +179,10 @@ DELETE FROM simplepyq_channels WHERE name = :name;
 DELETE FROM tasks
 WHERE status IN ('done', 'failed') AND COALESCE(finished_at, 0) < :before
   AND (:channel IS NULL OR channel = :channel);
+
+-- name: pending_since
+-- Per channel, when its longest-waiting pending task became due: the end of its
+-- delay if it had one, else its enqueue time (NULL for rows made by 0.1.3).
+SELECT channel, MIN(COALESCE(delay_until, created_at)) FROM tasks
+WHERE status = 'pending'
+GROUP BY channel;
