@@ -1,0 +1,561 @@
+"""The ``simplepyq`` command: inspect and maintain a task store, enqueue, and run a worker.
+
+``simplepyq ...`` and ``python -m simplepyq ...`` are the same program. It uses
+argparse only, so the command line adds no dependency to the library. Exit
+codes: 0 success; 1 a runtime error (one line on stderr, the traceback too with
+``--debug``); 2 a usage error (bad arguments, including a ``worker`` target or
+``--channels`` that do not match the code they name). Every command but
+``enqueue`` and ``worker`` refuses a store file that does not exist, so a
+mistyped path never becomes a new empty store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from types import FrameType
+from typing import Any
+
+from simplepyq.errors import UnknownChannelError
+from simplepyq.progress import JsonView, LogView, Progress, TerminalView, View, is_terminal
+from simplepyq.queue import SimplePyQ
+from simplepyq.task import Status, Task
+
+log = logging.getLogger("simplepyq.cli")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+DB_ENV = "SIMPLEPYQ_DB"
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class UsageError(Exception):
+    """Arguments that parsed but make no sense together: exit code 2."""
+
+
+class CommandError(Exception):
+    """A runtime failure the user can fix, told in one line: exit code 1."""
+
+
+class Stop(BaseException):
+    """Raised in the main thread by the first SIGINT or SIGTERM: stop the worker gracefully.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on
+    the way swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# -- entry point -------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (the console script exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 itself on a usage error
+    args.json = getattr(args, "json", False)
+    args.debug = getattr(args, "debug", False)
+    args.db = getattr(args, "db", None)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except UsageError as exc:
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{parser.prog}: error: {exc or type(exc).__name__}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; ``--db``, ``--json`` and ``--debug`` go before or after it."""
+    parser = argparse.ArgumentParser(
+        prog="simplepyq", description="Inspect and maintain a simplepyq task store, and run "
+        f"workers. The store is --db PATH, or ${DB_ENV}.",
+    )
+    _common_options(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int],
+                text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        _common_options(sub)
+        sub.set_defaults(run=run)
+        return sub
+
+    command("stats", cmd_stats, "Task counts per channel and status, the age of the oldest "
+            "pending task, and channels whose tasks nobody consumes.")
+
+    sub = command("tasks", cmd_tasks, "List tasks, oldest first.")
+    sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
+    sub.add_argument("--status", choices=[s.value for s in Status], help="only tasks in it")
+    sub.add_argument("--limit", type=_count, default=100, metavar="N",
+                     help="at most N tasks (default 100)")
+
+    sub = command("show", cmd_show, "One task in full: args, result, times, error traceback.")
+    sub.add_argument("id", type=int, metavar="ID")
+
+    sub = command("requeue-failed", cmd_requeue_failed, "Make failed tasks pending again.")
+    sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
+    sub.add_argument("--retries", type=_count, metavar="N",
+                     help="give them N retries (default: the count they had)")
+
+    sub = command("clear-failed", cmd_clear_failed, "Delete failed tasks.")
+    sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
+
+    sub = command("purge", cmd_purge, "Delete done and failed tasks that finished long ago.")
+    sub.add_argument("--older-than", type=_duration, required=True, metavar="AGE",
+                     help="finished more than AGE ago: a number with unit s, m, h or d (7d)")
+    sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
+
+    sub = command("remove-channel", cmd_remove_channel,
+                  "Forget a channel and delete all its tasks.")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    sub = command("enqueue", cmd_enqueue, "Enqueue one task; print its id.")
+    sub.add_argument("channel", metavar="CHANNEL")
+    sub.add_argument("args", type=_json_value, metavar="JSON", help="the task's args, as JSON")
+    sub.add_argument("--retries", type=_count, default=0, metavar="N")
+    sub.add_argument("--delay", type=_duration, metavar="SECONDS",
+                     help="run no sooner than this (seconds, or with unit s, m, h or d)")
+    sub.add_argument("--priority", type=int, default=0, metavar="P",
+                     help="higher runs first (default 0)")
+
+    sub = command("worker", cmd_worker, "Run the channels of a SimplePyQ defined in a module "
+                  "until SIGTERM or SIGINT (a second one stops at once).")
+    sub.add_argument("target", metavar="MODULE:ATTR",
+                     help="where the queue is, e.g. myapp.tasks:queue (the current directory "
+                     "is importable)")
+    sub.add_argument("--channels", type=_names, metavar="A,B",
+                     help="run only these of its channels")
+    sub.add_argument("--burst", action="store_true",
+                     help="exit once every task of its channels is done or failed")
+    return parser
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: an option given before the command is not reset by the command's parser.
+    parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                        help=f"the task store (default: ${DB_ENV})")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors, and debug logs")
+
+
+# -- maintenance and inspection ----------------------------
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _opened(args) as queue:
+        counts = queue.stats()
+        registered = set(queue.known_channels())
+        since = queue.pending_since()
+    now = datetime.now(timezone.utc)
+    channels = {
+        name: {**numbers,
+               "oldest_pending_age": (now - since[name]).total_seconds() if name in since
+               else None,
+               "registered": name in registered,
+               "no_consumer": name not in registered and sum(numbers.values()) > 0}
+        for name, numbers in counts.items()
+    }
+    if args.json:
+        return _print_json({"store": args.db, "channels": channels})
+    statuses = [s.value for s in Status]
+    rows = [[name + ("*" if row["no_consumer"] else ""), *[str(row[s]) for s in statuses],
+             _age(row["oldest_pending_age"])] for name, row in channels.items()]
+    _print_table(["CHANNEL", *[s.upper() for s in statuses], "OLDEST PENDING"], rows)
+    if any(row["no_consumer"] for row in channels.values()):
+        print("* has tasks but no registered consumer: no process registered this channel, "
+              "so nothing will run them")
+    return EXIT_OK
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    with _opened(args) as queue:
+        _check_channel(queue, args.channel)
+        tasks = queue.tasks(args.channel, args.status, args.limit)
+    if args.json:
+        return _print_json([_task_dict(task) for task in tasks])
+    _print_table(["ID", "CHANNEL", "STATUS", "ATTEMPTS", "RETRIES", "CREATED", "ARGS"],
+                 [[str(t.id), t.channel, t.status, str(t.attempts), str(t.retries),
+                   _when(t.created_at), _short(_to_json(t.args), 50)] for t in tasks])
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _opened(args) as queue:
+        task = queue.get_task(args.id)
+    if task is None:
+        raise CommandError(f"there is no task with id {args.id}")
+    if args.json:
+        return _print_json(_task_dict(task))
+    fields = [
+        ("id", task.id), ("channel", task.channel), ("status", _status(task)),
+        ("args", _to_json(task.args)), ("result", _to_json(task.result)),
+        ("attempts", task.attempts), ("retries", f"{task.retries} left"),
+        ("priority", task.priority), ("created_at", _when(task.created_at)),
+        ("run_at", _when(task.run_at)), ("started_at", _when(task.started_at)),
+        ("finished_at", _when(task.finished_at)),
+    ]
+    for key, value in fields:
+        print(f"{key:<12} {value}")
+    print(f"{'error':<12} {'-' if task.error is None else ''}".rstrip())
+    if task.error is not None:
+        print(task.error.rstrip("\n"))
+    return EXIT_OK
+
+
+def cmd_requeue_failed(args: argparse.Namespace) -> int:
+    return _maintain(args, "requeued", "failed task(s) made pending again",
+                     lambda queue: queue.requeue_failed(args.channel, args.retries))
+
+
+def cmd_clear_failed(args: argparse.Namespace) -> int:
+    return _maintain(args, "cleared", "failed task(s) deleted",
+                     lambda queue: queue.clear_failed(args.channel))
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    return _maintain(args, "purged", "finished task(s) deleted",
+                     lambda queue: queue.purge(args.older_than, args.channel))
+
+
+def _maintain(args: argparse.Namespace, key: str, what: str,
+              action: Callable[[SimplePyQ], int]) -> int:
+    """Run one maintenance call on the tasks of ``--channel`` (or all); print how many."""
+    with _opened(args) as queue:
+        _check_channel(queue, args.channel)
+        count = action(queue)
+    return _report(args, key, count, what)
+
+
+def cmd_remove_channel(args: argparse.Namespace) -> int:
+    with _opened(args) as queue:
+        _check_channel(queue, args.name)
+        tasks = sum(queue.stats()[args.name].values())
+        question = f"Remove channel {args.name!r} and delete its {tasks} task(s)? [y/N] "
+        if not args.yes and is_terminal(sys.stdin) and not _confirmed(question):
+            raise CommandError("nothing removed (not confirmed)")
+        count = queue.remove_channel(args.name)
+    return _report(args, "removed", count, f"task(s) deleted with channel {args.name!r}")
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    with _opened(args, create=True) as queue:
+        task_id = queue.enqueue(args.channel, args.args, args.retries, delay=args.delay,
+                                priority=args.priority)
+    if args.json:
+        return _print_json({"id": task_id})
+    print(task_id)
+    return EXIT_OK
+
+
+# -- the worker --------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    queue = _load_queue(args.target)
+    try:
+        return _work(args, queue)
+    finally:
+        queue.close()
+
+
+def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
+    db = args.db or os.environ.get(DB_ENV)
+    if db and not _same_file(db, queue.store_path):
+        raise CommandError(f"{args.target} uses the store {queue.store_path!r}, but --db or "
+                           f"${DB_ENV} names {db!r}; give the same one, or neither")
+    local = queue.local_channels()
+    names: list[str] = args.channels or local
+    unknown = [name for name in names if name not in local]
+    if unknown:
+        raise UsageError(f"--channels names {', '.join(map(repr, unknown))}, which "
+                         f"{args.target} does not define; it defines "
+                         f"{', '.join(local) or 'no channel'}")
+    if not names:
+        raise CommandError(f"{args.target} defines no channel: there is nothing to run")
+    events = _Events(args, names)
+    progress = Progress(queue.stats, names, events.view)
+    events.say("started", f"worker {os.getpid()} started on {queue.store_path} for channels "
+               f"{', '.join(names)}" + (" (burst)" if args.burst else ""),
+               pid=os.getpid(), store=queue.store_path, channels=names, burst=args.burst)
+    shutdown = _Shutdown(events)
+    reason = "drained"
+    try:
+        progress.refresh()  # the counts before this worker starts anything
+        queue.start(args.channels)
+        shutdown.arm()
+        if args.burst:
+            queue.run_until_complete(channels=args.channels, progress=progress)
+        else:
+            while True:
+                progress.tick()
+                time.sleep(progress.interval)
+    except Stop as stop:
+        reason = str(stop)
+        if not args.burst:  # (run_until_complete has stopped and shown the end already)
+            queue.stop()  # running tasks finish; a second signal exits at once instead
+            progress.close()
+    events.say("stopped", f"worker {os.getpid()} stopped ({reason})", reason=reason)
+    return EXIT_OK
+
+
+class _Events:
+    """Where the worker's events and progress go: a terminal, log lines, or JSON lines."""
+
+    def __init__(self, args: argparse.Namespace, channels: Sequence[str]) -> None:
+        self.json = args.json
+        level = logging.DEBUG if args.debug else logging.INFO
+        handler: logging.Handler
+        self.view: View
+        if self.json:
+            self.view = JsonView(sys.stdout)
+            handler = logging.StreamHandler(sys.stderr)
+        elif is_terminal(sys.stderr):
+            terminal = TerminalView(sys.stderr)
+            self.view, handler = terminal, terminal.log_handler()
+        else:
+            self.view, handler = LogView(), logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.formatter = handler.formatter
+        # The user's module may have set up logging already; then its set-up wins.
+        logging.basicConfig(level=level, handlers=[handler])
+        logging.getLogger("simplepyq").setLevel(level)
+
+    def say(self, event: str, message: str, **fields: Any) -> None:
+        if self.json:
+            print(json.dumps({"event": event, **fields}), flush=True)
+        else:
+            log.info("%s", message)
+
+    def line(self, event: str, message: str, **fields: Any) -> bytes:
+        """The event as one line of bytes, for ``os.write`` from a signal handler."""
+        if self.json:
+            return (json.dumps({"event": event, **fields}) + "\n").encode()
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None)
+        formatter = self.formatter or logging.Formatter(LOG_FORMAT)
+        return (formatter.format(record) + "\n").encode()
+
+
+class _Shutdown:
+    """SIGINT and SIGTERM: the first one stops the worker gracefully, the next one at once.
+
+    The first raises ``Stop`` in the main thread, but only once ``arm`` is called:
+    raised while the queue is still starting, it would leave workers that nothing
+    stops. The handlers write with ``os.write``, since a handler may interrupt a
+    ``print`` and buffered streams refuse to be re-entered.
+    """
+
+    def __init__(self, events: _Events) -> None:
+        self._events = events
+        self._fd = sys.stdout.fileno() if events.json else sys.stderr.fileno()
+        self._armed = False
+        self._received: int | None = None
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self._handle)
+
+    def arm(self) -> None:
+        """From now on the first signal raises ``Stop``; raise it now if one came already."""
+        self._armed = True
+        if self._received is not None:
+            raise Stop(self._received)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._received is not None:
+            os.write(self._fd, self._events.line(
+                "killed", f"{name}: stopping at once; tasks left running will be recovered "
+                "and run again", signal=name))
+            os._exit(128 + signum)
+        self._received = signum
+        os.write(self._fd, self._events.line(
+            "stopping", f"{name}: stopping; running tasks finish, unstarted ones stay pending "
+            "(signal again to stop at once)", signal=name))
+        if self._armed:
+            raise Stop(signum)
+
+
+def _load_queue(target: str) -> SimplePyQ:
+    """Import ``MODULE:ATTR`` the way ``python -m`` would see it from here, and check it."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"{target!r} is not MODULE:ATTR, e.g. myapp.tasks:queue")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # the module exists but imports something missing: a runtime error
+        raise UsageError(f"no module named {exc.name!r} (looked in {os.getcwd()} and "
+                         "sys.path)") from exc
+    value: Any = module
+    for part in attr.split("."):
+        if not hasattr(value, part):
+            raise UsageError(f"{module_name} has no attribute {attr!r}")
+        value = getattr(value, part)
+    if not isinstance(value, SimplePyQ):
+        raise UsageError(f"{target} is a {type(value).__name__}, not a SimplePyQ")
+    return value
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+# -- helpers -----------------------------------------------
+@contextmanager
+def _opened(args: argparse.Namespace, create: bool = False) -> Iterator[SimplePyQ]:
+    path = args.db or os.environ.get(DB_ENV)
+    if not path:
+        raise UsageError(f"no task store given: pass --db PATH or set ${DB_ENV}")
+    if not create and not os.path.exists(path):
+        raise CommandError(f"there is no task store at {path!r} (only enqueue and worker "
+                           "create one); check --db or $" + DB_ENV)
+    args.db = path
+    queue = SimplePyQ(path)
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
+def _check_channel(queue: SimplePyQ, name: str | None) -> None:
+    """Refuse a channel the store has never heard of: a typo would otherwise touch nothing."""
+    if name is not None:
+        known = set(queue.stats())
+        if name not in known:
+            raise UnknownChannelError(name, known)
+
+
+def _confirmed(question: str) -> bool:
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _report(args: argparse.Namespace, key: str, count: int, what: str) -> int:
+    if args.json:
+        return _print_json({key: count})
+    print(f"{count} {what}")
+    return EXIT_OK
+
+
+def _task_dict(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id, "channel": task.channel, "status": _status(task),
+        "args": _jsonable(task.args), "result": _jsonable(task.result),
+        "retries": task.retries, "attempts": task.attempts, "priority": task.priority,
+        "created_at": _iso(task.created_at), "run_at": _iso(task.run_at),
+        "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
+        "error": task.error,
+    }
+
+
+def _status(task: Task) -> str:
+    return str(getattr(task.status, "value", task.status))
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with what JSON cannot hold made plain: bytes become ``{"base64": ...}``."""
+    if isinstance(value, (bytes, bytearray)):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else _to_json(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(_jsonable(value), ensure_ascii=False)
+
+
+def _print_json(data: Any) -> int:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _when(when: datetime | None) -> str:
+    return "-" if when is None else when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    left = max(int(seconds), 0)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+# -- argument types (argparse turns their errors into exit code 2) --
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: give a number with an optional unit s, m, h or d "
+            "(90, 30m, 7d)")
+    return float(match[1]) * UNITS[match[2] or "s"]
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no channel: give a,b")
+    return names

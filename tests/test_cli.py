@@ -1,0 +1,491 @@
+"""The command line, driven as users drive it: the installed ``simplepyq`` script, in children."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from simplepyq import SimplePyQ
+from simplepyq.cli import main
+from tests.support import ROOT, wait_until
+
+SCRIPT = Path(sys.executable).with_name("simplepyq")
+
+APP = """
+    import os, pathlib, time
+    from simplepyq import SimplePyQ
+
+    q = SimplePyQ(os.environ["APP_DB"], poll_interval=0.01)
+    FLAGS = pathlib.Path(os.environ["APP_FLAGS"])
+
+    @q.channel("work")
+    def work(args):
+        if args.get("block"):
+            (FLAGS / f"started-{args['name']}").touch()
+            deadline = time.monotonic() + 30
+            while not (FLAGS / "release").exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the test never released this task")
+                time.sleep(0.002)
+        return args.get("name")
+
+    @q.channel("other")
+    def other(args):
+        return "other"
+"""
+
+
+def env_for(db: Path | None = None, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "SIMPLEPYQ_DB"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if db is not None:
+        env["SIMPLEPYQ_DB"] = str(db)
+    return {**env, **extra}
+
+
+def cli(*args: str, db: Path | None = None, cwd: Path | None = None, module: bool = False,
+        stdin: int | None = subprocess.DEVNULL, env: dict[str, str] | None = None,
+        ) -> subprocess.CompletedProcess[str]:
+    """Run the console script (or ``python -m simplepyq``) to completion."""
+    command = [sys.executable, "-m", "simplepyq"] if module else [str(SCRIPT)]
+    return subprocess.run([*command, *args], env=env or env_for(db), cwd=cwd, stdin=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def json_of(result: subprocess.CompletedProcess[str]) -> object:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def noop(args: object) -> None:
+    return None
+
+
+def fail(args: object) -> None:
+    raise RuntimeError(f"cannot send {args}")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A store with channel 'email' (one done, one failed, one pending, one delayed task)
+    and channel 'resize' (no tasks)."""
+    path = tmp_path / "tasks.db"
+    with SimplePyQ(path, poll_interval=0.01) as q:
+        q.add_channel("email", lambda args: fail(args) if args == "bad" else "sent")
+        q.add_channel("resize", noop)
+        q.enqueue("email", "good")
+        q.enqueue("email", "bad")
+        q.run_until_complete(timeout=10)
+    with SimplePyQ(path) as q:  # this process runs no worker for these
+        q.enqueue("email", "later")
+        q.enqueue("email", "much later", delay=3600)
+    return path
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    """A directory holding app.py, whose queue ``q`` defines channels 'work' and 'other'."""
+    (tmp_path / "app.py").write_text(textwrap.dedent(APP))
+    (tmp_path / "flags").mkdir()
+    with SimplePyQ(tmp_path / "app.db") as q:  # register the channels, as importing app would
+        q.add_channel("work", noop)
+        q.add_channel("other", noop)
+    return tmp_path
+
+
+def app_env(app: Path) -> dict[str, str]:
+    return env_for(APP_DB=str(app / "app.db"), APP_FLAGS=str(app / "flags"))
+
+
+def enqueue(store: Path, channel: str, *args: object) -> list[int]:
+    with SimplePyQ(store) as q:
+        return [q.enqueue(channel, item) for item in args]
+
+
+def status_of(store: Path, task_id: int) -> tuple[str, int]:
+    with SimplePyQ(store) as q:
+        task = q.get_task(task_id)
+    assert task is not None
+    return task.status, task.attempts
+
+
+class Worker:
+    """A ``simplepyq worker`` child whose output lines are collected as they come."""
+
+    def __init__(self, app: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [str(SCRIPT), "worker", "app:q", *args], cwd=app, env=app_env(app),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+                         for stream, lines in [(self.process.stdout, self.out),
+                                               (self.process.stderr, self.err)]]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _collect(stream: io.TextIOBase, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.err + self.out)
+
+    def finish(self) -> int:
+        code = self.process.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        return code
+
+    def events(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.out]
+
+
+# -- packaging ---------------------------------------------
+def test_console_script_is_installed_next_to_the_interpreter():
+    assert SCRIPT.exists(), f"run pip install -e . to create {SCRIPT}"
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in ("stats", "tasks", "show", "requeue-failed", "clear-failed", "purge",
+                    "remove-channel", "enqueue", "worker"):
+        assert command in result.stdout
+
+
+def test_python_dash_m_runs_the_same_commands(db):
+    assert json_of(cli("tasks", "--json", db=db, module=True)) == json_of(cli("tasks", "--json",
+                                                                              db=db))
+
+
+# -- stats -------------------------------------------------
+def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db):
+    report = json_of(cli("--db", str(db), "stats", "--json"))
+    email = report["channels"]["email"]
+    assert {k: email[k] for k in ("pending", "delayed", "running", "done", "failed")} == {
+        "pending": 1, "delayed": 1, "running": 0, "done": 1, "failed": 1}
+    assert 0 <= email["oldest_pending_age"] < 60
+    assert report["channels"]["resize"]["oldest_pending_age"] is None
+    text = cli("stats", db=db)
+    assert text.returncode == 0
+    assert text.stdout.split("\n")[0].split()[:2] == ["CHANNEL", "PENDING"]
+    assert "email" in text.stdout and "resize" in text.stdout
+
+
+def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db):
+    with sqlite3.connect(db) as conn:  # as a 0.1.3 process would write it: no registration
+        conn.execute("INSERT INTO tasks (channel, args, status, retries) "
+                     "VALUES ('ghost', NULL, 'pending', 0)")
+    channels = json_of(cli("stats", "--json", db=db))["channels"]
+    assert channels["ghost"]["no_consumer"] is True
+    assert channels["ghost"]["registered"] is False
+    assert channels["email"]["no_consumer"] is False
+    assert channels["resize"]["no_consumer"] is False  # registered, merely idle
+    text = cli("stats", db=db).stdout
+    assert "ghost*" in text and "no registered consumer" in text
+
+
+# -- tasks and show ----------------------------------------
+def test_tasks_lists_oldest_first_and_filters_by_channel_status_and_limit(db):
+    everything = json_of(cli("tasks", "--json", db=db))
+    assert [t["args"] for t in everything] == ["good", "bad", "later", "much later"]
+    failed = json_of(cli("tasks", "--status", "failed", "--channel", "email", "--json", db=db))
+    assert [(t["args"], t["status"]) for t in failed] == [("bad", "failed")]
+    assert len(json_of(cli("tasks", "--limit", "2", "--json", db=db))) == 2
+    assert "much later" in cli("tasks", db=db).stdout
+
+
+def test_tasks_of_an_unknown_channel_is_an_error_naming_the_known_ones(db):
+    result = cli("tasks", "--channel", "emial", db=db)
+    assert result.returncode == 1
+    assert "unknown channel 'emial'" in result.stderr and "email" in result.stderr
+
+
+def test_show_gives_a_failed_task_in_full_with_its_traceback(db):
+    failed = json_of(cli("show", "2", "--json", db=db))
+    assert failed["status"] == "failed" and failed["args"] == "bad"
+    assert failed["attempts"] == 1 and failed["finished_at"] is not None
+    assert "Traceback" in failed["error"] and "RuntimeError: cannot send bad" in failed["error"]
+    text = cli("show", "2", db=db).stdout
+    assert "Traceback (most recent call last)" in text and "status       failed" in text
+    done = json_of(cli("show", "1", "--json", db=db))
+    assert (done["status"], done["result"]) == ("done", "sent")
+
+
+def test_show_of_a_missing_task_exits_1(db):
+    result = cli("show", "999", db=db)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert "no task with id 999" in result.stderr
+
+
+# -- maintenance -------------------------------------------
+def test_requeue_failed_makes_them_pending_with_new_retries_and_says_how_many(db):
+    assert json_of(cli("requeue-failed", "--retries", "3", "--json", db=db)) == {"requeued": 1}
+    task = json_of(cli("show", "2", "--json", db=db))
+    assert (task["status"], task["retries"]) == ("pending", 3)
+    assert cli("requeue-failed", "--channel", "email", db=db).stdout.startswith("0 ")
+
+
+def test_clear_failed_deletes_only_failed_tasks(db):
+    assert json_of(cli("clear-failed", "--channel", "email", "--json", db=db)) == {"cleared": 1}
+    assert [t["args"] for t in json_of(cli("tasks", "--json", db=db))] == [
+        "good", "later", "much later"]
+
+
+@pytest.mark.parametrize(("age", "purged"), [("0s", 2), ("0", 2), ("7d", 0), ("1.5h", 0),
+                                             ("30m", 0)])
+def test_purge_deletes_tasks_finished_longer_ago_than_the_given_age(db, age, purged):
+    assert json_of(cli("purge", "--older-than", age, "--json", db=db)) == {"purged": purged}
+    assert len(json_of(cli("tasks", "--json", db=db))) == 4 - purged
+
+
+def test_remove_channel_with_yes_deletes_its_tasks(db):
+    assert json_of(cli("remove-channel", "email", "--yes", "--json", db=db)) == {"removed": 4}
+    assert "email" not in json_of(cli("stats", "--json", db=db))["channels"]
+
+
+def test_remove_channel_asks_on_a_terminal_and_a_no_removes_nothing(db):
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"n\n")
+        refused = cli("remove-channel", "email", db=db, stdin=terminal)
+        os.write(controller, b"y\n")
+        accepted = cli("remove-channel", "email", db=db, stdin=terminal)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert refused.returncode == 1
+    assert "delete its 4 task(s)? [y/N]" in refused.stderr
+    assert "nothing removed" in refused.stderr
+    assert (accepted.returncode, accepted.stdout) == (0, "4 task(s) deleted with channel 'email'\n")
+
+
+def test_remove_channel_off_a_terminal_does_not_ask(db):
+    assert cli("remove-channel", "resize", db=db).returncode == 0
+    assert "resize" not in json_of(cli("stats", "--json", db=db))["channels"]
+
+
+def test_remove_of_an_unknown_channel_exits_1(db):
+    assert cli("remove-channel", "nope", "--yes", db=db).returncode == 1
+
+
+# -- enqueue -----------------------------------------------
+def test_enqueue_prints_the_new_id_and_stores_the_json_args(db):
+    result = cli("enqueue", "email", '{"to": "ada@example.com", "n": [1, 2]}', db=db)
+    assert result.returncode == 0
+    task = json_of(cli("show", result.stdout.strip(), "--json", db=db))
+    assert task["args"] == {"to": "ada@example.com", "n": [1, 2]}
+    assert (task["status"], task["retries"], task["priority"]) == ("pending", 0, 0)
+
+
+def test_enqueue_takes_retries_delay_and_priority(db):
+    created = json_of(cli("enqueue", "email", "null", "--retries", "2", "--delay", "1h",
+                          "--priority", "7", "--json", db=db))
+    task = json_of(cli("show", str(created["id"]), "--json", db=db))
+    assert (task["status"], task["retries"], task["priority"]) == ("delayed", 2, 7)
+
+
+def test_enqueue_to_an_unknown_channel_exits_1_naming_the_known_ones(db):
+    result = cli("enqueue", "emial", "{}", db=db)
+    assert result.returncode == 1
+    assert "unknown channel 'emial'; known channels: email, resize" in result.stderr
+
+
+def test_enqueue_of_invalid_json_is_a_usage_error(db):
+    result = cli("enqueue", "email", "{to: ada}", db=db)
+    assert result.returncode == 2
+    assert "not valid JSON" in result.stderr
+
+
+# -- errors ------------------------------------------------
+@pytest.mark.parametrize("command", [["stats"], ["tasks"], ["show", "1"], ["requeue-failed"],
+                                     ["clear-failed"], ["purge", "--older-than", "1d"],
+                                     ["remove-channel", "email", "--yes"]])
+def test_a_missing_database_is_an_error_and_is_not_created(tmp_path, command):
+    missing = tmp_path / "typo.db"
+    result = cli(*command, db=missing)
+    assert result.returncode == 1
+    assert "no task store at" in result.stderr and "Traceback" not in result.stderr
+    assert not missing.exists()
+
+
+def test_enqueue_may_create_the_store(tmp_path):
+    fresh = tmp_path / "fresh.db"
+    result = cli("enqueue", "email", "{}", db=fresh)
+    assert fresh.exists()
+    assert result.returncode == 1 and "known channels: none" in result.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["tasks", "--status", "lost"],
+                                  ["tasks", "--limit", "-1"], ["show", "one"],
+                                  ["purge"], ["purge", "--older-than", "7 weeks"],
+                                  ["enqueue", "email"], ["worker"],
+                                  ["worker", "app:q", "--channels", ","]])
+def test_bad_arguments_exit_2_with_usage(db, args):
+    result = cli(*args, db=db)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr and result.stdout == ""
+
+
+def test_no_database_given_is_a_usage_error():
+    result = cli("stats")
+    assert result.returncode == 2
+    assert "--db PATH or set $SIMPLEPYQ_DB" in result.stderr
+
+
+def test_debug_adds_the_traceback_to_a_runtime_error(tmp_path):
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_text("not sqlite")
+    plain, debug = cli("stats", db=not_a_store), cli("stats", "--debug", db=not_a_store)
+    assert plain.returncode == debug.returncode == 1
+    assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
+
+
+# -- the worker --------------------------------------------
+def test_burst_worker_drains_its_channels_and_exits_0(app):
+    ids = enqueue(app / "app.db", "work", {"name": "a"}, {"name": "b"}, {"name": "c"})
+    worker = Worker(app, "--burst", "--json")
+    assert worker.finish() == 0, worker.err
+    events = worker.events()
+    assert events[0] == {"event": "started", "pid": worker.process.pid,
+                         "store": str(app / "app.db"), "channels": ["other", "work"],
+                         "burst": True}
+    assert events[-1] == {"event": "stopped", "reason": "drained"}
+    last = [e for e in events if e["event"] == "progress" and e["channel"] == "work"][-1]
+    assert (last["done"], last["pending"]) == (3, 0)
+    assert all(status_of(app / "app.db", i) == ("done", 1) for i in ids)
+
+
+def test_burst_worker_runs_only_the_channels_named(app):
+    [mine] = enqueue(app / "app.db", "work", {"name": "a"})
+    [theirs] = enqueue(app / "app.db", "other", {})
+    worker = Worker(app, "--burst", "--channels", "work")
+    assert worker.finish() == 0, worker.err
+    assert status_of(app / "app.db", mine)[0] == "done"
+    assert status_of(app / "app.db", theirs)[0] == "pending"
+    assert worker.said("started") and worker.said("stopped (drained)")  # log lines off a tty
+
+
+def test_sigterm_lets_the_running_task_finish_leaves_the_rest_pending_and_exits_0(app):
+    first, second = enqueue(app / "app.db", "work", {"block": True, "name": "1"},
+                            {"block": True, "name": "2"})
+    worker = Worker(app)
+    wait_until(lambda: (app / "flags" / "started-1").exists())
+    worker.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: worker.said("SIGTERM: stopping"))
+    assert worker.process.poll() is None  # still waiting for task 1
+    (app / "flags" / "release").touch()
+    assert worker.finish() == 0, worker.err
+    assert status_of(app / "app.db", first) == ("done", 1), "".join(worker.err)
+    assert status_of(app / "app.db", second) == ("pending", 0)
+    assert not (app / "flags" / "started-2").exists()
+    assert worker.said("stopped (SIGTERM)")
+
+
+def test_a_second_sigint_stops_at_once_and_the_task_is_recovered_later(app):
+    [task] = enqueue(app / "app.db", "work", {"block": True, "name": "1"})
+    worker = Worker(app, "--json")
+    wait_until(lambda: (app / "flags" / "started-1").exists())
+    worker.process.send_signal(signal.SIGINT)
+    wait_until(lambda: worker.said('"stopping"'))
+    worker.process.send_signal(signal.SIGINT)
+    assert worker.finish() == 128 + signal.SIGINT
+    assert status_of(app / "app.db", task) == ("running", 1)
+    (app / "flags" / "release").touch()
+    assert Worker(app, "--burst").finish() == 0
+    assert status_of(app / "app.db", task) == ("done", 2)
+
+
+def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app):
+    enqueue(app / "app.db", "work", {"name": "a"})
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen([str(SCRIPT), "worker", "app:q", "--burst"], cwd=app,
+                             env=app_env(app), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    assert child.wait(timeout=30) == 0
+    text = seen.decode()
+    assert "tasks/s" in text and "work" in text and "\x1b[" in text  # redrawn in place
+    assert "stopped (drained)" in text
+
+
+def test_worker_with_channels_its_module_does_not_define_is_a_usage_error(app):
+    worker = Worker(app, "--channels", "work,emial")
+    assert worker.finish() == 2
+    assert worker.said("'emial', which app:q does not define; it defines other, work") or \
+        worker.said("'emial', which app:q does not define; it defines work, other")
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("app", "is not MODULE:ATTR"), ("nosuchmodule:q", "no module named 'nosuchmodule'"),
+    ("app:nope", "has no attribute 'nope'"), ("app:FLAGS", "not a SimplePyQ"),
+])
+def test_worker_target_that_is_not_a_queue_is_a_usage_error(app, target, message):
+    result = cli("worker", target, cwd=app, env=app_env(app))
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_worker_refuses_a_db_other_than_its_queues_store(app):
+    result = cli("worker", "app:q", "--db", str(app / "other.db"), cwd=app, env=app_env(app))
+    assert result.returncode == 1
+    assert "give the same one, or neither" in result.stderr
+
+
+# -- the library's progress ----------------------------------
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_run_until_complete_with_progress_draws_on_a_terminal(store_path, monkeypatch):
+    screen = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    with SimplePyQ(store_path, poll_interval=0.01) as q:
+        q.add_channel("email", noop)
+        q.enqueue_many("email", range(5))
+        q.run_until_complete(timeout=10, progress=True)
+    last_table = screen.getvalue().rsplit("\x1b[J", 1)[-1]
+    assert last_table.split("\n")[0].split() == [
+        "channel", "pending", "running", "delayed", "done", "failed", "tasks/s"]
+    assert last_table.split("\n")[1].split()[:6] == ["email", "0", "0", "0", "5", "0"]
+    assert "5 finished" in last_table
+
+
+def test_run_until_complete_with_progress_off_a_terminal_logs_changes(store_path, caplog):
+    caplog.set_level("INFO", logger="simplepyq")
+    with SimplePyQ(store_path, poll_interval=0.01) as q:
+        q.add_channel("email", noop)
+        q.enqueue_many("email", range(3))
+        q.run_until_complete(timeout=10, progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("channel email")]
+    assert lines[-1].startswith("channel email: pending 0, running 0, delayed 0, done 3")
+
+
+def test_main_can_be_called_in_process(db, capsys):
+    assert main(["--db", str(db), "tasks", "--status", "done", "--json"]) == 0
+    assert [t["args"] for t in json.loads(capsys.readouterr().out)] == ["good"]
