@@ -209,6 +209,18 @@ def test_tasks_lists_oldest_first_and_filters_by_channel_status_and_limit(db):
     assert "much later" in cli("tasks", db=db).stdout
 
 
+def test_a_reader_that_stops_early_ends_the_listing_quietly(db):
+    with SimplePyQ(db) as q:
+        q.enqueue_many("email", ["x" * 200] * 5000)  # more output than a pipe holds
+    child = subprocess.Popen([str(SCRIPT), "tasks", "--limit", "6000"], env=env_for(db),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline().startswith("ID")
+    child.stdout.close()  # like `simplepyq tasks | head -1`
+    _, err = child.communicate(timeout=60)
+    assert (child.returncode, err) == (1, "")
+
+
 def test_tasks_of_an_unknown_channel_is_an_error_naming_the_known_ones(db):
     result = cli("tasks", "--channel", "emial", db=db)
     assert result.returncode == 1
