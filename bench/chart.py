@@ -25,7 +25,7 @@ def main(results_path: str, chart_path: str) -> None:
     workloads = [key for key, info in meta["workloads"].items()
                  if info["chart"] and key in results]
     libraries = list(meta["libraries"])
-    figure, axes = plt.subplots(figsize=(12, 5.5))
+    figure, axes = plt.subplots(figsize=(12, 6.5))
     width = 0.8 / len(libraries)
     for index, library in enumerate(libraries):
         xs, heights, marks = [], [], []
@@ -53,7 +53,8 @@ def main(results_path: str, chart_path: str) -> None:
                    "\n(* stopped at its time budget: rate over the tasks it did)",
                    fontsize=9)
     axes.grid(axis="y", which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="upper right")
+    axes.set_ylim(top=axes.get_ylim()[1] * 3)  # room for the labels on the tallest bars
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     figure.tight_layout()
     figure.savefig(chart_path, dpi=120)
 
