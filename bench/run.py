@@ -17,6 +17,7 @@ simplepyq ÷ peer. Results go to ``bench/results.json``, ``bench/chart.png`` and
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -271,10 +272,12 @@ def _ms(value: float) -> str:
 
 
 def cell_text(cell: Result | None, unit: str) -> str:
-    if cell is None or cell.get("unsupported"):
-        return "—"
+    if not cell or cell.get("unsupported"):
+        return "—"  # not run, or the library cannot do it
     if "error" in cell:
         return "error" if "timed out" not in cell["error"] else "timeout"
+    if cell.get("value") is None:
+        return "none"  # ran, but measured nothing in its budget
     star = "*" if cell.get("partial") else ""
     if unit == "ms":
         p99: float = cell["p99"] if "p99" in cell else cell["value"]
@@ -316,8 +319,8 @@ def ours_table(results: dict[str, dict[str, Result]], mode: Mode) -> list[str]:
     titles = {w.key: w.title for w in mode.workloads}
 
     def compared(base: str, other: str, ratio: str) -> list[str]:
-        rows = [f"| {titles[key]} | {cell_text(get(key), 'tasks/s')} tasks/s |"
-                for key in (base, other)]
+        rows = [f"| {titles[key]} | {cell_text(get(key), 'tasks/s')}"
+                f"{' tasks/s' if get(key).get('value') else ''} |" for key in (base, other)]
         if get(base).get("value") and get(other).get("value"):
             rows.append(f"| {ratio} | {get(other)['value'] / get(base)['value']:.2f} |")
         return rows
@@ -427,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown libraries {', '.join(sorted(only - set(ALL)))}; "
                      f"known: {', '.join(ALL)}")
     chosen = set(args.workloads.split(",")) if args.workloads else None
+    if importlib.util.find_spec("msgpack") is None:
+        parser.error(f"{sys.executable} cannot import msgpack, which simplepyq needs; "
+                     "run this with the project's environment (pip install -e .)")
     peers_python = ensure_peers(log)
     began = time.perf_counter()
     results: dict[str, dict[str, Result]] = {}
