@@ -54,11 +54,14 @@ class Library:
     label: str
     script: str
     ours: bool = False
+    env: tuple[tuple[str, str], ...] = ()
 
 
 OURS = Library("simplepyq", "simplepyq (this checkout)", "ours.py", ours=True)
 LIBRARIES = (
     OURS,
+    Library("simplepyq-power-safe", "simplepyq, power_safe=True (an fsync per commit)",
+            "ours.py", ours=True, env=(("SIMPLEPYQ_BENCH_POWER_SAFE", "1"),)),
     Library("simplepyq-0.1.3", "simplepyq 0.1.3", "simplepyq_013.py"),
     Library("huey", "huey 3.5 (SqliteHuey)", "huey_sqlite.py"),
     Library("persist-queue", "persist-queue 1.1 (SQLiteAckQueue)", "persistqueue_ack.py"),
@@ -159,7 +162,7 @@ class Runner:
 
     def call(self, library: Library, request: dict[str, Any], timeout: float) -> Result:
         """Run one adapter request in a fresh process; its JSON result or an error."""
-        env = dict(os.environ)
+        env = {**os.environ, **dict(library.env)}
         env.pop("PYTHONPATH", None)
         if library.ours:
             python = sys.executable

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,12 @@ from simplepyq import SimplePyQ
 
 CHANNEL = "work"
 CHUNK = 10_000
+POWER_SAFE = os.environ.get("SIMPLEPYQ_BENCH_POWER_SAFE") == "1"
+
+
+def _open(path: str) -> SimplePyQ:
+    """The queue as measured: default settings, or power_safe=True for that variant."""
+    return SimplePyQ(path, power_safe=POWER_SAFE)
 
 
 def _noop(args: Any) -> None:
@@ -38,7 +45,7 @@ class Shared:
     def open(cls, path: str, work: Work | None = None, workers: int = 1) -> SimplePyQ:
         entry = cls.queues.setdefault(path, [None, 0])
         if entry[0] is None:
-            entry[0] = SimplePyQ(path)
+            entry[0] = _open(path)
         queue: SimplePyQ = entry[0]
         entry[1] += 1
         if work is not None:
@@ -73,12 +80,12 @@ class Ours(Adapter):
         return Producer(path)
 
     def put_many(self, path: str, items: list[int]) -> None:
-        with SimplePyQ(path) as queue:
+        with _open(path) as queue:
             queue.add_channel(CHANNEL, _noop)
             queue.enqueue_many(CHANNEL, items)
 
     def fill(self, path: str, n: int) -> None:
-        with SimplePyQ(path) as queue:
+        with _open(path) as queue:
             queue.add_channel(CHANNEL, _noop)
             for start in range(0, n, CHUNK):
                 queue.enqueue_many(CHANNEL, range(start, min(start + CHUNK, n)))
@@ -90,7 +97,7 @@ class Ours(Adapter):
     def drain(self, path: str, n: int, workers: int, budget: float) -> dict[str, Any]:
         """``run_until_complete``: returns once every task is recorded done."""
         counter = Counter(n)
-        with SimplePyQ(path) as queue:
+        with _open(path) as queue:
             queue.add_channel(CHANNEL, counter.hit, workers)
             before = queue.stats()[CHANNEL]["done"]  # W4's store holds finished rows
             started = time.perf_counter()
@@ -109,7 +116,7 @@ def deep_template(request: dict[str, Any]) -> dict[str, Any]:
     INSERT ... SELECT, which takes seconds instead of the minutes enqueueing would.
     """
     path, rows = request["path"], request["rows"]
-    with SimplePyQ(path) as queue:
+    with _open(path) as queue:
         queue.add_channel(CHANNEL, _noop)
         task_id = queue.enqueue(CHANNEL, None)
         queue.run_until_complete()
@@ -146,7 +153,7 @@ def multiprocess_child(request: dict[str, Any]) -> dict[str, Any]:
     counter = Counter(0)
     locked = 0
     other: list[str] = []
-    with SimplePyQ(request["path"]) as queue:
+    with _open(request["path"]) as queue:
         queue.add_channel(CHANNEL, counter.hit, request["workers"])
         print("ready", flush=True)
         sys.stdin.readline()
@@ -187,7 +194,7 @@ def multiprocess(request: dict[str, Any]) -> dict[str, Any]:
     for child in children:
         out, _ = child.communicate(timeout=request["budget"] + 60)
         reports.append(json.loads(out.strip().splitlines()[-1]))
-    with SimplePyQ(request["path"]) as queue:
+    with _open(request["path"]) as queue:
         counts = queue.stats()[CHANNEL]
     n = request["n"]
     elapsed = max(report["finished"] for report in reports) - go

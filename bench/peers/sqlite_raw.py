@@ -1,6 +1,7 @@
 """Not a queue library: the floor of what Python's sqlite3 allows, for reference.
 
-A ``tasks`` table with a partial index on pending rows, WAL, ``synchronous=FULL``.
+A ``tasks`` table with a partial index on pending rows, WAL, ``synchronous=NORMAL``
+(simplepyq's default: commits survive a crash of the process, not a power cut).
 Enqueue is one INSERT and commit; the batch is one ``executemany`` and commit; each
 worker thread (own connection) claims one row (``UPDATE ... RETURNING``, one commit)
 and marks it done (one commit), polling every 50 ms when it finds nothing.
@@ -26,7 +27,7 @@ CLAIM = ("UPDATE tasks SET status = 'running' WHERE id = (SELECT id FROM tasks "
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(SCHEMA)
     return conn
 
