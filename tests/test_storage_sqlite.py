@@ -6,7 +6,6 @@ play the part of other processes.
 
 from __future__ import annotations
 
-import linecache
 import os
 import sqlite3
 import sys
@@ -16,7 +15,7 @@ from contextlib import closing
 import pytest
 
 from simplepyq import SimplePyQ, StoreError
-from simplepyq.storage.sqlite import SCHEMA_VERSION, Q
+from simplepyq.storage.sqlite import FIRST_PAUSE, SCHEMA_VERSION, Q
 from tests.support import wait_until
 
 
@@ -94,8 +93,8 @@ def test_writer_waits_for_a_lock_held_less_than_busy_timeout(store_path: str) ->
                 other.execute("BEGIN IMMEDIATE")
                 locked.set()
                 assert enqueue_called.wait(10)
-                # Release only once the enqueue waits inside its own BEGIN IMMEDIATE.
-                wait_until(lambda: "BEGIN IMMEDIATE" in _current_line(caller), timeout=10)
+                # Release only once the enqueue has found the lock taken and waits for it.
+                wait_until(lambda: _waiting_for_the_lock(caller), timeout=10)
                 order.append("released")
                 other.execute("COMMIT")
 
@@ -255,15 +254,16 @@ def _counted(conn: sqlite3.Connection, sql: str,
     return steps, rows
 
 
-def _current_line(thread_id: int) -> str:
-    """The source line the thread's innermost Python frame is running ("" if none).
+def _waiting_for_the_lock(thread_id: int) -> bool:
+    """Whether the thread is in the store's retry loop after at least one failed try.
 
-    A thread blocked in SQLite's busy handler shows the ``execute`` call that waits.
+    Working connections fail at once on a taken lock; the loop then sleeps in
+    growing steps, so its ``pause`` has grown past its first value.
     """
     frame = sys._current_frames().get(thread_id)
-    if frame is None:
-        return ""
-    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    if frame is None or frame.f_code.co_name != "_retrying":
+        return False
+    return float(frame.f_locals.get("pause", 0)) > FIRST_PAUSE
 
 
 @pytest.mark.parametrize(("power_safe", "synchronous"), [(False, 1), (True, 2)])

@@ -26,6 +26,8 @@ from simplepyq.task import Status
 log = logging.getLogger("simplepyq")
 
 SCHEMA_VERSION = 2
+FIRST_PAUSE = 0.0001
+"""Seconds a write first waits when the lock is taken; each wait is half again as long."""
 ADD_CHUNK = 500
 """Tasks per insert statement in ``add`` (SQLite allows 32766 bound values)."""
 LEGACY_COLUMNS = {"id", "channel", "args", "status", "retries", "delay_until"}
@@ -130,7 +132,7 @@ class SQLiteStore:
     def _retrying(self, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
         """Run ``work`` in one transaction, retrying while another process holds the lock."""
         deadline = time.monotonic() + self._busy_timeout
-        pause = 0.0001
+        pause = FIRST_PAUSE
         while True:
             conn = self._lend()
             try:
