@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def cli(*args: str, db: Path | None = None, cwd: Path | None = None, module: boo
                           capture_output=True, text=True, timeout=60)
 
 
-def json_of(result: subprocess.CompletedProcess[str]) -> object:
+def json_of(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -158,7 +159,7 @@ class Worker:
 
 
 # -- packaging ---------------------------------------------
-def test_console_script_is_installed_next_to_the_interpreter():
+def test_console_script_is_installed_next_to_the_interpreter() -> None:
     assert SCRIPT.exists(), f"run pip install -e . to create {SCRIPT}"
     result = cli("--help")
     assert result.returncode == 0
@@ -167,13 +168,13 @@ def test_console_script_is_installed_next_to_the_interpreter():
         assert command in result.stdout
 
 
-def test_python_dash_m_runs_the_same_commands(db):
+def test_python_dash_m_runs_the_same_commands(db: Path) -> None:
     assert json_of(cli("tasks", "--json", db=db, module=True)) == json_of(cli("tasks", "--json",
                                                                               db=db))
 
 
 # -- stats -------------------------------------------------
-def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db):
+def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db: Path) -> None:
     report = json_of(cli("--db", str(db), "stats", "--json"))
     email = report["channels"]["email"]
     assert {k: email[k] for k in ("pending", "delayed", "running", "done", "failed")} == {
@@ -186,7 +187,7 @@ def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db):
     assert "email" in text.stdout and "resize" in text.stdout
 
 
-def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db):
+def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db: Path) -> None:
     with sqlite3.connect(db) as conn:  # as a 0.1.3 process would write it: no registration
         conn.execute("INSERT INTO tasks (channel, args, status, retries) "
                      "VALUES ('ghost', NULL, 'pending', 0)")
@@ -200,7 +201,7 @@ def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db):
 
 
 # -- tasks and show ----------------------------------------
-def test_tasks_lists_oldest_first_and_filters_by_channel_status_and_limit(db):
+def test_tasks_lists_oldest_first_and_filters_by_channel_status_and_limit(db: Path) -> None:
     everything = json_of(cli("tasks", "--json", db=db))
     assert [t["args"] for t in everything] == ["good", "bad", "later", "much later"]
     failed = json_of(cli("tasks", "--status", "failed", "--channel", "email", "--json", db=db))
@@ -209,7 +210,7 @@ def test_tasks_lists_oldest_first_and_filters_by_channel_status_and_limit(db):
     assert "much later" in cli("tasks", db=db).stdout
 
 
-def test_a_reader_that_stops_early_ends_the_listing_quietly(db):
+def test_a_reader_that_stops_early_ends_the_listing_quietly(db: Path) -> None:
     with SimplePyQ(db) as q:
         q.enqueue_many("email", ["x" * 200] * 5000)  # more output than a pipe holds
     child = subprocess.Popen([str(SCRIPT), "tasks", "--limit", "6000"], env=env_for(db),
@@ -221,13 +222,13 @@ def test_a_reader_that_stops_early_ends_the_listing_quietly(db):
     assert (child.returncode, err) == (1, "")
 
 
-def test_tasks_of_an_unknown_channel_is_an_error_naming_the_known_ones(db):
+def test_tasks_of_an_unknown_channel_is_an_error_naming_the_known_ones(db: Path) -> None:
     result = cli("tasks", "--channel", "emial", db=db)
     assert result.returncode == 1
     assert "unknown channel 'emial'" in result.stderr and "email" in result.stderr
 
 
-def test_show_gives_a_failed_task_in_full_with_its_traceback(db):
+def test_show_gives_a_failed_task_in_full_with_its_traceback(db: Path) -> None:
     failed = json_of(cli("show", "2", "--json", db=db))
     assert failed["status"] == "failed" and failed["args"] == "bad"
     assert failed["attempts"] == 1 and failed["finished_at"] is not None
@@ -238,21 +239,21 @@ def test_show_gives_a_failed_task_in_full_with_its_traceback(db):
     assert (done["status"], done["result"]) == ("done", "sent")
 
 
-def test_show_of_a_missing_task_exits_1(db):
+def test_show_of_a_missing_task_exits_1(db: Path) -> None:
     result = cli("show", "999", db=db)
     assert (result.returncode, result.stdout) == (1, "")
     assert "no task with id 999" in result.stderr
 
 
 # -- maintenance -------------------------------------------
-def test_requeue_failed_makes_them_pending_with_new_retries_and_says_how_many(db):
+def test_requeue_failed_makes_them_pending_with_new_retries_and_says_how_many(db: Path) -> None:
     assert json_of(cli("requeue-failed", "--retries", "3", "--json", db=db)) == {"requeued": 1}
     task = json_of(cli("show", "2", "--json", db=db))
     assert (task["status"], task["retries"]) == ("pending", 3)
     assert cli("requeue-failed", "--channel", "email", db=db).stdout.startswith("0 ")
 
 
-def test_clear_failed_deletes_only_failed_tasks(db):
+def test_clear_failed_deletes_only_failed_tasks(db: Path) -> None:
     assert json_of(cli("clear-failed", "--channel", "email", "--json", db=db)) == {"cleared": 1}
     assert [t["args"] for t in json_of(cli("tasks", "--json", db=db))] == [
         "good", "later", "much later"]
@@ -260,17 +261,18 @@ def test_clear_failed_deletes_only_failed_tasks(db):
 
 @pytest.mark.parametrize(("age", "purged"), [("0s", 2), ("0", 2), ("7d", 0), ("1.5h", 0),
                                              ("30m", 0)])
-def test_purge_deletes_tasks_finished_longer_ago_than_the_given_age(db, age, purged):
+def test_purge_deletes_tasks_finished_longer_ago_than_the_given_age(db: Path, age: str,
+                                                                    purged: int) -> None:
     assert json_of(cli("purge", "--older-than", age, "--json", db=db)) == {"purged": purged}
     assert len(json_of(cli("tasks", "--json", db=db))) == 4 - purged
 
 
-def test_remove_channel_with_yes_deletes_its_tasks(db):
+def test_remove_channel_with_yes_deletes_its_tasks(db: Path) -> None:
     assert json_of(cli("remove-channel", "email", "--yes", "--json", db=db)) == {"removed": 4}
     assert "email" not in json_of(cli("stats", "--json", db=db))["channels"]
 
 
-def test_remove_channel_asks_on_a_terminal_and_a_no_removes_nothing(db):
+def test_remove_channel_asks_on_a_terminal_and_a_no_removes_nothing(db: Path) -> None:
     controller, terminal = pty.openpty()
     try:
         os.write(controller, b"n\n")
@@ -286,17 +288,17 @@ def test_remove_channel_asks_on_a_terminal_and_a_no_removes_nothing(db):
     assert (accepted.returncode, accepted.stdout) == (0, "4 task(s) deleted with channel 'email'\n")
 
 
-def test_remove_channel_off_a_terminal_does_not_ask(db):
+def test_remove_channel_off_a_terminal_does_not_ask(db: Path) -> None:
     assert cli("remove-channel", "resize", db=db).returncode == 0
     assert "resize" not in json_of(cli("stats", "--json", db=db))["channels"]
 
 
-def test_remove_of_an_unknown_channel_exits_1(db):
+def test_remove_of_an_unknown_channel_exits_1(db: Path) -> None:
     assert cli("remove-channel", "nope", "--yes", db=db).returncode == 1
 
 
 # -- enqueue -----------------------------------------------
-def test_enqueue_prints_the_new_id_and_stores_the_json_args(db):
+def test_enqueue_prints_the_new_id_and_stores_the_json_args(db: Path) -> None:
     result = cli("enqueue", "email", '{"to": "ada@example.com", "n": [1, 2]}', db=db)
     assert result.returncode == 0
     task = json_of(cli("show", result.stdout.strip(), "--json", db=db))
@@ -304,20 +306,20 @@ def test_enqueue_prints_the_new_id_and_stores_the_json_args(db):
     assert (task["status"], task["retries"], task["priority"]) == ("pending", 0, 0)
 
 
-def test_enqueue_takes_retries_delay_and_priority(db):
+def test_enqueue_takes_retries_delay_and_priority(db: Path) -> None:
     created = json_of(cli("enqueue", "email", "null", "--retries", "2", "--delay", "1h",
                           "--priority", "7", "--json", db=db))
     task = json_of(cli("show", str(created["id"]), "--json", db=db))
     assert (task["status"], task["retries"], task["priority"]) == ("delayed", 2, 7)
 
 
-def test_enqueue_to_an_unknown_channel_exits_1_naming_the_known_ones(db):
+def test_enqueue_to_an_unknown_channel_exits_1_naming_the_known_ones(db: Path) -> None:
     result = cli("enqueue", "emial", "{}", db=db)
     assert result.returncode == 1
     assert "unknown channel 'emial'; known channels: email, resize" in result.stderr
 
 
-def test_enqueue_of_invalid_json_is_a_usage_error(db):
+def test_enqueue_of_invalid_json_is_a_usage_error(db: Path) -> None:
     result = cli("enqueue", "email", "{to: ada}", db=db)
     assert result.returncode == 2
     assert "not valid JSON" in result.stderr
@@ -327,7 +329,8 @@ def test_enqueue_of_invalid_json_is_a_usage_error(db):
 @pytest.mark.parametrize("command", [["stats"], ["tasks"], ["show", "1"], ["requeue-failed"],
                                      ["clear-failed"], ["purge", "--older-than", "1d"],
                                      ["remove-channel", "email", "--yes"]])
-def test_a_missing_database_is_an_error_and_is_not_created(tmp_path, command):
+def test_a_missing_database_is_an_error_and_is_not_created(tmp_path: Path,
+                                                           command: list[str]) -> None:
     missing = tmp_path / "typo.db"
     result = cli(*command, db=missing)
     assert result.returncode == 1
@@ -335,7 +338,7 @@ def test_a_missing_database_is_an_error_and_is_not_created(tmp_path, command):
     assert not missing.exists()
 
 
-def test_enqueue_may_create_the_store(tmp_path):
+def test_enqueue_may_create_the_store(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.db"
     result = cli("enqueue", "email", "{}", db=fresh)
     assert fresh.exists()
@@ -347,19 +350,19 @@ def test_enqueue_may_create_the_store(tmp_path):
                                   ["purge"], ["purge", "--older-than", "7 weeks"],
                                   ["enqueue", "email"], ["worker"],
                                   ["worker", "app:q", "--channels", ","]])
-def test_bad_arguments_exit_2_with_usage(db, args):
+def test_bad_arguments_exit_2_with_usage(db: Path, args: list[str]) -> None:
     result = cli(*args, db=db)
     assert result.returncode == 2
     assert "usage:" in result.stderr and result.stdout == ""
 
 
-def test_no_database_given_is_a_usage_error():
+def test_no_database_given_is_a_usage_error() -> None:
     result = cli("stats")
     assert result.returncode == 2
     assert "--db PATH or set $SIMPLEPYQ_DB" in result.stderr
 
 
-def test_debug_adds_the_traceback_to_a_runtime_error(tmp_path):
+def test_debug_adds_the_traceback_to_a_runtime_error(tmp_path: Path) -> None:
     not_a_store = tmp_path / "notes.txt"
     not_a_store.write_text("not sqlite")
     plain, debug = cli("stats", db=not_a_store), cli("stats", "--debug", db=not_a_store)
@@ -368,7 +371,7 @@ def test_debug_adds_the_traceback_to_a_runtime_error(tmp_path):
 
 
 # -- the worker --------------------------------------------
-def test_burst_worker_drains_its_channels_and_exits_0(app):
+def test_burst_worker_drains_its_channels_and_exits_0(app: Path) -> None:
     ids = enqueue(app / "app.db", "work", {"name": "a"}, {"name": "b"}, {"name": "c"})
     worker = Worker(app, "--burst", "--json")
     assert worker.finish() == 0, worker.err
@@ -382,7 +385,7 @@ def test_burst_worker_drains_its_channels_and_exits_0(app):
     assert all(status_of(app / "app.db", i) == ("done", 1) for i in ids)
 
 
-def test_burst_worker_runs_only_the_channels_named(app):
+def test_burst_worker_runs_only_the_channels_named(app: Path) -> None:
     [mine] = enqueue(app / "app.db", "work", {"name": "a"})
     [theirs] = enqueue(app / "app.db", "other", {})
     worker = Worker(app, "--burst", "--channels", "work")
@@ -392,7 +395,8 @@ def test_burst_worker_runs_only_the_channels_named(app):
     assert worker.said("started") and worker.said("stopped (drained)")  # log lines off a tty
 
 
-def test_sigterm_lets_the_running_task_finish_leaves_the_rest_pending_and_exits_0(app):
+def test_sigterm_lets_the_running_task_finish_leaves_the_rest_pending_and_exits_0(
+        app: Path) -> None:
     first, second = enqueue(app / "app.db", "work", {"block": True, "name": "1"},
                             {"block": True, "name": "2"})
     worker = Worker(app)
@@ -408,7 +412,7 @@ def test_sigterm_lets_the_running_task_finish_leaves_the_rest_pending_and_exits_
     assert worker.said("stopped (SIGTERM)")
 
 
-def test_a_second_sigint_stops_at_once_and_the_task_is_recovered_later(app):
+def test_a_second_sigint_stops_at_once_and_the_task_is_recovered_later(app: Path) -> None:
     [task] = enqueue(app / "app.db", "work", {"block": True, "name": "1"})
     worker = Worker(app, "--json")
     wait_until(lambda: (app / "flags" / "started-1").exists())
@@ -422,7 +426,7 @@ def test_a_second_sigint_stops_at_once_and_the_task_is_recovered_later(app):
     assert status_of(app / "app.db", task) == ("done", 2)
 
 
-def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app):
+def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app: Path) -> None:
     enqueue(app / "app.db", "work", {"name": "a"})
     controller, terminal = pty.openpty()
     child = subprocess.Popen([str(SCRIPT), "worker", "app:q", "--burst"], cwd=app,
@@ -445,7 +449,7 @@ def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app):
     assert "stopped (drained)" in text
 
 
-def test_worker_with_channels_its_module_does_not_define_is_a_usage_error(app):
+def test_worker_with_channels_its_module_does_not_define_is_a_usage_error(app: Path) -> None:
     worker = Worker(app, "--channels", "work,emial")
     assert worker.finish() == 2
     assert worker.said("'emial', which app:q does not define; it defines other, work")
@@ -456,13 +460,14 @@ def test_worker_with_channels_its_module_does_not_define_is_a_usage_error(app):
     ("app", "is not MODULE:ATTR"), ("nosuchmodule:q", "no module named 'nosuchmodule'"),
     ("app:nope", "has no attribute 'nope'"), ("app:FLAGS", "not a SimplePyQ"),
 ])
-def test_worker_target_that_is_not_a_queue_is_a_usage_error(app, target, message):
+def test_worker_target_that_is_not_a_queue_is_a_usage_error(app: Path, target: str,
+                                                            message: str) -> None:
     result = cli("worker", target, cwd=app, env=app_env(app))
     assert result.returncode == 2
     assert message in result.stderr
 
 
-def test_worker_refuses_a_db_other_than_its_queues_store(app):
+def test_worker_refuses_a_db_other_than_its_queues_store(app: Path) -> None:
     result = cli("worker", "app:q", "--db", str(app / "other.db"), cwd=app, env=app_env(app))
     assert result.returncode == 1
     assert "give the same one, or neither" in result.stderr
@@ -474,7 +479,8 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def test_run_until_complete_with_progress_draws_on_a_terminal(store_path, monkeypatch):
+def test_run_until_complete_with_progress_draws_on_a_terminal(
+        store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     screen = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", screen)
     with SimplePyQ(store_path, poll_interval=0.01) as q:
@@ -488,7 +494,8 @@ def test_run_until_complete_with_progress_draws_on_a_terminal(store_path, monkey
     assert "5 finished" in last_table
 
 
-def test_run_until_complete_with_progress_off_a_terminal_logs_changes(store_path, caplog):
+def test_run_until_complete_with_progress_off_a_terminal_logs_changes(
+        store_path: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="simplepyq")
     with SimplePyQ(store_path, poll_interval=0.01) as q:
         q.add_channel("email", noop)
@@ -498,6 +505,6 @@ def test_run_until_complete_with_progress_off_a_terminal_logs_changes(store_path
     assert lines[-1].startswith("channel email: pending 0, running 0, delayed 0, done 3")
 
 
-def test_main_can_be_called_in_process(db, capsys):
+def test_main_can_be_called_in_process(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--db", str(db), "tasks", "--status", "done", "--json"]) == 0
     assert [t["args"] for t in json.loads(capsys.readouterr().out)] == ["good"]
