@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 from simplepyq import SimplePyQ
+from tests.soak import FACTOR, SOAKING
+
+QUICK_TIMEOUT = 120
+"""Seconds a test may take in a normal run (pyproject.toml's pytest timeout)."""
 
 
 @pytest.fixture
@@ -22,3 +26,10 @@ def queue(store_path: str) -> Iterator[SimplePyQ]:
     q = SimplePyQ(store_path, poll_interval=0.01)
     yield q
     q.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """In a soak (``SIMPLEPYQ_SOAK=N``) every test may take N times the usual time limit."""
+    if SOAKING:
+        for item in items:
+            item.add_marker(pytest.mark.timeout(QUICK_TIMEOUT * FACTOR))

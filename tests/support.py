@@ -17,7 +17,8 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.002) -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float = 10.0,
+               interval: float = 0.002) -> T:
     """Return the first truthy ``predicate()`` value; fail the test if none comes in ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

@@ -109,8 +109,9 @@ def test_a_hostile_row_leaves_every_other_task_served_and_every_listing_working(
         listed = {task.id: task for task in q.tasks(limit=1000)}
         assert set(listed) == {*before, *hostile, *after}
         for task_id in hostile:
-            task = q.get_task(task_id)
-            assert task is not None
+            found = q.get_task(task_id)
+            assert found is not None
+            task = found
             assert task.id == task_id
             assert isinstance(task.status, str)
             assert task.status in Status.__members__.values() or task.status == listed[

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -55,6 +56,15 @@ def _raw_rows(path: str) -> list[tuple[object, ...]]:
         ).fetchall()
 
 
+def _recorder(calls: list[object]) -> Callable[[object], str]:
+    """A channel function that notes its args and returns "ok"."""
+    def record(args: object) -> str:
+        calls.append(args)
+        return "ok"
+
+    return record
+
+
 def _failed_count(path: str) -> int:
     with closing(sqlite3.connect(path)) as conn:
         return int(conn.execute(FAILED_COUNT_013).fetchone()[0])
@@ -63,7 +73,7 @@ def _failed_count(path: str) -> int:
 def test_fixture_holds_the_rows_its_readme_lists(legacy_path: str) -> None:
     rows = _raw_rows(legacy_path)
     assert {row[0]: (row[1], msgpack.unpackb(row[2]), row[3], row[4]) for row in rows} == ROWS_013
-    delays = {row[0]: row[5] for row in rows if row[5] is not None}
+    delays = {row[0]: float(str(row[5])) for row in rows if row[5] is not None}
     assert list(delays) == [5]  # only the delayed task has a time, and it is long past
     assert delays[5] < time.time()
     with closing(sqlite3.connect(legacy_path)) as conn:
@@ -113,7 +123,7 @@ def test_unfinished_013_tasks_run_with_their_original_args_and_the_failed_one_wa
     seen: dict[str, list[object]] = {"email": [], "resize": [], "report": []}
     with SimplePyQ(legacy_path, lease=3600) as q:
         for name, calls in seen.items():
-            q.add_channel(name, lambda args, calls=calls: calls.append(args) or "ok")
+            q.add_channel(name, _recorder(calls))
         q.run_until_complete(timeout=20)
 
         statuses = {t.id: t.status for t in q.tasks(limit=100)}

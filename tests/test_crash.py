@@ -83,6 +83,11 @@ class Crew:
             _, err = child.communicate(timeout=60)
             assert child.returncode == 0, f"worker {child.pid} failed:\n{err}"
 
+    def all_finished(self) -> bool:
+        """Reap the workers that exited; whether none is left running."""
+        self.reap_finished()
+        return not self.live
+
     def kill_all(self) -> None:
         for child in self.live:
             child.kill()
@@ -111,7 +116,7 @@ def test_workers_killed_at_random_moments_lose_nothing_and_rerun_only_killed_run
                 crew.kill_one(rng)
             crew.spawn()
         # The survivors and replacements finish the work and return from run_until_complete.
-        wait_until(lambda: (crew.reap_finished(), not crew.live)[1], timeout=300, interval=0.05)
+        wait_until(crew.all_finished, timeout=300, interval=0.05)
     finally:
         crew.kill_all()
 

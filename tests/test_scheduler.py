@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import closing
+from functools import partial
 from typing import Any
 
 import pytest
@@ -130,9 +131,8 @@ def test_exponential_backoff_grows_between_consecutive_failures(
     task_id = queue.enqueue("c", None, retries=3)
     queue.start()
     for failure, (retries_left, wait) in enumerate([(2, 10), (1, 30), (0, 90)]):
-        task = wait_until(
-            lambda r=retries_left: _task_in(queue, task_id, Status.DELAYED, retries=r)
-        )
+        task = wait_until(partial(_task_in, queue, task_id, Status.DELAYED,
+                                  retries=retries_left))
         observed = time.time()
         assert task.run_at is not None
         assert failed_at[failure] + wait <= task.run_at.timestamp() <= observed + wait

@@ -46,7 +46,7 @@ def test_a_status_is_interchangeable_with_its_plain_string(text: str) -> None:
 def test_an_unknown_status_string_is_not_a_status() -> None:
     with pytest.raises(ValueError, match="'archived'"):
         Status("archived")
-    assert Status.DONE != "Done"
+    assert "Done" not in {status.value for status in Status}
 
 
 # -- Task.from_row ----------------------------------------------------------------------
