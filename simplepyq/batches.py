@@ -76,12 +76,12 @@ class Hand:
         with self._lock:
             return bool(self._tasks) and now - self._held_since >= HOLD_LIMIT
 
-    def empty(self) -> list[int]:
-        """Give up every held task; their ids."""
+    def empty(self) -> list[Claimed]:
+        """Give up every held task; the tasks given up."""
         with self._lock:
-            ids = [task.id for task in self._tasks]
+            tasks = list(self._tasks)
             self._tasks.clear()
-        return ids
+        return tasks
 
 
 class Outbox:

@@ -259,10 +259,21 @@ class Scheduler:
             self._signals.recorded.notify()
 
     def _give_back(self, hand: Hand) -> None:
-        """Release the claimed, unstarted tasks; recovery returns them if this fails."""
-        ids = hand.empty()
-        if ids:
-            self._safe(lambda: self._store.release(self._identity.owner, ids), 0)
+        """Release the claimed, unstarted tasks to pending for any process to take.
+
+        If the store refuses, they go back into the hand: still claimed here, run by
+        this process's workers later or, once it has stopped, recovered like the
+        tasks of any owner that is gone.
+        """
+        tasks = hand.empty()
+        if not tasks:
+            return
+        try:
+            self._store.release(self._identity.owner, [task.id for task in tasks])
+        except Exception:
+            log.exception("releasing %d claimed task(s) failed; they stay claimed here",
+                          len(tasks))
+            hand.put(tasks)
 
     # -- housekeeping --------------------------------------
     def _housekeep(self) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 import pytest
 
-from simplepyq import SimplePyQ, Status, Task
+from simplepyq import SimplePyQ, Status, StoreError, Task
 from simplepyq.batches import BATCH_SECONDS, HOLD_LIMIT, MAX_BATCH, Hand, Outbox, Pace
 from simplepyq.policy import succeeded
 from simplepyq.storage.base import Claimed, Outcome
@@ -55,7 +56,7 @@ def test_hand_gives_tasks_out_in_claim_order_and_empties_on_demand() -> None:
     hand.put(_claimed(7, 8, 9))
     assert hand.take() == _claimed(7)[0]
     assert hand.holds_more()
-    assert hand.empty() == [8, 9]
+    assert hand.empty() == _claimed(8, 9)
     assert hand.take() is None
 
 
@@ -196,3 +197,32 @@ def test_one_worker_runs_batched_tasks_in_priority_then_fifo_order(store_path: s
         q.enqueue_many("c", range(100, 110), priority=5)
         q.run_until_complete(timeout=30)
     assert order == [*range(100, 110), *range(100)]
+
+
+def test_claimed_tasks_the_store_refuses_to_release_stay_claimed_and_still_run(
+    queue: SimplePyQ,
+) -> None:
+    started, release = _paced_channel_with_a_long_task(queue)
+    store = queue._store
+    original = store.release
+    tries: list[list[int]] = []
+
+    def refused_once(owner: str, task_ids: Sequence[int]) -> int:
+        tries.append(list(task_ids))
+        if len(tries) == 1:
+            raise StoreError("the disk is full (injected)")
+        return original(owner, task_ids)
+
+    store.release = refused_once  # type: ignore[method-assign]
+    _, *behind = queue.enqueue_many("c", ["long"] + ["quick"] * 20)
+    queue.start()
+    try:
+        assert started.wait(10)
+        wait_until(lambda: len(tries) >= 2, timeout=10)  # tried again after the refusal
+        assert tries[1] == tries[0]  # the same tasks, kept claimed in between
+        wait_until(lambda: all(_task(queue, i).status == Status.PENDING for i in behind))
+    finally:
+        release.set()
+    queue.run_until_complete(timeout=30)
+    assert {(_task(queue, i).status, _task(queue, i).attempts) for i in behind} == {
+        (Status.DONE, 1)}
