@@ -54,9 +54,6 @@ class Hand:
         with self._lock:
             return self._tasks.popleft() if self._tasks else None
 
-    def holds_more(self) -> bool:
-        return bool(self._tasks)
-
     def put(self, tasks: Sequence[Claimed]) -> None:
         with self._lock:
             if not self._tasks:

@@ -1,11 +1,13 @@
 """Running tasks: a pool of worker threads per channel, wake-ups, heartbeats and crash recovery.
 
-A worker claims a task, runs it and records the outcome; what the outcome means
-(retry, defer, fail) is decided in ``policy``. Idle workers sleep on a condition:
-an enqueue in this process wakes them at once, and one housekeeping thread per
-scheduler polls the store's cheap change counter to notice other processes' work
-and delayed tasks coming due. It also heartbeats for this instance and returns
-the running tasks of dead instances to pending.
+A worker takes a claimed task, runs it and keeps its outcome for the next group
+commit; claims come in batches shared by the channel's workers (``batches``), and
+what an outcome means (retry, defer, fail) is decided in ``policy``. Idle workers
+sleep on a condition: an enqueue in this process wakes them at once, and one
+housekeeping thread per scheduler polls the store's cheap change counter to notice
+other processes' work and delayed tasks coming due. It also commits outcomes that
+waited long enough, releases claimed tasks that waited too long, heartbeats for
+this instance and returns the running tasks of dead instances to pending.
 """
 
 from __future__ import annotations

@@ -55,7 +55,6 @@ def test_hand_gives_tasks_out_in_claim_order_and_empties_on_demand() -> None:
     hand = Hand(1, Pace())
     hand.put(_claimed(7, 8, 9))
     assert hand.take() == _claimed(7)[0]
-    assert hand.holds_more()
     assert hand.empty() == _claimed(8, 9)
     assert hand.take() is None
 
