@@ -231,6 +231,13 @@ class SimplePyQ:
         ``timeout`` passes, ``ValueError`` if the task does not exist (or is deleted).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        unwatch = self._store.watch(self._signals.recorded.notify)
+        try:
+            return self._wait(task_id, timeout, deadline)
+        finally:
+            unwatch()
+
+    def _wait(self, task_id: int, timeout: float | None, deadline: float | None) -> Task:
         token: int | None = None
         task: Task | None = None
         while True:

@@ -286,6 +286,7 @@ class Scheduler:
         last_token = self._safe(self._store.change_token, 0)
         next_due = self._next_due()
         next_beat = next_sweep = time.monotonic()
+        unwatch = self._safe(lambda: self._store.watch(self._nudge.notify), _nothing)
         while not (self._stopping.is_set() and not self._busy()):
             self._pause(poll)
             self._flush(due_only=True)
@@ -302,6 +303,7 @@ class Scheduler:
             if now >= next_sweep:
                 self._safe(self.recover_dead, 0)
                 next_sweep = now + sweep_every
+        unwatch()
         self._flush(due_only=False)
         self._safe(lambda: self._store.unregister_owner(self._identity.owner), None)
 
@@ -366,6 +368,10 @@ class Scheduler:
         except Exception:
             log.exception("housekeeping step failed; will try again")
             return fallback
+
+
+def _nothing() -> None:
+    """Stands in for what stops a watch that could not start."""
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -1,23 +1,43 @@
-"""Fixtures: every test gets its own real SQLite file under tmp_path."""
+"""Fixtures: every test gets its own real store, run once per backend.
+
+A test that takes ``store_path`` (or ``queue``) runs against a SQLite file under
+tmp_path and against a fresh schema of a real PostgreSQL database, unless it is
+marked ``sqlite_only`` because it is about SQLite itself.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simplepyq import SimplePyQ
+from tests.backends import BACKENDS, drop_schema, new_schema_location, postgres_url
 from tests.soak import FACTOR, SOAKING
 
 QUICK_TIMEOUT = 120
 """Seconds a test may take in a normal run (pyproject.toml's pytest timeout)."""
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that uses a store once per backend (SQLite only if so marked)."""
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("backend", BACKENDS[:1] if only else BACKENDS)
+
+
 @pytest.fixture
-def store_path(tmp_path: Path) -> str:
-    """Path of a task store file that does not exist yet."""
-    return str(tmp_path / "tasks.db")
+def store_path(backend: str, tmp_path: Path) -> Iterator[str]:
+    """Where a task store that does not exist yet lives: a file path, or a PostgreSQL URL."""
+    if backend == "sqlite":
+        yield str(tmp_path / "tasks.db")
+        return
+    url = postgres_url()
+    location, schema = new_schema_location(url)
+    yield location
+    drop_schema(url, schema)
 
 
 @pytest.fixture
@@ -33,3 +53,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if SOAKING:
         for item in items:
             item.add_marker(pytest.mark.timeout(QUICK_TIMEOUT * FACTOR))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how the PostgreSQL runs went, so that a run which skipped them all shows it."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        reports = terminalreporter.stats.get(outcome, [])
+        counts[outcome] = sum(1 for report in reports
+                              if "[postgres" in getattr(report, "nodeid", "")
+                              and getattr(report, "when", "call") in ("call", "setup"))
+    terminalreporter.write_line(
+        "PostgreSQL backend: " + ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+    )

@@ -7,7 +7,7 @@ above this line, so every backend shares those rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -100,6 +100,14 @@ class Store(Protocol):
 
     def change_token(self) -> int:
         """A number that changes whenever another connection commits (a cheap poll)."""
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` soon after any connection commits a change, where the backend
+        is told of commits (PostgreSQL's NOTIFY); return what stops the calls.
+
+        A backend that cannot tell (SQLite) never calls it: its users poll
+        ``change_token`` instead, which they do anyway as a fallback.
+        """
 
     # -- liveness and recovery -----------------------------
     def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,

@@ -16,10 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from importlib import resources
 from typing import Any, TypeVar
 
 from simplepyq.errors import StoreError, UnknownChannelError
+from simplepyq.storage import queries
 from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner
 from simplepyq.task import Status
 
@@ -34,20 +34,7 @@ LEGACY_COLUMNS = {"id", "channel", "args", "status", "retries", "delay_until"}
 T = TypeVar("T")
 
 
-def _load_queries() -> dict[str, str]:
-    text = resources.files("simplepyq.storage").joinpath("sqlite.sql").read_text("utf-8")
-    queries: dict[str, str] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("-- name:"):
-            name = line.split(":", 1)[1].strip()
-            queries[name] = ""
-        elif name and not line.startswith("--"):
-            queries[name] += line + "\n"
-    return {key: value.strip() for key, value in queries.items()}
-
-
-Q = _load_queries()
+Q = queries.load("sqlite.sql")
 
 
 class SQLiteStore:
@@ -315,6 +302,9 @@ class SQLiteStore:
                 raise StoreError(f"the task store {self.location!r} is closed")
             return int(self._watcher.execute(Q["change_token"]).fetchone()[0])
 
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return _no_more_calls  # SQLite tells nobody of commits: change_token is polled
+
     # -- liveness and recovery -----------------------------
     def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
                        now: float) -> None:
@@ -394,6 +384,10 @@ def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
         "retries": decision.retries, "run_at": decision.run_at, "result": decision.result,
         "error": decision.error, "finished_at": decision.finished_at,
     }
+
+
+def _no_more_calls() -> None:
+    """What stops the calls that ``watch`` never makes."""
 
 
 def _claim_order(task: Claimed) -> tuple[int, int]:

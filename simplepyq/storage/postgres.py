@@ -1,0 +1,459 @@
+"""The PostgreSQL backend: a connection pool, migrations, wake-ups and the store contract.
+
+Many processes on many hosts share one database. Claims use ``FOR UPDATE SKIP
+LOCKED``, so claimers never wait for each other and no task goes to two of them.
+Every write that others may be waiting for ends with a ``NOTIFY``; one listening
+connection per store turns those into wake-ups, so work enqueued on one host
+starts on another within milliseconds, and polling is only the fallback for
+while that connection is down.
+
+Needs the ``postgres`` extra (psycopg 3 and psycopg_pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from simplepyq.errors import StoreError, UnknownChannelError
+from simplepyq.storage import queries
+from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner
+from simplepyq.task import Status
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg import sql
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "a postgresql:// task store needs psycopg 3: pip install 'simplepyq[postgres]'"
+    ) from exc
+
+log = logging.getLogger("simplepyq")
+
+SCHEMA_VERSION = 1
+DEFAULT_SCHEMA = "simplepyq"
+MAX_CONNECTIONS = 8
+"""Connections a store may open besides its listener (workers share them)."""
+ADD_CHUNK = 10_000
+"""Tasks per insert statement in ``add``."""
+LISTEN_TIMEOUT = 1.0
+"""Seconds the listener waits for a notification before checking whether to stop."""
+RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+"""Errors after which PostgreSQL has rolled the whole transaction back: safe to redo."""
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+Q = queries.load("postgres.sql")
+T = TypeVar("T")
+Connection = psycopg.Connection[Any]
+
+
+class PostgresStore:
+    """Tasks in one PostgreSQL schema; safe to share between threads, processes and hosts.
+
+    The URL is libpq's, plus an optional ``schema`` parameter naming the schema
+    that holds the store's tables (``simplepyq`` by default), created if missing.
+    """
+
+    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
+        self._conninfo, self.schema = _split_url(url)
+        self.location = _redacted(url)
+        self._busy_timeout = busy_timeout
+        self._topic = f"simplepyq.{self.schema}"
+        self._closed = False
+        self._listener: _Listener | None = None
+        self._listener_lock = threading.Lock()
+        try:
+            with psycopg.connect(self._conninfo, connect_timeout=_connect_timeout(busy_timeout),
+                                 application_name="simplepyq") as conn:
+                self._migrate(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot use {self.location!r} as a task store: {exc}") from exc
+        self._pool = ConnectionPool(
+            self._conninfo, min_size=1, max_size=MAX_CONNECTIONS, open=False,
+            timeout=busy_timeout, configure=self._configure, name="simplepyq",
+            kwargs={"application_name": "simplepyq",
+                    "connect_timeout": _connect_timeout(busy_timeout)},
+        )
+        try:
+            self._pool.open(wait=True, timeout=busy_timeout)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise StoreError(f"cannot connect to the task store {self.location!r} "
+                             f"within busy_timeout={busy_timeout}s") from exc
+
+    # -- connections ---------------------------------------
+    def _configure(self, conn: Connection) -> None:
+        """Point a new pooled connection at the store's schema, and bound its lock waits."""
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(
+            sql.Literal(f"{int(self._busy_timeout * 1000)}ms")))
+        conn.commit()
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        return self._transaction(work, notify=False)
+
+    def _write(self, work: Callable[[Connection], T], notify: bool = True) -> T:
+        return self._transaction(work, notify)
+
+    def _transaction(self, work: Callable[[Connection], T], notify: bool) -> T:
+        """Run ``work`` in one transaction, redoing it if PostgreSQL rolled it back for a
+        deadlock; ``notify`` wakes the listening processes when it commits."""
+        if self._closed:
+            raise StoreError(f"the task store {self.location!r} is closed")
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                with self._pool.connection() as conn:
+                    outcome = work(conn)
+                    if notify:
+                        conn.execute(Q["notify"], {"topic": self._topic})
+                    return outcome
+            except RETRYABLE as exc:
+                if time.monotonic() > deadline:
+                    raise self._failed(exc) from exc
+                log.debug("store %s: %s; retrying", self.location, exc)
+            except pg_errors.LockNotAvailable as exc:
+                raise StoreError(
+                    f"the task store {self.location!r} stayed locked by another "
+                    f"connection for more than busy_timeout={self._busy_timeout}s"
+                ) from exc
+            except PoolTimeout as exc:
+                raise StoreError(f"no connection to the task store {self.location!r} came "
+                                 f"free within busy_timeout={self._busy_timeout}s") from exc
+            except psycopg.Error as exc:
+                raise self._failed(exc) from exc
+
+    def _failed(self, exc: Exception) -> StoreError:
+        return StoreError(f"the task store {self.location!r} failed: {exc}")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop(self._conninfo)
+        self._pool.close()
+
+    # -- schema --------------------------------------------
+    def _migrate(self, conn: Connection) -> None:
+        """Create the schema, or upgrade one made by an older version, once per database."""
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if self._version(conn) == SCHEMA_VERSION:
+            return
+        with conn.transaction():
+            conn.execute(Q["lock_schema"], {"schema": self.schema})
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(self.schema)))
+            version = self._version(conn)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.location!r} was written by a newer simplepyq (schema {version}); "
+                    "upgrade simplepyq to open it"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                _run_script(conn, Q[f"migrate_{step}"], {})
+            _run_script(conn, Q["set_version"], {"version": SCHEMA_VERSION})
+        conn.commit()
+
+    def _version(self, conn: Connection) -> int:
+        """The schema version of the store: 0 before its tables exist."""
+        with conn.transaction():
+            found = conn.execute("SELECT to_regclass('simplepyq_schema')").fetchone()
+            if found is None or found[0] is None:
+                return 0
+            row = conn.execute(Q["schema_version"]).fetchone()
+        return 0 if row is None else int(row[0])
+
+    # -- wake-ups ------------------------------------------
+    def change_token(self) -> int:
+        return self._listening().token()
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return self._listening().watch(callback)
+
+    def _listening(self) -> _Listener:
+        """The store's listener, started on first use: producers that never wait need none."""
+        with self._listener_lock:
+            if self._closed:
+                raise StoreError(f"the task store {self.location!r} is closed")
+            if self._listener is None:
+                self._listener = _Listener(self._conninfo, self._topic, self.location)
+            return self._listener
+
+    # -- channels ------------------------------------------
+    def register_channel(self, name: str, now: float) -> None:
+        self._write(lambda c: c.execute(Q["register_channel"], {"name": name, "now": now}))
+
+    def known_channels(self) -> set[str]:
+        return self._read(lambda c: {row[0] for row in c.execute(Q["known_channels"])})
+
+    # -- the task life cycle -------------------------------
+    def add(self, channel: str, payloads: Sequence[bytes], retries: int,
+            run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
+        status = Status.DELAYED.value if run_at is not None and run_at > now else "pending"
+        shared = {"channel": channel, "status": status, "retries": retries, "run_at": run_at,
+                  "priority": priority, "now": now}
+
+        def insert(conn: Connection) -> list[int]:
+            if register:
+                conn.execute(Q["register_channel"], {"name": channel, "now": now})
+            elif conn.execute(Q["channel_exists"], {"name": channel}).fetchone() is None:
+                known = {row[0] for row in conn.execute(Q["known_channels"])}
+                raise UnknownChannelError(channel, known)
+            ids: list[int] = []
+            for start in range(0, len(payloads), ADD_CHUNK):
+                chunk = list(payloads[start:start + ADD_CHUNK])
+                rows = conn.execute(Q["add"], {**shared, "payloads": chunk}).fetchall()
+                # Identity values are drawn in row order, whatever order RETURNING uses.
+                ids.extend(sorted(row[0] for row in rows))
+            return ids
+
+        return self._write(insert)
+
+    def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
+                 limit: int, now: float) -> Exchange:
+        def swap(conn: Connection) -> Exchange:
+            dropped = _record(conn, outcomes, owner)
+            if channel is None or limit <= 0:
+                return Exchange(dropped, [])
+            conn.execute(Q["promote_due"], {"channel": channel, "now": now})
+            rows = conn.execute(
+                Q["claim"], {"channel": channel, "owner": owner, "limit": limit, "now": now}
+            ).fetchall()
+            claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
+            return Exchange(dropped, claimed)
+
+        if not outcomes and (channel is None or limit <= 0):
+            return Exchange([], [])
+        # Claims alone change nothing that anyone waits for; outcomes do.
+        return self._write(swap, notify=bool(outcomes))
+
+    def release(self, owner: str, task_ids: Sequence[int]) -> int:
+        if not task_ids:
+            return 0
+        values = {"ids": list(task_ids), "owner": owner}
+        return self._write(lambda c: c.execute(Q["release"], values).rowcount)
+
+    def next_due(self, channels: Iterable[str]) -> float | None:
+        names = list(channels)
+        row = self._read(lambda c: c.execute(Q["next_due"], {"channels": names}).fetchone())
+        return None if row is None or row[0] is None else float(row[0])
+
+    def count_unfinished(self, channels: Iterable[str]) -> int:
+        names = list(channels)
+        row = self._read(lambda c: c.execute(Q["count_unfinished"],
+                                             {"channels": names}).fetchone())
+        return 0 if row is None else int(row[0])
+
+    # -- liveness and recovery -----------------------------
+    def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
+                       now: float) -> None:
+        values = {"owner": owner, "host": host, "pid": pid, "pid_start": pid_start, "now": now}
+        self._write(lambda c: c.execute(Q["register_owner"], values), notify=False)
+
+    def unregister_owner(self, owner: str) -> None:
+        self._write(lambda c: c.execute(Q["unregister_owner"], {"owner": owner}), notify=False)
+
+    def running_owners(self) -> list[Owner]:
+        return self._read(lambda c: [Owner(*row) for row in c.execute(Q["running_owners"])])
+
+    def recover(self, owners: Sequence[str | None], note: str, now: float) -> int:
+        def requeue(conn: Connection) -> int:
+            count = 0
+            for owner in owners:
+                count += conn.execute(Q["recover"], {"owner": owner, "note": note}).rowcount
+                conn.execute(Q["unregister_owner"], {"owner": owner})
+            return count
+
+        return self._write(requeue)
+
+    # -- inspection ----------------------------------------
+    def get(self, task_id: int) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._read(
+            lambda c: c.execute(Q["get"], {"id": task_id}).fetchone()
+        )
+        return row
+
+    def list(self, channel: str | None, status: str | None, limit: int) -> list[tuple[Any, ...]]:
+        values = {"channel": channel, "status": status, "limit": limit}
+        return self._read(lambda c: c.execute(Q["list"], values).fetchall())
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        def count(conn: Connection) -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            for channel, status, number in conn.execute(Q["stats"]):
+                counts.setdefault(channel, {})[str(status)] = int(number)
+            return counts
+
+        return self._read(count)
+
+    def pending_since(self) -> dict[str, float]:
+        return self._read(lambda c: {channel: float(since) for channel, since
+                                     in c.execute(Q["pending_since"]) if since is not None})
+
+    # -- maintenance ---------------------------------------
+    def clear_failed(self, channel: str | None) -> int:
+        return self._write(lambda c: c.execute(Q["clear_failed"], {"channel": channel}).rowcount)
+
+    def requeue_failed(self, channel: str | None, retries: int | None) -> int:
+        values = {"channel": channel, "retries": retries}
+        return self._write(lambda c: c.execute(Q["requeue_failed"], values).rowcount)
+
+    def remove_channel(self, name: str) -> int:
+        def remove(conn: Connection) -> int:
+            conn.execute(Q["remove_channel"], {"name": name})
+            return conn.execute(Q["remove_channel_tasks"], {"name": name}).rowcount
+
+        return self._write(remove)
+
+    def purge(self, channel: str | None, finished_before: float) -> int:
+        values = {"channel": channel, "before": finished_before}
+        return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
+
+
+class _Listener:
+    """One connection that LISTENs for the store's notifications and counts them.
+
+    ``token()`` is that count. While the connection is down (the server restarted,
+    say) every call returns a new value instead, so callers fall back to polling
+    the store, and it reconnects in the background.
+    """
+
+    def __init__(self, conninfo: str, topic: str, location: str) -> None:
+        self._conninfo = conninfo
+        self._topic = topic
+        self._location = location
+        self._count = 0
+        self._connected = False
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self._thread = threading.Thread(target=self._listen, name="simplepyq-listener",
+                                        daemon=True)
+        self._thread.start()
+
+    def token(self) -> int:
+        with self._lock:
+            if not self._connected:
+                self._count += 1
+            return self._count
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def unwatch() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unwatch
+
+    def stop(self, conninfo: str) -> None:
+        """End the listening thread; a notification of our own wakes it at once."""
+        self._stopping.set()
+        try:
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=2) as conn:
+                conn.execute(Q["notify"], {"topic": self._topic})
+        except psycopg.Error:
+            pass  # it wakes within LISTEN_TIMEOUT anyway
+        self._thread.join(LISTEN_TIMEOUT * 2)
+
+    def _listen(self) -> None:
+        pause = 0.05
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5,
+                                     application_name="simplepyq listener") as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._topic)))
+                    self._changed(connected=True)  # whatever happened while it was down
+                    pause = 0.05
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=LISTEN_TIMEOUT):
+                            self._changed(connected=True)
+                            if self._stopping.is_set():
+                                break
+            except psycopg.Error as exc:
+                self._changed(connected=False)
+                log.warning("listening for changes in %s failed (%s); polling until it "
+                            "reconnects", self._location, exc)
+                self._stopping.wait(pause)
+                pause = min(pause * 2, 5.0)
+        with self._lock:
+            self._connected = False
+
+    def _changed(self, connected: bool) -> None:
+        with self._lock:
+            self._connected = connected
+            self._count += 1
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback()
+
+
+def _record(conn: Connection, outcomes: Sequence[Outcome], owner: str) -> list[int]:
+    """Apply outcomes of tasks ``owner`` still runs; the ids of those it no longer runs."""
+    if not outcomes:
+        return []
+    decisions = [outcome.decision for outcome in outcomes]
+    ids = [outcome.task_id for outcome in outcomes]
+    recorded = {row[0] for row in conn.execute(Q["record"], {
+        "owner": owner, "ids": ids,
+        "statuses": [d.status.value for d in decisions],
+        "retries": [d.retries for d in decisions],
+        "run_ats": [d.run_at for d in decisions],
+        "results": [d.result for d in decisions],
+        "errors": [d.error for d in decisions],
+        "finished": [d.finished_at for d in decisions],
+    })}
+    return [task_id for task_id in ids if task_id not in recorded]
+
+
+def _run_script(conn: Connection, script: str, values: dict[str, Any]) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement, values or None)
+
+
+def _claim_order(task: Claimed) -> tuple[int, int]:
+    return -task.priority, task.id
+
+
+def _connect_timeout(busy_timeout: float) -> int:
+    return max(2, min(int(busy_timeout), 30))
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """libpq's URL without our ``schema`` parameter, and that schema (checked)."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    schema = DEFAULT_SCHEMA
+    kept = []
+    for key, value in params:
+        if key == "schema":
+            schema = value
+        else:
+            kept.append((key, value))
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(
+            f"schema {schema!r} in the store URL is not a plain PostgreSQL name: use "
+            "letters, digits and underscores, not starting with a digit, at most 63"
+        )
+    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -1,0 +1,44 @@
+"""The storage backends the tests run against: a SQLite file, or a PostgreSQL schema.
+
+PostgreSQL tests need a real server: ``SIMPLEPYQ_TEST_POSTGRES_URL`` names a
+database on it (``.ci/postgres.sh`` starts one and sets it). Each test gets a
+schema of its own in that database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+URL_VARIABLE = "SIMPLEPYQ_TEST_POSTGRES_URL"
+BACKENDS = ("sqlite", "postgres")
+
+
+def postgres_url() -> str:
+    """The test server's URL; skips the test when there is none (fails it under CI)."""
+    url = os.environ.get(URL_VARIABLE)
+    if url:
+        return url
+    reason = (f"{URL_VARIABLE} is not set: start a server with '. .ci/postgres.sh' "
+              "(see README.rst, Development)")
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the PostgreSQL tests, but {reason}")
+    pytest.skip(reason)
+
+
+def new_schema_location(url: str) -> tuple[str, str]:
+    """A store URL naming a fresh schema of the test database, and that schema."""
+    schema = "t_" + uuid.uuid4().hex[:16]
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}schema={schema}", schema
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Delete a test's schema and everything in it."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '20s'")
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
