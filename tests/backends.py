@@ -8,7 +8,11 @@ schema of its own in that database, dropped afterwards.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
+from collections.abc import Sequence
+from contextlib import closing
+from typing import Any
 
 import pytest
 
@@ -42,3 +46,31 @@ def drop_schema(url: str, schema: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET lock_timeout = '20s'")
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def is_postgres(location: str) -> bool:
+    """True if a test's ``store_path`` is a PostgreSQL URL."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def raw_sql(location: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the store behind the library's back, in its own transaction;
+    the rows it returns. Placeholders are ``?``, whatever the backend."""
+    if not is_postgres(location):
+        with closing(sqlite3.connect(location)) as conn, conn:
+            return conn.execute(statement, tuple(params)).fetchall()
+    import psycopg
+
+    url, schema = _split(location)
+    with psycopg.connect(url, options=f"-c search_path={schema}") as conn:
+        cursor = conn.execute(statement.replace("?", "%s"), tuple(params))
+        return cursor.fetchall() if cursor.description else []
+
+
+def _split(location: str) -> tuple[str, str]:
+    """The test database's URL and the schema named in a store URL."""
+    base, _, query = location.partition("?")
+    kept = [pair for pair in query.split("&") if pair and not pair.startswith("schema=")]
+    schema = next((pair[7:] for pair in query.split("&") if pair.startswith("schema=")),
+                  "simplepyq")
+    return base + ("?" + "&".join(kept) if kept else ""), schema
