@@ -62,8 +62,8 @@ def raw_sql(location: str, statement: str, params: Sequence[Any] = ()) -> list[t
     import psycopg
 
     url, schema = _split(location)
-    with psycopg.connect(url, options=f"-c search_path={schema}") as conn:
-        cursor = conn.execute(statement.replace("?", "%s"), tuple(params))
+    with psycopg.connect(url, options=f"-c search_path={schema}") as pg:
+        cursor = pg.execute(statement.replace("?", "%s"), tuple(params))
         return cursor.fetchall() if cursor.description else []
 
 
