@@ -1,6 +1,6 @@
 """kill -9 at random moments: nothing is lost, and only killed runs are ever repeated.
 
-Worker processes drain one file while the test SIGKILLs them at random moments
+Worker processes drain one store (a SQLite file, or a PostgreSQL schema) while the test SIGKILLs them at random moments
 (starting up, claiming, mid-task, committing an outcome) and starts replacements.
 Every run of a task appends "start" and "end" lines to one O_APPEND log outside
 the store, one write per line, so the log is a witness the store cannot rewrite.
@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import defaultdict
-from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import msgpack
 
 from simplepyq import SimplePyQ
+from tests.backends import raw_sql
 from tests.soak import SOAKING, report, scaled
 from tests.support import spawn_python, wait_until
 
@@ -121,8 +120,7 @@ def test_workers_killed_at_random_moments_lose_nothing_and_rerun_only_killed_run
         crew.kill_all()
 
     runs = _runs(crew.log)
-    with closing(sqlite3.connect(store_path)) as conn:
-        rows = conn.execute("SELECT id, status, result FROM tasks").fetchall()
+    rows = raw_sql(store_path, "SELECT id, status, result FROM tasks")
     assert len(rows) == total
     assert {status for _, status, _ in rows} == {"done"}, "lost or stuck tasks"
     assert {task_id for task_id, _, _ in rows} == set(ids)
@@ -149,9 +147,9 @@ def test_workers_killed_at_random_moments_lose_nothing_and_rerun_only_killed_run
 
 
 def _unfinished(store_path: str) -> int:
-    with closing(sqlite3.connect(store_path, timeout=30)) as conn:
-        return int(conn.execute(
-            "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('done', 'failed')").fetchone()[0])
+    (count,), = raw_sql(store_path,
+                        "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('done', 'failed')")
+    return int(count)
 
 
 def _runs(log: Path) -> dict[int, list[Run]]:

@@ -1,4 +1,4 @@
-"""Many processes racing on one file: every task runs exactly once, and nobody sees a lock.
+"""Many processes racing on one store: every task runs exactly once, and nobody sees a lock.
 
 Four processes of four workers each drain one store while a fifth keeps
 enqueuing (single tasks and batches). Each run appends "ID PID" to an O_APPEND
@@ -7,12 +7,11 @@ log; every process must exit cleanly with nothing on stderr.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
-from contextlib import closing
 from pathlib import Path
 
 from simplepyq import SimplePyQ
+from tests.backends import raw_sql
 from tests.soak import report, scaled
 from tests.support import finish_all, spawn_python
 
@@ -85,8 +84,6 @@ def test_four_processes_of_four_workers_run_each_task_once_while_another_enqueue
     report("races", tasks=total, processes=len(children), workers=16, duplicates=duplicates,
            lost=lost)
     assert runs == Counter(range(1, total + 1))
-    with closing(sqlite3.connect(store_path)) as conn:
-        rows = conn.execute("SELECT status, attempts, COUNT(*) FROM tasks GROUP BY 1, 2")
-        assert rows.fetchall() == [("done", 1, total)]
-        by_args = conn.execute("SELECT COUNT(DISTINCT args) FROM tasks").fetchone()[0]
-    assert by_args == total
+    assert raw_sql(store_path, "SELECT status, attempts, COUNT(*) FROM tasks GROUP BY 1, 2") \
+        == [("done", 1, total)]
+    assert raw_sql(store_path, "SELECT COUNT(DISTINCT args) FROM tasks") == [(total,)]
