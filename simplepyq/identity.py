@@ -11,6 +11,8 @@ import socket
 import uuid
 from dataclasses import dataclass
 
+from simplepyq.storage.base import Owner
+
 
 @dataclass(frozen=True)
 class ProcessIdentity:
@@ -60,3 +62,15 @@ def is_alive_here(pid: int, pid_start: str | None) -> bool:
     if fields[0] in ("Z", "X"):
         return False  # killed, not yet reaped by its parent
     return pid_start is None or len(fields) <= 19 or fields[19] == pid_start
+
+
+def is_dead(owner: Owner, me: ProcessIdentity, lease: float, now: float) -> bool:
+    """True if the instance ``owner`` can no longer finish its running tasks, as judged by
+    ``me``: on this host by its process, elsewhere by a heartbeat older than ``lease``."""
+    if owner.owner == me.owner:
+        return False
+    if owner.pid is None:
+        return True  # never registered, or gave itself up: nobody runs these
+    if owner.host == me.host:
+        return not is_alive_here(owner.pid, owner.pid_start)
+    return owner.heartbeat_at is None or owner.heartbeat_at < now - lease

@@ -25,7 +25,7 @@ from typing import Any
 from simplepyq import codec, policy
 from simplepyq.batches import Hand, Outbox, Pace
 from simplepyq.errors import DelayException
-from simplepyq.identity import ProcessIdentity, is_alive_here
+from simplepyq.identity import ProcessIdentity, is_dead
 from simplepyq.policy import Backoff, Decision
 from simplepyq.storage.base import Claimed, Outcome, Owner, Store
 
@@ -353,13 +353,7 @@ class Scheduler:
         return count
 
     def _is_dead(self, owner: Owner, now: float) -> bool:
-        if owner.owner == self._identity.owner:
-            return False
-        if owner.pid is None:
-            return True  # never registered, or gave itself up: nobody runs these
-        if owner.host == self._identity.host:
-            return not is_alive_here(owner.pid, owner.pid_start)
-        return owner.heartbeat_at is None or owner.heartbeat_at < now - self._settings.lease
+        return is_dead(owner, self._identity, self._settings.lease, now)
 
     @staticmethod
     def _safe(work: Callable[[], Any], fallback: Any) -> Any:

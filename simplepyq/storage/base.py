@@ -20,6 +20,11 @@ TASK_COLUMNS = (
 """The order of columns in the rows that ``get``/``list`` return (see ``Task.from_row``)."""
 
 
+def named(row: Sequence[Any]) -> dict[str, Any]:
+    """A task row laid out as TASK_COLUMNS, as a mapping of column names to values."""
+    return dict(zip(TASK_COLUMNS, row, strict=True))
+
+
 class Claimed(NamedTuple):
     """A task a worker now owns: enough to run it and record its outcome."""
 
@@ -146,6 +151,16 @@ class Store(Protocol):
 
     def purge(self, channel: str | None, finished_before: float) -> int:
         """Delete done and failed tasks that finished before the given time; return how many."""
+
+    # -- moving between stores -----------------------------
+    def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
+              now: float) -> int:
+        """Insert tasks copied from another store (rows laid out as TASK_COLUMNS, in order,
+        given new ids), and register ``channels``, in one transaction; how many."""
+
+    def forget(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Delete the tasks of these rows that are still as the rows show them (same status
+        and attempts), in one transaction; how many."""
 
     def close(self) -> None:
         """Release every connection; the store is unusable afterwards."""

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.storage import queries
-from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner
+from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner, named
 from simplepyq.task import Status
 
 try:
@@ -316,6 +316,28 @@ class PostgresStore:
     def purge(self, channel: str | None, finished_before: float) -> int:
         values = {"channel": channel, "before": finished_before}
         return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
+
+    # -- moving between stores -----------------------------
+    def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
+              now: float) -> int:
+        values = [named(row) for row in rows]
+
+        def insert(conn: Connection) -> int:
+            for name in channels:
+                conn.execute(Q["register_channel"], {"name": name, "now": now})
+            if values:
+                conn.cursor().executemany(Q["adopt"], values)
+            return len(values)
+
+        return self._write(insert)
+
+    def forget(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        values = [named(row) for row in rows]
+
+        def delete(conn: Connection) -> int:
+            return sum(conn.execute(Q["forget"], value).rowcount for value in values)
+
+        return self._write(delete) if values else 0
 
 
 class _Listener:

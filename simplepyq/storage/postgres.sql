@@ -193,3 +193,14 @@ WHERE status IN ('done', 'failed') AND COALESCE(finished_at, 0) < %(before)s
 SELECT channel, MIN(COALESCE(delay_until, created_at)) FROM tasks
 WHERE status = 'pending'
 GROUP BY channel;
+
+-- name: adopt
+INSERT INTO tasks (channel, args, status, retries, attempts, priority, result, error,
+                   created_at, delay_until, started_at, finished_at)
+VALUES (%(channel)s, %(args)s, %(status)s, %(retries)s, %(attempts)s, %(priority)s,
+        %(result)s, %(error)s, %(created_at)s, %(delay_until)s, %(started_at)s,
+        %(finished_at)s);
+
+-- name: forget
+DELETE FROM tasks
+WHERE id = %(id)s AND status = %(status)s AND attempts IS NOT DISTINCT FROM %(attempts)s;

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.storage import queries
-from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner
+from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner, named
 from simplepyq.task import Status
 
 log = logging.getLogger("simplepyq")
@@ -365,6 +365,28 @@ class SQLiteStore:
     def purge(self, channel: str | None, finished_before: float) -> int:
         values = {"channel": channel, "before": finished_before}
         return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
+
+    # -- moving between stores -----------------------------
+    def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
+              now: float) -> int:
+        values = [named(row) for row in rows]
+
+        def insert(conn: sqlite3.Connection) -> int:
+            for name in channels:
+                conn.execute(Q["register_channel"], {"name": name, "now": now})
+            if values:
+                conn.executemany(Q["adopt"], values)
+            return len(values)
+
+        return self._write(insert)
+
+    def forget(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        values = [named(row) for row in rows]
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(Q["forget"], value).rowcount for value in values)
+
+        return self._write(delete) if values else 0
 
     def pending_since(self) -> dict[str, float]:
         return self._read(lambda c: {channel: float(since) for channel, since

@@ -186,3 +186,12 @@ WHERE status IN ('done', 'failed') AND COALESCE(finished_at, 0) < :before
 SELECT channel, MIN(COALESCE(delay_until, created_at)) FROM tasks
 WHERE status = 'pending'
 GROUP BY channel;
+
+-- name: adopt
+INSERT INTO tasks (channel, args, status, retries, attempts, priority, result, error,
+                   created_at, delay_until, started_at, finished_at)
+VALUES (:channel, :args, :status, :retries, :attempts, :priority, :result, :error,
+        :created_at, :delay_until, :started_at, :finished_at);
+
+-- name: forget
+DELETE FROM tasks WHERE id = :id AND status IS :status AND attempts IS :attempts;
