@@ -2,23 +2,24 @@
 
 The crashes are real: child interpreters are killed with SIGKILL mid-task. Remote
 hosts are simulated by writing their rows in ``simplepyq_owners`` with raw SQL.
+Every test runs on both backends.
 """
 
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
 
 from simplepyq import SimplePyQ, Task, policy
 from simplepyq.storage.base import Outcome
+from tests.backends import raw_sql
 from tests.support import finish_all, spawn_python, wait_until
 
 # Runs channel "c" with N workers whose task marks that it started, then blocks forever.
@@ -227,9 +228,8 @@ def test_task_of_another_host_is_recovered_only_once_its_heartbeat_is_older_than
         stale = q.wait(stale_id, timeout=10)
         assert _status_and_owner(store_path, fresh_id) == ("running", "far:1:fresh")
 
-        with closing(sqlite3.connect(store_path)) as conn, conn:
-            conn.execute("UPDATE simplepyq_owners SET heartbeat_at = ? WHERE owner = ?",
-                         (time.time() - lease - 1, "far:1:fresh"))
+        raw_sql(store_path, "UPDATE simplepyq_owners SET heartbeat_at = ? WHERE owner = ?",
+                (time.time() - lease - 1, "far:1:fresh"))
         fresh = q.wait(fresh_id, timeout=30)
 
     assert (stale.status, stale.result, stale.attempts) == ("done", "ran stale", 2)
@@ -240,8 +240,9 @@ def test_task_of_another_host_is_recovered_only_once_its_heartbeat_is_older_than
 
 def test_running_task_without_an_owner_is_recovered_at_start(store_path: str) -> None:
     (task_id,) = _enqueue(store_path, "orphan")
-    with closing(sqlite3.connect(store_path)) as conn, conn:  # as 0.1.3 leaves a crashed task
-        conn.execute("UPDATE tasks SET status = 'running', owner = NULL WHERE id = ?", (task_id,))
+    # As 0.1.3 leaves a crashed task in a SQLite file: running, with no owner.
+    raw_sql(store_path, "UPDATE tasks SET status = 'running', owner = NULL WHERE id = ?",
+            (task_id,))
     with SimplePyQ(store_path, lease=3600) as q:
         q.add_channel("other", _nothing)
         q.start()  # no worker here runs channel "c": the task waits, recovered
@@ -268,7 +269,7 @@ def test_worker_given_up_for_dead_cannot_overwrite_the_rerun(store_path: str) ->
         assert q.get_task(task_id).attempts == 2  # type: ignore[union-attr]
 
 
-def test_processes_sharing_a_file_run_each_task_exactly_once(
+def test_processes_sharing_a_store_run_each_task_exactly_once(
     store_path: str, tmp_path: Path
 ) -> None:
     total = 3000
@@ -290,9 +291,8 @@ def test_processes_sharing_a_file_run_each_task_exactly_once(
             assert pid == child.pid
             runs[task_id] += 1
     assert runs == Counter(ids)
-    with closing(sqlite3.connect(store_path)) as conn:
-        rows = conn.execute("SELECT status, attempts, COUNT(*) FROM tasks GROUP BY 1, 2")
-        assert rows.fetchall() == [("done", 1, total)]
+    assert raw_sql(store_path, "SELECT status, attempts, COUNT(*) FROM tasks GROUP BY 1, 2") \
+        == [("done", 1, total)]
 
 
 # -- raw rows --------------------------------------------------------------
@@ -303,44 +303,39 @@ def _insert_running_task(store_path: str, channel: str, owner: str, heartbeat_at
 
     Its args are the last part of ``owner`` ("far:1:fresh" -> "fresh").
     """
-    with closing(sqlite3.connect(store_path)) as conn, conn:
-        conn.execute(
-            "INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at) "
-            "VALUES (?, ?, 1, NULL, ?)", (owner, REMOTE_HOST, heartbeat_at))
-        cursor = conn.execute(
-            "INSERT INTO tasks (channel, args, status, retries, attempts, owner, created_at, "
-            "started_at) VALUES (?, ?, 'running', 0, 1, ?, ?, ?)",
-            (channel, msgpack.packb(owner.split(":")[2]), owner, time.time(), heartbeat_at))
-        task_id = cursor.lastrowid
-    assert task_id is not None
-    return task_id
+    raw_sql(store_path, "INSERT INTO simplepyq_owners (owner, host, pid, pid_start, "
+            "heartbeat_at) VALUES (?, ?, 1, NULL, ?)", (owner, REMOTE_HOST, heartbeat_at))
+    ((task_id,),) = raw_sql(
+        store_path,
+        "INSERT INTO tasks (channel, args, status, retries, attempts, owner, created_at, "
+        "started_at) VALUES (?, ?, 'running', 0, 1, ?, ?, ?) RETURNING id",
+        (channel, msgpack.packb(owner.split(":")[2]), owner, time.time(), heartbeat_at))
+    return int(task_id)
 
 
 def _status_and_owner(store_path: str, task_id: int) -> tuple[str, str | None]:
-    with closing(sqlite3.connect(store_path)) as conn:
-        row = conn.execute("SELECT status, owner FROM tasks WHERE id = ?", (task_id,)).fetchone()
-    return row[0], row[1]
+    ((status, owner),) = raw_sql(store_path, "SELECT status, owner FROM tasks WHERE id = ?",
+                                 (task_id,))
+    return status, owner
 
 
 def _status_and_owner_pid(store_path: str, task_id: int) -> tuple[str, int | None]:
-    with closing(sqlite3.connect(store_path)) as conn:
-        row = conn.execute(
-            "SELECT t.status, o.pid FROM tasks AS t "
-            "LEFT JOIN simplepyq_owners AS o ON o.owner = t.owner WHERE t.id = ?",
-            (task_id,)).fetchone()
-    return row[0], row[1]
+    ((status, pid),) = raw_sql(
+        store_path,
+        "SELECT t.status, o.pid FROM tasks AS t "
+        "LEFT JOIN simplepyq_owners AS o ON o.owner = t.owner WHERE t.id = ?", (task_id,))
+    return status, pid
 
 
 def _heartbeat_of_pid(store_path: str, pid: int) -> float:
-    with closing(sqlite3.connect(store_path)) as conn:
-        (beat,) = conn.execute(
-            "SELECT heartbeat_at FROM simplepyq_owners WHERE pid = ?", (pid,)).fetchone()
+    ((beat,),) = raw_sql(store_path, "SELECT heartbeat_at FROM simplepyq_owners WHERE pid = ?",
+                         (pid,))
     return float(beat)
 
 
 def _statuses(store_path: str) -> Counter[str]:
-    with closing(sqlite3.connect(store_path)) as conn:
-        return Counter(dict(conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")))
+    rows = raw_sql(store_path, "SELECT status, COUNT(*) FROM tasks GROUP BY status")
+    return Counter({status: int(count) for status, count in rows})
 
 
 def _proc_state(pid: int) -> str | None:
