@@ -6,7 +6,8 @@ with tasks that succeed, raise, or defer themselves once. Whenever no worker run
 the store must hold exactly what the model says: the same tasks, and for each
 its status, retries left, attempts (= runs of its function) and result. While
 workers ran, the model learns how many times each function ran and replays
-those runs, so it still predicts every field.
+those runs, so it still predicts every field. Each example gets a fresh store of
+the test's backend (a SQLite file, or a PostgreSQL schema dropped afterwards).
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from simplepyq import DelayException, SimplePyQ
+from tests.backends import drop_schema, new_schema_location, postgres_url
 from tests.soak import SOAKING, scaled
 
 CHANNELS = ("a", "b")
@@ -55,10 +63,18 @@ class Expected:
 
 
 class QueueModel(RuleBasedStateMachine):
+    backend = "sqlite"
+    """Where each example's fresh store lives: a SQLite file, or a PostgreSQL schema."""
+
     def __init__(self) -> None:
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="simplepyq-model-")
-        self.q = SimplePyQ(Path(self.directory, "tasks.db"), poll_interval=0.01)
+        self.schema: str | None = None
+        if self.backend == "postgres":
+            location, self.schema = new_schema_location(postgres_url())
+        else:
+            location = str(Path(self.directory, "tasks.db"))
+        self.q = SimplePyQ(location, poll_interval=0.01)
         self.lock = threading.Lock()
         self.calls: Counter[int] = Counter()
         self.expected: dict[int, Expected] = {}
@@ -71,6 +87,8 @@ class QueueModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.q.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self.schema is not None:
+            drop_schema(postgres_url(), self.schema)
 
     # -- the task function ---------------------------------
     def work(self, args: list[Any]) -> int:
@@ -212,8 +230,22 @@ class QueueModel(RuleBasedStateMachine):
         self.expected = {i: t for i, t in self.expected.items() if not gone(t)}
 
 
-QueueModel.TestCase.settings = settings(
+MODEL_SETTINGS = settings(
     max_examples=scaled(40), stateful_step_count=20, deadline=None, database=None,
     derandomize=not SOAKING, suppress_health_check=[HealthCheck.too_slow],
 )
-TestQueueModel = QueueModel.TestCase
+
+
+class PostgresQueueModel(QueueModel):
+    backend = "postgres"
+
+
+MODELS = {"sqlite": QueueModel, "postgres": PostgresQueueModel}
+
+
+def test_random_call_sequences_leave_the_store_as_the_model_predicts(backend: str) -> None:
+    if backend == "postgres":
+        postgres_url()  # skips without a server, before Hypothesis starts
+    # Hypothesis' runner is untyped; it runs the machine as its TestCase would.
+    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+        MODELS[backend], settings=MODEL_SETTINGS)
