@@ -5,6 +5,8 @@ or be a logged, retried failure on the worker side; once the fault is gone every
 committed task runs, exactly once, and no task is marked done that did not run.
 The full disk is a small tmpfs mounted for the test, and the read-only file is
 made immutable with ``chattr +i``; both need root, and are skipped without it.
+The full disk, the read-only file and the deleted file are faults of a SQLite
+file; the lock held long happens on either backend (see ``_locked_for_writes``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from simplepyq import SimplePyQ, StoreError
+from tests.backends import _split, is_postgres, raw_sql
 from tests.support import wait_until
 
 
@@ -75,8 +78,32 @@ class Gated:
 
 
 def _count(store_path: Path | str) -> int:
-    with closing(sqlite3.connect(store_path, timeout=30)) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+    (count,), = raw_sql(str(store_path), "SELECT COUNT(*) FROM tasks")
+    return int(count)
+
+
+@contextmanager
+def _locked_for_writes(store_path: str) -> Iterator[None]:
+    """Another connection holds the store's write lock until the block ends; readers go on.
+
+    In SQLite that is a transaction begun IMMEDIATE; in PostgreSQL, one holding every
+    table of the store in EXCLUSIVE mode, which lets plain SELECTs through and stops
+    every write (and every FOR UPDATE).
+    """
+    if not is_postgres(store_path):
+        with closing(sqlite3.connect(store_path, isolation_level=None)) as blocker:
+            blocker.execute("BEGIN IMMEDIATE")
+            yield
+            blocker.execute("COMMIT")
+        return
+    import psycopg
+
+    url, schema = _split(store_path)
+    with psycopg.connect(url, options=f"-c search_path={schema}") as blocker:
+        blocker.execute("LOCK TABLE tasks, simplepyq_owners, simplepyq_channels "
+                        "IN EXCLUSIVE MODE")
+        yield
+        blocker.commit()
 
 
 def _assert_all_done_once(q: SimplePyQ, ids: list[int], work: Gated) -> None:
@@ -133,6 +160,7 @@ def _immutable(*paths: str) -> Iterator[None]:
             subprocess.run(["chattr", "-i", path], check=True)
 
 
+@pytest.mark.sqlite_only
 def test_store_made_read_only_refuses_enqueues_clearly_and_workers_finish_once_writable(
     store_path: str,
 ) -> None:
@@ -162,11 +190,9 @@ def test_start_with_the_store_locked_past_busy_timeout_raises_and_starts_nothing
     with SimplePyQ(store_path, poll_interval=0.01, busy_timeout=0.2) as q:
         q.add_channel("c", work)
         ids = q.enqueue_many("c", range(3))
-        with closing(sqlite3.connect(store_path, isolation_level=None)) as blocker:
-            blocker.execute("BEGIN IMMEDIATE")
-            with pytest.raises(StoreError, match=r"busy_timeout=0\.2"):
-                q.start()
-            blocker.execute("COMMIT")
+        with _locked_for_writes(store_path), \
+                pytest.raises(StoreError, match=r"busy_timeout=0\.2"):
+            q.start()
         assert work.started == Counter()
         q.run_until_complete(timeout=60)
         _assert_all_done_once(q, ids, work)
@@ -181,8 +207,7 @@ def test_lock_held_past_busy_timeout_refuses_enqueues_and_workers_wait_it_out(
         ids = q.enqueue_many("c", range(10))
         q.start()
         wait_until(lambda: sum(work.started.values()) == 2)
-        with closing(sqlite3.connect(store_path, isolation_level=None)) as blocker:
-            blocker.execute("BEGIN IMMEDIATE")
+        with _locked_for_writes(store_path):
             with pytest.raises(StoreError, match=r"busy_timeout=0\.2"):
                 q.enqueue("c", 99)
             work.gate.set()  # the two running tasks end, and cannot record it yet
@@ -190,12 +215,12 @@ def test_lock_held_past_busy_timeout_refuses_enqueues_and_workers_wait_it_out(
             wait_until(lambda: any(r.levelno >= logging.ERROR for r in caplog.records),
                        timeout=30)
             assert [t.status for t in q.tasks()].count("pending") == 8  # reads go on
-            blocker.execute("COMMIT")
         q.run_until_complete(timeout=60)
         _assert_all_done_once(q, ids, work)
     assert _count(store_path) == 10
 
 
+@pytest.mark.sqlite_only
 def test_store_file_deleted_while_running_is_reported_not_written_to_a_ghost(
     store_path: str,
 ) -> None:
