@@ -28,9 +28,11 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
 
+from simplepyq.copying import CopyReport, LiveWorkersError, copy_tasks
 from simplepyq.errors import UnknownChannelError
 from simplepyq.progress import JsonView, LogView, Progress, TerminalView, View, is_terminal
 from simplepyq.queue import SimplePyQ
+from simplepyq.storage import is_database_url, open_store
 from simplepyq.task import Status, Task
 
 log = logging.getLogger("simplepyq.cli")
@@ -143,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run no sooner than this (seconds, or with unit s, m, h or d)")
     sub.add_argument("--priority", type=int, default=0, metavar="P",
                      help="higher runs first (default 0)")
+
+    sub = command("copy", cmd_copy, "Move the unfinished and failed tasks of one store into "
+                  "another, e.g. from a SQLite file to PostgreSQL; its workers must be stopped.")
+    sub.add_argument("--from", dest="source", required=True, metavar="STORE",
+                     help="the store to copy from: a file path or a postgresql:// URL")
+    sub.add_argument("--to", dest="target", required=True, metavar="STORE",
+                     help="the store to copy into (created if missing)")
+    sub.add_argument("--keep", action="store_true",
+                     help="leave the copied tasks in the source too (by default they are "
+                     "deleted there, so that none can run twice)")
+    sub.add_argument("--lease", type=_duration, default=30.0, metavar="SECONDS",
+                     help="a worker on another host counts as stopped once its heartbeat is "
+                     "this old (default 30, the workers' default lease)")
 
     sub = command("worker", cmd_worker, "Run the channels of a SimplePyQ defined in a module "
                   "until SIGTERM or SIGINT (a second one stops at once).")
@@ -271,6 +286,49 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         return _print_json({"id": task_id})
     print(task_id)
     return EXIT_OK
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    if args.source == args.target or (
+            not is_database_url(args.source) and not is_database_url(args.target)
+            and _same_file(args.source, args.target)):
+        raise UsageError(f"--from and --to name the same store {args.source!r}")
+    if not is_database_url(args.source) and not os.path.exists(args.source):
+        raise CommandError(f"there is no task store at {args.source!r} to copy from")
+    source = open_store(args.source, busy_timeout=30.0)
+    try:
+        target = open_store(args.target, busy_timeout=30.0)
+        try:
+            report = copy_tasks(source, target, keep=args.keep, lease=args.lease,
+                                now=time.time())
+        finally:
+            target.close()
+    except LiveWorkersError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        source.close()
+    return _copied(args, source.location, target.location, report)
+
+
+def _copied(args: argparse.Namespace, source: str, target: str, report: CopyReport) -> int:
+    """Tell what a copy did; exit 1 if some task could not be moved cleanly."""
+    clean = not report.skipped and not report.changed
+    if args.json:
+        _print_json({"from": source, "to": target, "copied": dict(report.copied),
+                     "removed": report.removed, "changed": report.changed,
+                     "skipped": report.skipped})
+        return EXIT_OK if clean else EXIT_ERROR
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.copied.items()))
+    print(f"{report.copied.total()} task(s) copied from {source} to {target}"
+          + (f" ({counts})" if counts else ""))
+    if not args.keep:
+        print(f"{report.removed} task(s) deleted from {source}")
+    for reason in report.skipped:
+        print(f"not copied: {reason}", file=sys.stderr)
+    if report.changed:
+        print(f"{report.changed} copied task(s) changed in {source} during the copy (a worker "
+              "is running there): they are now in both stores", file=sys.stderr)
+    return EXIT_OK if clean else EXIT_ERROR
 
 
 # -- the worker --------------------------------------------

@@ -52,8 +52,8 @@ def copy_tasks(source: Store, target: Store, *, keep: bool, lease: float,
     then delete them from ``source`` unless ``keep``."""
     _refuse_live_workers(source, lease, now)
     report = CopyReport()
-    rows = sorted((row for status in COPIED for row in source.list(None, status.value, sys.maxsize)),
-                  key=lambda row: int(row[0]))
+    listed = (source.list(None, status.value, sys.maxsize) for status in COPIED)
+    rows = sorted((row for rows in listed for row in rows), key=lambda row: int(row[0]))
     taken, portable = [], []
     for row in rows:
         clean = _portable(row, report.skipped)

@@ -1,0 +1,184 @@
+"""Moving up: ``simplepyq copy`` moves a SQLite store's unfinished and failed tasks into another.
+
+The source is always a SQLite file; the target is each backend in turn (``store_path``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simplepyq import SimplePyQ, Status, policy
+from simplepyq.storage import open_store
+from simplepyq.storage.base import Outcome
+from tests.support import ROOT, spawn_python, wait_until
+
+SCRIPT = Path(sys.executable).with_name("simplepyq")
+
+
+def copy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), "copy", *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+def fail(args: object) -> None:
+    raise RuntimeError(f"cannot send {args}")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> str:
+    """A SQLite store with one task of every status: done, failed, pending and delayed."""
+    path = str(tmp_path / "old.db")
+    with SimplePyQ(path) as q:
+        q.add_channel("mail", fail)
+        q.add_channel("resize", lambda args: args)
+        q.enqueue("mail", "to@example.com")
+        q.enqueue("resize", {"w": 1})
+        q.run_until_complete(timeout=30)
+        q.enqueue("mail", {"to": "a@b.c", "body": b"\x00\xff"}, retries=3, priority=7)
+        q.enqueue("resize", [640, 480], delay=3600)
+    return path
+
+
+def test_copy_moves_unfinished_and_failed_tasks_with_their_fields_and_leaves_done_ones(
+    source: str, store_path: str
+) -> None:
+    before = {task.status: task for task in SimplePyQ(source).tasks()}
+
+    result = copy("--from", source, "--to", store_path, "--json")
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["copied"] == {"failed": 1, "pending": 1, "delayed": 1}
+    assert report["removed"] == 3
+    with SimplePyQ(store_path) as target:
+        copied = {task.status: task for task in target.tasks()}
+        assert set(copied) == {Status.FAILED, Status.PENDING, Status.DELAYED}
+        for status, task in copied.items():
+            old = before[status]
+            assert (task.channel, task.args, task.retries, task.attempts, task.priority,
+                    task.error, task.created_at, task.run_at) == (
+                old.channel, old.args, old.retries, old.attempts, old.priority,
+                old.error, old.created_at, old.run_at)
+        assert set(target.known_channels()) == {"mail", "resize"}
+    with SimplePyQ(source) as left:
+        assert [task.status for task in left.tasks()] == [Status.DONE]
+
+
+def test_copied_tasks_run_in_the_target(source: str, store_path: str) -> None:
+    assert copy("--from", source, "--to", store_path).returncode == 0
+    with SimplePyQ(store_path, poll_interval=0.01) as target:
+        target.add_channel("mail", lambda args: args)
+        target.add_channel("resize", lambda args: args)
+        target.requeue_failed()
+        mail = target.tasks(channel="mail")
+        target.start()
+        finished = [target.wait(task.id, timeout=30) for task in mail]
+        assert sorted((task.status, str(task.result)) for task in finished) == [
+            (Status.DONE, "to@example.com"),
+            (Status.DONE, str({"to": "a@b.c", "body": b"\x00\xff"}))]
+        assert target.stats()["resize"]["delayed"] == 1  # not due for an hour
+
+
+def test_copy_with_keep_leaves_the_source_as_it_was(source: str, store_path: str) -> None:
+    before = SimplePyQ(source).tasks()
+
+    result = copy("--from", source, "--to", store_path, "--keep")
+
+    assert result.returncode == 0, result.stderr
+    assert "3 task(s) copied" in result.stdout
+    assert SimplePyQ(source).tasks() == before
+
+
+def test_copy_refuses_while_a_live_worker_runs_tasks_of_the_source(
+    source: str, store_path: str, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    worker = spawn_python("""
+        import pathlib, sys, time
+        from simplepyq import SimplePyQ
+        q = SimplePyQ(sys.argv[1], poll_interval=0.01)
+        def block(args):
+            pathlib.Path(sys.argv[2]).touch()
+            time.sleep(3600)
+        q.add_channel("mail", block)
+        q.start()
+        time.sleep(3600)
+    """, source, str(started))
+    try:
+        wait_until(started.exists, timeout=30)
+        before = SimplePyQ(source).tasks()
+
+        result = copy("--from", source, "--to", store_path)
+
+        assert result.returncode == 1
+        assert "stop them first" in result.stderr
+        assert SimplePyQ(source).tasks() == before
+        assert SimplePyQ(store_path).tasks() == []
+    finally:
+        worker.kill()
+        worker.communicate()
+
+
+def test_a_task_left_running_by_a_killed_worker_is_copied_as_pending(
+    source: str, store_path: str, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    worker = spawn_python("""
+        import pathlib, sys, time
+        from simplepyq import SimplePyQ
+        q = SimplePyQ(sys.argv[1], poll_interval=0.01)
+        def block(args):
+            pathlib.Path(sys.argv[2]).touch()
+            time.sleep(3600)
+        q.add_channel("mail", block)
+        q.start()
+        time.sleep(3600)
+    """, source, str(started))
+    wait_until(started.exists, timeout=30)
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate()
+    assert SimplePyQ(source).stats()["mail"]["running"] == 1
+
+    result = copy("--from", source, "--to", store_path, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["copied"] == {"failed": 1, "pending": 1, "delayed": 1}
+    mail = SimplePyQ(store_path).tasks(channel="mail", status="pending")
+    assert [(task.args, task.started_at) for task in mail] == [
+        ({"to": "a@b.c", "body": b"\x00\xff"}, None)]
+
+
+def test_forget_deletes_only_tasks_still_as_they_were_read(store_path: str) -> None:
+    store = open_store(store_path, busy_timeout=30)
+    try:
+        store.add("c", [b"\xa1a", b"\xa1b"], 0, None, 0, time.time(), register=True)
+        rows = store.list(None, "pending", 10)
+        claimed = store.exchange("someone", [], "c", 1, time.time()).claimed
+
+        assert store.forget(rows) == 1
+
+        left = store.list(None, None, 10)
+        assert [(row[0], row[3]) for row in left] == [(claimed[0].id, "running")]
+        done = policy.succeeded(0, None, time.time())
+        store.exchange("someone", [Outcome(claimed[0].id, done)], None, 0, time.time())
+    finally:
+        store.close()
+
+
+def test_copy_refuses_a_missing_source_and_the_same_store_twice(
+    tmp_path: Path, store_path: str
+) -> None:
+    missing = copy("--from", str(tmp_path / "nope.db"), "--to", store_path)
+    same = copy("--from", store_path, "--to", store_path)
+
+    assert missing.returncode == 1
+    assert "nope.db" in missing.stderr
+    assert same.returncode == 2
+    assert "same store" in same.stderr
