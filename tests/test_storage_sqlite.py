@@ -1,7 +1,9 @@
 """The SQLite backend: schema, WAL, locking, indexes and the change counter.
 
 Driven through the public API; raw ``sqlite3`` connections inspect the file and
-play the part of other processes.
+play the part of other processes. Those tests are marked ``sqlite_only``
+(tests/test_storage_postgres.py holds PostgreSQL's own); the few about opening a
+store hold for every backend, and run on both.
 """
 
 from __future__ import annotations
@@ -16,15 +18,46 @@ import pytest
 
 from simplepyq import SimplePyQ, StoreError
 from simplepyq.storage.sqlite import FIRST_PAUSE, SCHEMA_VERSION, Q
+from tests.backends import is_postgres, raw_sql
 from tests.support import wait_until
+
+PG_CATALOG = """
+    SELECT 'table', table_name::text, NULL FROM information_schema.tables
+    WHERE table_schema = current_schema()
+    UNION ALL
+    SELECT 'index', indexname::text, indexdef FROM pg_indexes
+    WHERE schemaname = current_schema()
+    ORDER BY 1, 2
+"""
+"""The tables and indexes of a PostgreSQL store's schema, laid out as ``_schema``'s rows."""
 
 
 def _schema(store_path: str) -> list[tuple[str, str, str | None]]:
+    """Every table and index of the store, with its definition."""
+    if is_postgres(store_path):
+        return [(kind, name, sql) for kind, name, sql in raw_sql(store_path, PG_CATALOG)]
     with closing(sqlite3.connect(store_path)) as conn:
         return conn.execute(
             "SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
 
 
+def _version(store_path: str) -> int:
+    """The schema version the store records."""
+    if is_postgres(store_path):
+        ((version,),) = raw_sql(store_path, "SELECT version FROM simplepyq_schema")
+    else:
+        ((version,),) = raw_sql(store_path, "PRAGMA user_version")
+    return int(version)
+
+
+def _store_exists(store_path: str) -> bool:
+    """Whether anything exists at the store's location: the file, or the schema."""
+    if is_postgres(store_path):
+        return raw_sql(store_path, "SELECT current_schema()") != [(None,)]
+    return os.path.exists(store_path)
+
+
+@pytest.mark.sqlite_only
 def test_new_store_is_in_wal_mode_with_schema_version_2(queue: SimplePyQ, store_path: str) -> None:
     with closing(sqlite3.connect(store_path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (2,)
@@ -36,6 +69,7 @@ def test_new_store_is_in_wal_mode_with_schema_version_2(queue: SimplePyQ, store_
     assert "tasks_channel_status" not in names  # an index on every row costs every write
 
 
+@pytest.mark.sqlite_only
 def test_schema_1_store_is_upgraded_without_touching_its_tasks_or_channels(
     store_path: str,
 ) -> None:
@@ -68,7 +102,8 @@ def test_opening_an_existing_store_twice_changes_nothing_and_keeps_its_tasks(
     with SimplePyQ(store_path) as q:
         q.add_channel("c", print)
         task_id = q.enqueue("c", {"keep": True})
-    schema = _schema(store_path)
+    schema, version = _schema(store_path), _version(store_path)
+    assert version >= 1
 
     with SimplePyQ(store_path) as again, SimplePyQ(store_path) as third:
         assert again.get_task(task_id).args == {"keep": True}  # type: ignore[union-attr]
@@ -76,11 +111,11 @@ def test_opening_an_existing_store_twice_changes_nothing_and_keeps_its_tasks(
         assert again.enqueue("c", "from again") == task_id + 1
 
     assert _schema(store_path) == schema
-    with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-        assert conn.execute("SELECT COUNT(*) FROM tasks").fetchone() == (2,)
+    assert _version(store_path) == version
+    assert raw_sql(store_path, "SELECT COUNT(*) FROM tasks") == [(2,)]
 
 
+@pytest.mark.sqlite_only
 def test_writer_waits_for_a_lock_held_less_than_busy_timeout(store_path: str) -> None:
     with SimplePyQ(store_path, busy_timeout=30) as q:
         q.add_channel("c", print)
@@ -113,6 +148,7 @@ def test_writer_waits_for_a_lock_held_less_than_busy_timeout(store_path: str) ->
         assert q.get_task(task_id).args == "after the lock"  # type: ignore[union-attr]
 
 
+@pytest.mark.sqlite_only
 def test_lock_held_past_busy_timeout_raises_store_error_from_operational_error_writing_nothing(
     store_path: str,
 ) -> None:
@@ -135,6 +171,7 @@ def test_lock_held_past_busy_timeout_raises_store_error_from_operational_error_w
         assert q.enqueue_many("c", range(10)) == list(range(1, 11))
 
 
+@pytest.mark.sqlite_only
 def test_claim_cost_does_not_depend_on_the_number_of_finished_rows(
     queue: SimplePyQ, store_path: str
 ) -> None:
@@ -165,6 +202,7 @@ def test_claim_cost_does_not_depend_on_the_number_of_finished_rows(
     assert (task.status, task.result, task.attempts) == ("done", "ran needle", 1)
 
 
+@pytest.mark.sqlite_only
 def test_change_token_moves_when_another_connection_commits_and_not_otherwise(
     queue: SimplePyQ, store_path: str
 ) -> None:
@@ -213,6 +251,7 @@ def test_concurrent_openers_of_a_new_file_all_succeed(store_path: str) -> None:
         assert sum(s["pending"] for s in q.stats().values()) == 6
 
 
+@pytest.mark.sqlite_only
 def test_store_from_a_newer_version_is_refused(store_path: str) -> None:
     SimplePyQ(store_path).close()
     with closing(sqlite3.connect(store_path)) as conn:
@@ -266,6 +305,7 @@ def _waiting_for_the_lock(thread_id: int) -> bool:
     return float(frame.f_locals.get("pause", 0)) > FIRST_PAUSE
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(("power_safe", "synchronous"), [(False, 1), (True, 2)])
 def test_power_safe_flushes_every_commit_to_disk_and_default_survives_process_crashes(
     store_path: str, power_safe: bool, synchronous: int
@@ -278,7 +318,9 @@ def test_power_safe_flushes_every_commit_to_disk_and_default_survives_process_cr
             synchronous,)
 
 
-def test_power_safe_must_be_a_bool(store_path: str) -> None:
+def test_power_safe_must_be_a_bool_and_a_bad_one_creates_no_store(store_path: str) -> None:
     with pytest.raises(TypeError, match="power_safe must be True or False, not 'yes'"):
         SimplePyQ(store_path, power_safe="yes")  # type: ignore[arg-type]
-    assert not os.path.exists(store_path)
+    assert not _store_exists(store_path)
+    SimplePyQ(store_path).close()
+    assert _store_exists(store_path)  # (so the check above can tell)
