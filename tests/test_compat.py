@@ -1,7 +1,8 @@
 """Compatibility with simplepyq 0.1.3: its files upgrade in place, its test suite passes.
 
 The store is ``tests/fixtures/simplepyq-0.1.3.db``, written by the published 0.1.3
-(rows listed in tests/fixtures/README.md); every test works on a copy of it.
+(rows listed in tests/fixtures/README.md); every test works on a copy of it. 0.1.3
+knew SQLite files only, so none of this concerns PostgreSQL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pytest
 from simplepyq import SimplePyQ
 from simplepyq.storage.sqlite import SCHEMA_VERSION
 from tests.support import ROOT
+
+pytestmark = pytest.mark.sqlite_only
 
 FIXTURE = Path(__file__).parent / "fixtures" / "simplepyq-0.1.3.db"
 
