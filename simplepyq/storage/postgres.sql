@@ -19,9 +19,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     args BYTEA,
     status TEXT NOT NULL DEFAULT 'pending'
         CHECK (status IN ('pending', 'delayed', 'running', 'done', 'failed')),
-    retries INTEGER NOT NULL DEFAULT 0,
+    retries BIGINT NOT NULL DEFAULT 0,
     delay_until DOUBLE PRECISION,
-    priority INTEGER NOT NULL DEFAULT 0,
+    priority BIGINT NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     result BYTEA,
     error TEXT,
@@ -108,7 +108,7 @@ RETURNING t.id, t.args, t.retries, t.attempts, t.priority;
 UPDATE tasks AS t
 SET status = o.status, retries = o.retries, delay_until = o.run_at, result = o.result,
     error = o.error, finished_at = o.finished_at, owner = NULL
-FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retries)s::integer[],
+FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retries)s::bigint[],
             %(run_ats)s::double precision[], %(results)s::bytea[], %(errors)s::text[],
             %(finished)s::double precision[])
      AS o (id, status, retries, run_at, result, error, finished_at)
@@ -172,7 +172,7 @@ WHERE status = 'failed' AND (%(channel)s::text IS NULL OR channel = %(channel)s:
 
 -- name: requeue_failed
 UPDATE tasks
-SET status = 'pending', retries = COALESCE(%(retries)s::integer, retries), delay_until = NULL,
+SET status = 'pending', retries = COALESCE(%(retries)s::bigint, retries), delay_until = NULL,
     finished_at = NULL, owner = NULL
 WHERE status = 'failed' AND (%(channel)s::text IS NULL OR channel = %(channel)s::text);
 
