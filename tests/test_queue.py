@@ -10,7 +10,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,16 +19,47 @@ import pytest
 
 import simplepyq
 from simplepyq import SimplePyQ, Status, StoreError, Task
-from simplepyq.storage.sqlite import ADD_CHUNK
+from tests.backends import is_postgres, raw_sql
 from tests.support import run_python, spawn_python
 
 NO_TASKS = {"pending": 0, "running": 0, "delayed": 0, "done": 0, "failed": 0}
 
 
-def _count(store_path: str, where: str = "1") -> int:
-    """How many rows of ``tasks`` match ``where``, read with plain sqlite3."""
-    with closing(sqlite3.connect(store_path)) as conn:
-        return int(conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}").fetchone()[0])
+def _count(store_path: str, where: str = "1=1") -> int:
+    """How many rows of ``tasks`` match ``where``, read behind the library's back."""
+    [(count,)] = raw_sql(store_path, f"SELECT COUNT(*) FROM tasks WHERE {where}")
+    return int(count)
+
+
+def _add_chunk(store_path: str) -> int:
+    """How many tasks the store's backend inserts per statement in ``enqueue_many``."""
+    if is_postgres(store_path):
+        from simplepyq.storage import postgres
+
+        return postgres.ADD_CHUNK
+    from simplepyq.storage import sqlite
+
+    return sqlite.ADD_CHUNK
+
+
+def _store_exists(store_path: str) -> bool:
+    """Whether the store's file (SQLite) or schema (PostgreSQL) has been created."""
+    if is_postgres(store_path):
+        # current_schema() is NULL while the search path names no existing schema.
+        return raw_sql(store_path, "SELECT current_schema()") != [(None,)]
+    return os.path.exists(store_path)
+
+
+def _writing_transactions(store_path: str) -> int:
+    """How many transactions have written to the store, as far as the backend shows it.
+
+    SQLite: the commits in the write-ahead log (see ``_commits``). PostgreSQL: the
+    distinct transactions that wrote the rows of ``tasks`` now there (each row's xmin).
+    """
+    if is_postgres(store_path):
+        [(count,)] = raw_sql(store_path, "SELECT COUNT(DISTINCT xmin::text) FROM tasks")
+        return int(count)
+    return _commits(store_path)
 
 
 def _commits(store_path: str) -> int:
@@ -134,7 +165,9 @@ def test_enqueue_returns_increasing_ids_and_stores_pending_as_a_plain_string(
     ids = [queue.enqueue("c", {"n": n}, retries=2) for n in range(3)]
     assert all(isinstance(task_id, int) for task_id in ids)
     assert ids == sorted(set(ids))
-    assert _count(store_path, "status='pending' AND typeof(status)='text' AND retries=2") == 3
+    stored = raw_sql(store_path, "SELECT status, retries FROM tasks ORDER BY id")
+    assert stored == [("pending", 2)] * 3
+    assert {type(status) for status, _ in stored} == {str}  # not bytes, not an enum's repr
 
 
 @pytest.mark.parametrize(("retries", "error"), [(-1, ValueError), (True, TypeError),
@@ -164,8 +197,36 @@ def test_integers_too_large_for_the_store_are_refused_naming_the_argument(
     assert _count(store_path) == 0
 
 
-@pytest.mark.parametrize("count", [1, 5, ADD_CHUNK, 2 * ADD_CHUNK + 7])
-def test_enqueue_many_returns_the_ids_in_order(queue: SimplePyQ, count: int) -> None:
+def test_integers_at_the_limits_of_64_bits_are_stored_exactly(
+    queue: SimplePyQ, store_path: str
+) -> None:
+    failed_once: set[str] = set()
+
+    def fails_the_first_time(name: str) -> str:
+        if name not in failed_once:
+            failed_once.add(name)
+            raise RuntimeError(f"{name}: first run")
+        return name
+
+    queue.add_channel("c", fails_the_first_time)
+    bottom = queue.enqueue("c", "bottom", priority=-(2**63))
+    queue.run_until_complete(timeout=10)
+    assert queue.requeue_failed(retries=2**40) == 1
+    top = queue.enqueue("c", "top", retries=2**63 - 1, priority=2**63 - 1)
+    assert raw_sql(store_path, "SELECT id, retries, priority FROM tasks ORDER BY id") == [
+        (bottom, 2**40, -(2**63)), (top, 2**63 - 1, 2**63 - 1)]
+    queue.run_until_complete(timeout=10)  # top fails once, using one of its retries
+    assert [(t.id, t.status, t.retries, t.priority) for t in queue.tasks()] == [
+        (bottom, "done", 2**40, -(2**63)), (top, "done", 2**63 - 2, 2**63 - 1)]
+
+
+@pytest.mark.parametrize("count_of", [lambda chunk: 1, lambda chunk: 5, lambda chunk: chunk,
+                                      lambda chunk: 2 * chunk + 7],
+                         ids=["one", "few", "one-insert", "several-inserts"])
+def test_enqueue_many_returns_the_ids_in_order(
+    queue: SimplePyQ, store_path: str, count_of: Callable[[int], int]
+) -> None:
+    count = count_of(_add_chunk(store_path))
     queue.add_channel("c", print)
     queue.enqueue("c", "before")
     ids = queue.enqueue_many("c", ({"n": n} for n in range(count)))
@@ -178,12 +239,12 @@ def test_enqueue_many_writes_every_task_in_one_transaction(
     queue: SimplePyQ, store_path: str
 ) -> None:
     queue.add_channel("c", print)
-    before = _commits(store_path)
+    before = _writing_transactions(store_path)
     for n in range(3):
         queue.enqueue("c", n)
-    assert _commits(store_path) == before + 3  # the count sees each transaction
+    assert _writing_transactions(store_path) == before + 3  # the count sees each transaction
     queue.enqueue_many("c", range(200))
-    assert _commits(store_path) == before + 4
+    assert _writing_transactions(store_path) == before + 4
     assert _count(store_path) == 203
 
 
@@ -597,32 +658,41 @@ def test_file_that_is_not_a_database_is_refused_naming_it_and_left_alone(
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
-def test_sqlite_database_of_another_application_is_refused_and_left_alone(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "app.db"
-    with closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT)")
-        conn.execute("INSERT INTO tasks (title) VALUES ('buy milk')")
-    content = path.read_bytes()
-    with pytest.raises(StoreError, match=re.escape(str(path))):
-        SimplePyQ(path)
-    assert path.read_bytes() == content
-    assert sorted(os.listdir(tmp_path)) == ["app.db"]
+def _everything_in(store_path: str) -> object:
+    """All there is to see of a store: its file and its directory's listing (SQLite), or
+    its schema's tables and the rows of ``tasks`` (PostgreSQL)."""
+    if is_postgres(store_path):
+        return (raw_sql(store_path, "SELECT table_name FROM information_schema.tables "
+                                    "WHERE table_schema = current_schema() ORDER BY 1"),
+                raw_sql(store_path, "SELECT * FROM tasks ORDER BY 1"))
+    return Path(store_path).read_bytes(), sorted(os.listdir(Path(store_path).parent))
 
 
-@pytest.mark.parametrize(("location", "error", "named"), [
-    (":memory:", ValueError, "':memory:'"),
-    ("", ValueError, "''"),
-    ("postgresql://user:s3cret@db.example/tasks", ValueError, "db.example/tasks"),
-    ("postgres://db.example/tasks", ValueError, "db.example/tasks"),
-])
-def test_locations_that_are_not_files_are_refused_naming_them(
-    location: str, error: type[Exception], named: str
-) -> None:
-    with pytest.raises(error, match=re.escape(named)) as refused:
+def test_database_of_another_application_is_refused_and_left_alone(store_path: str) -> None:
+    if is_postgres(store_path):
+        schema = store_path.rpartition("schema=")[2]
+        raw_sql(store_path, f'CREATE SCHEMA "{schema}"')
+    raw_sql(store_path, "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT)")
+    raw_sql(store_path, "INSERT INTO tasks (id, title) VALUES (1, 'buy milk')")
+    before = _everything_in(store_path)
+    with pytest.raises(StoreError, match=re.escape(store_path)):
+        SimplePyQ(store_path)
+    assert _everything_in(store_path) == before
+    assert raw_sql(store_path, "SELECT id, title FROM tasks") == [(1, "buy milk")]
+
+
+@pytest.mark.parametrize("location", [":memory:", ""])
+def test_locations_that_are_not_files_are_refused_naming_them(location: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(location))) as refused:
         SimplePyQ(location)
     assert "file" in str(refused.value)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_unreachable_database_is_refused_naming_it_without_its_password(scheme: str) -> None:
+    # Port 1 on the loopback interface: refused at once, with no name to resolve.
+    with pytest.raises(StoreError, match=re.escape("127.0.0.1:1/tasks")) as refused:
+        SimplePyQ(f"{scheme}://user:s3cret@127.0.0.1:1/tasks", busy_timeout=5)
     assert "s3cret" not in str(refused.value)
 
 
@@ -639,9 +709,12 @@ def test_bad_timing_settings_are_refused_before_the_store_is_created(
 ) -> None:
     with pytest.raises(error, match=next(iter(setting))):
         SimplePyQ(store_path, **setting)  # type: ignore[arg-type]
-    assert not os.path.exists(store_path)
+    assert not _store_exists(store_path)
+    SimplePyQ(store_path).close()
+    assert _store_exists(store_path)  # so the check above can tell
 
 
+@pytest.mark.sqlite_only
 def test_store_runs_in_wal_mode(queue: SimplePyQ, store_path: str) -> None:
     with closing(sqlite3.connect(store_path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
