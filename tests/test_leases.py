@@ -14,19 +14,19 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
 import pytest
 
 from simplepyq import SimplePyQ
+from tests.backends import raw_sql
 from tests.support import ROOT, wait_until
 
 LEASE = 0.5
@@ -94,15 +94,13 @@ def _log_lines(log: Path) -> list[str]:
 def _sweep_times(q: SimplePyQ, store_path: str, count: int) -> None:
     """Return after ``count`` more recovery sweeps of ``q`` (one canary recovered per sweep)."""
     for number in range(count):
-        with closing(sqlite3.connect(store_path)) as conn, conn:
-            owner = f"far:{number}:dead"
-            conn.execute("INSERT INTO simplepyq_owners (owner, host, pid, pid_start, "
-                         "heartbeat_at) VALUES (?, 'far', 1, NULL, 0)", (owner,))
-            canary = conn.execute(
-                "INSERT INTO tasks (channel, args, status, retries, attempts, owner) "
-                "VALUES ('canary', ?, 'running', 0, 1, ?)",
-                (msgpack.packb(number), owner)).lastrowid
-        assert canary is not None
+        owner = f"far:{number}:dead"
+        raw_sql(store_path, "INSERT INTO simplepyq_owners (owner, host, pid, pid_start, "
+                            "heartbeat_at) VALUES (?, 'far', 1, NULL, 0)", (owner,))
+        ((canary,),) = raw_sql(store_path,
+                               "INSERT INTO tasks (channel, args, status, retries, attempts, "
+                               "owner) VALUES ('canary', ?, 'running', 0, 1, ?) RETURNING id",
+                               (msgpack.packb(number), owner))
         assert q.wait(canary, timeout=30).status == "done"
 
 
@@ -173,15 +171,13 @@ def test_task_of_a_silent_process_on_another_host_is_run_again_after_the_lease_o
 
 
 def _stored(store_path: str, task_id: int) -> tuple[str, bytes]:
-    with closing(sqlite3.connect(store_path)) as conn:
-        status, result = conn.execute("SELECT status, result FROM tasks WHERE id = ?",
-                                      (task_id,)).fetchone()
-    return status, result
+    ((status, result),) = raw_sql(store_path, "SELECT status, result FROM tasks WHERE id = ?",
+                                  (task_id,))
+    return status, bytes(result)
 
 
 def _owner_host(store_path: str, task_id: int) -> str | None:
-    with closing(sqlite3.connect(store_path)) as conn:
-        row = conn.execute(
-            "SELECT o.host FROM tasks AS t JOIN simplepyq_owners AS o ON o.owner = t.owner "
-            "WHERE t.id = ? AND t.status = 'running'", (task_id,)).fetchone()
-    return None if row is None else str(row[0])
+    rows = raw_sql(store_path,
+                   "SELECT o.host FROM tasks AS t JOIN simplepyq_owners AS o "
+                   "ON o.owner = t.owner WHERE t.id = ? AND t.status = 'running'", (task_id,))
+    return str(rows[0][0]) if rows else None
