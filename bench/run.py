@@ -58,8 +58,12 @@ class Library:
 
 
 OURS = Library("simplepyq", "simplepyq (this checkout)", "ours.py", ours=True)
+POSTGRES_URL = "SIMPLEPYQ_BENCH_POSTGRES_URL"
+ON_POSTGRES = Library("simplepyq-postgres", "simplepyq on PostgreSQL (a local server)",
+                      "ours.py", ours=True, env=(("SIMPLEPYQ_BENCH_BACKEND", "postgres"),))
 LIBRARIES = (
     OURS,
+    ON_POSTGRES,
     Library("simplepyq-power-safe", "simplepyq, power_safe=True (an fsync per commit)",
             "ours.py", ours=True, env=(("SIMPLEPYQ_BENCH_POWER_SAFE", "1"),)),
     Library("simplepyq-0.1.3", "simplepyq 0.1.3", "simplepyq_013.py"),
@@ -89,6 +93,9 @@ class Workload:
     pair: str = ""  # workloads of one pair run interleaved, rep by rep
 
 
+SCALE_PROCESSES = (1, 2, 4)
+
+
 @dataclass(frozen=True)
 class Mode:
     name: str
@@ -111,7 +118,7 @@ def modes() -> dict[str, Mode]:
                  {"n": 10_000}, chart=True),
         # No peer has a batch enqueue; the others' cells show '—'.
         Workload("w1b_enqueue_many", "W1b enqueue 100k in one batch call", "enqueue_many",
-                 ("simplepyq", "sqlite3"), {"n": 100_000}, chart=True),
+                 ("simplepyq", "simplepyq-postgres", "sqlite3"), {"n": 100_000}, chart=True),
         _drain(10_000, 1, ALL),
         _drain(10_000, 4, ALL),
     )
@@ -141,13 +148,23 @@ def modes() -> dict[str, Mode]:
                      pair="w5"),
         )
 
+    def scale_out(tasks: int) -> tuple[Workload, ...]:
+        # Worker processes (4 threads each) draining one store, on each backend.
+        return tuple(
+            Workload(f"s{processes}_processes", f"S drain {tasks // 1000}k, {processes} "
+                     f"process{'es' * (processes > 1)} × 4 workers", "multiprocess",
+                     ("simplepyq", "simplepyq-postgres"),
+                     {"n": tasks, "workers": 4, "processes": processes}, fill=tasks,
+                     pair="scale")
+            for processes in SCALE_PROCESSES)
+
     quick = Mode("quick", reps=1, budget=1.2, latency_budget=1.0, workloads=(
         *common,
         _drain(100_000, 1, ("simplepyq",), chart=False),  # for the memory figure
-        *latency, *ours_only(100_000, 10_000, 10_000)))
+        *latency, *ours_only(100_000, 10_000, 10_000), *scale_out(10_000)))
     full = Mode("full", reps=3, budget=6.0, latency_budget=6.0, workloads=(
         *common, _drain(100_000, 1, slow_less), _drain(100_000, 4, slow_less),
-        *latency, *ours_only(1_000_000, 50_000, 40_000)))
+        *latency, *ours_only(1_000_000, 50_000, 40_000), *scale_out(40_000)))
     return {"quick": quick, "full": full}
 
 
@@ -199,6 +216,8 @@ class Runner:
             return self.call(library, request, timeout=budget * 3 + 60)
         finally:
             _remove(path)
+            if library is ON_POSTGRES:
+                self.call(library, {"op": "drop", "path": str(path)}, timeout=60)
 
     def template(self, rows: int) -> Path:
         """A fresh store with ``rows`` finished tasks, built once and copied per run."""
@@ -348,12 +367,29 @@ def ours_table(results: dict[str, dict[str, Result]], mode: Mode) -> list[str]:
     return lines
 
 
+def scaling_table(results: dict[str, dict[str, Result]]) -> list[str]:
+    """Tasks/s of 1, 2 and 4 worker processes on each backend, and the gain over one."""
+    lines = ["| worker processes (× 4 threads) | SQLite | PostgreSQL |", "|---|---|---|"]
+    for processes in SCALE_PROCESSES:
+        cells = []
+        for library in (OURS, ON_POSTGRES):
+            cell = results.get(f"s{processes}_processes", {}).get(library.key)
+            one = results.get("s1_processes", {}).get(library.key)
+            text = cell_text(cell, "tasks/s")
+            if processes > 1 and cell and one and cell.get("value") and one.get("value"):
+                text += f" (×{cell['value'] / one['value']:.2f} of one)"
+            cells.append(text)
+        lines.append(f"| {processes} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(results: dict[str, dict[str, Result]], mode: Mode, meta: Result) -> str:
     notes = [
         f"Mode **{mode.name}** (median of {mode.reps} run{'s' * (mode.reps > 1)} per figure; "
         f"a timed operation stops after {mode.budget:g} s and is then not repeated; latency: "
         f"one run of up to {mode.latency_budget:g} s), {meta['date']}, Python {meta['python']}, "
-        f"SQLite {meta['sqlite']}, {meta['cpus']} CPUs, simplepyq at {meta['source']}.",
+        f"SQLite {meta['sqlite']}, PostgreSQL {meta['postgres']}, {meta['cpus']} CPUs, "
+        f"simplepyq at {meta['source']}.",
         "",
         "Tasks per second unless marked; (×r) is simplepyq ÷ that library, so above 1 "
         "simplepyq is faster for throughput and below 1 it is faster for latency. "
@@ -361,7 +397,8 @@ def render(results: dict[str, dict[str, Result]], mode: Mode, meta: Result) -> s
         "— = not measured (the library has no such API, or it is a reference).",
         "",
     ]
-    body = [*notes, *comparison_table(results, mode), "", *ours_table(results, mode)]
+    body = [*notes, *comparison_table(results, mode), "", *ours_table(results, mode), "",
+            "Scaling out (S rows above):", "", *scaling_table(results)]
     return "\n".join(body)
 
 
@@ -392,6 +429,18 @@ def source_description(source: Path) -> str:
     return f"commit {commit}" + (" + uncommitted changes" if dirty else "")
 
 
+def postgres_version() -> str:
+    """The measured server's version, or why PostgreSQL was not measured."""
+    url = os.environ.get(POSTGRES_URL)
+    if not url:
+        return f"not measured (set {POSTGRES_URL})"
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else "unknown"
+
+
 # -- main ----------------------------------------------------------------------
 def plan(mode: Mode, only: set[str] | None, workloads: set[str] | None
          ) -> Iterator[tuple[tuple[Workload, ...], Library]]:
@@ -406,7 +455,8 @@ def plan(mode: Mode, only: set[str] | None, workloads: set[str] | None
             groups.append((workload,))
     for group in groups:
         for key in group[0].libraries:
-            if only is None or key in only:
+            if (only is None or key in only) and (key != ON_POSTGRES.key
+                                                   or os.environ.get(POSTGRES_URL)):
                 yield group, BY_KEY[key]
 
 
@@ -464,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     meta: Result = {
         "mode": mode.name, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
+        "postgres": postgres_version(),
         "cpus": os.cpu_count(), "source": source_description(args.source.resolve()),
         "seconds": round(time.perf_counter() - began, 1),
         "peers": [line for line in REQUIREMENTS.read_text().splitlines()

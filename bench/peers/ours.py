@@ -3,6 +3,9 @@
 Besides the shared workloads it runs the ones only simplepyq is measured on:
 ``deep_template`` (W4's store with a million finished rows) and ``multiprocess``
 (W5: several processes draining one file, counting lock errors that reach the caller).
+
+With ``SIMPLEPYQ_BENCH_BACKEND=postgres`` each store is instead a schema of the
+database at ``SIMPLEPYQ_BENCH_POSTGRES_URL``, named after the file the harness chose.
 """
 
 from __future__ import annotations
@@ -24,11 +27,34 @@ from simplepyq import SimplePyQ
 CHANNEL = "work"
 CHUNK = 10_000
 POWER_SAFE = os.environ.get("SIMPLEPYQ_BENCH_POWER_SAFE") == "1"
+POSTGRES = os.environ.get("SIMPLEPYQ_BENCH_BACKEND") == "postgres"
 
 
 def _open(path: str) -> SimplePyQ:
     """The queue as measured: default settings, or power_safe=True for that variant."""
-    return SimplePyQ(path, power_safe=POWER_SAFE)
+    return SimplePyQ(_location(path), power_safe=POWER_SAFE)
+
+
+def _location(path: str) -> str:
+    """The store for the harness's ``path``: that file, or its schema on PostgreSQL."""
+    if not POSTGRES:
+        return path
+    return f"{os.environ['SIMPLEPYQ_BENCH_POSTGRES_URL']}?schema={_schema(path)}"
+
+
+def _schema(path: str) -> str:
+    name = os.path.basename(path).removesuffix(".db")
+    return "bench_" + "".join(c if c.isalnum() else "_" for c in name)[:50]
+
+
+def drop(request: dict[str, Any]) -> dict[str, Any]:
+    """Remove a PostgreSQL run's schema (the harness deletes files itself)."""
+    if POSTGRES:
+        import psycopg
+
+        with psycopg.connect(os.environ["SIMPLEPYQ_BENCH_POSTGRES_URL"], autocommit=True) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{_schema(request["path"])}" CASCADE')
+    return {"dropped": True}
 
 
 def _noop(args: Any) -> None:
@@ -208,4 +234,4 @@ def multiprocess(request: dict[str, Any]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     serve(Ours(), {"deep_template": deep_template, "multiprocess": multiprocess,
-                   "multiprocess_child": multiprocess_child})
+                   "multiprocess_child": multiprocess_child, "drop": drop})
