@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter
-from contextlib import closing
 from functools import partial
 from typing import Any
 
 import pytest
 
 from simplepyq import Backoff, DelayException, SimplePyQ, Status, Task
+from tests.backends import is_postgres, raw_sql
 from tests.support import run_python, spawn_python, wait_until
 
 
@@ -285,11 +284,9 @@ def test_undecodable_args_fail_the_task_and_others_still_run(
 ) -> None:
     seen: list[object] = []
     queue.add_channel("c", seen.append)
-    with closing(sqlite3.connect(store_path)) as conn, conn:
-        bad = conn.execute(
-            "INSERT INTO tasks (channel, args, status, retries) VALUES ('c', x'c1c1', 'pending', 0)"
-        ).lastrowid
-    assert bad is not None
+    # 0xc1 is never valid msgpack.
+    [(bad,)] = raw_sql(store_path, "INSERT INTO tasks (channel, args, status, retries) "
+                                   "VALUES ('c', ?, 'pending', 0) RETURNING id", [b"\xc1\xc1"])
     good = queue.enqueue("c", "fine")
     queue.run_until_complete(timeout=10)
     failed = queue.wait(bad, timeout=1)
@@ -612,8 +609,19 @@ def _task_in(queue: SimplePyQ, task_id: int, *statuses: str,
 
 
 def _make_due(store_path: str, task_id: int) -> None:
-    with closing(sqlite3.connect(store_path)) as conn, conn:
-        conn.execute("UPDATE tasks SET delay_until=0 WHERE id=?", (task_id,))
+    """Bring a delayed task's run-at time to the past, behind the library's back, and
+    tell the workers as any simplepyq writer would.
+
+    SQLite's workers see every commit to the file. PostgreSQL's learn of changes from
+    the NOTIFY on 'simplepyq.<schema>' that each of the library's writes sends, so the
+    update sends it too, in the same transaction.
+    """
+    if is_postgres(store_path):
+        raw_sql(store_path, "WITH due AS (UPDATE tasks SET delay_until=0 WHERE id=? RETURNING id)"
+                            " SELECT pg_notify('simplepyq.' || current_schema(), '') FROM due",
+                [task_id])
+    else:
+        raw_sql(store_path, "UPDATE tasks SET delay_until=0 WHERE id=?", [task_id])
 
 
 def _threads_of(channel: str) -> list[threading.Thread]:
