@@ -219,21 +219,31 @@ class PostgresStore:
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
                  limit: int, now: float) -> Exchange:
+        claiming = channel is not None and limit > 0
+
         def swap(conn: Connection) -> Exchange:
-            dropped = _record(conn, outcomes, owner)
-            if channel is None or limit <= 0:
+            # One round trip for the whole transaction's statements, then one to commit.
+            with conn.pipeline():
+                if not outcomes:
+                    conn.execute(Q["claim_without_flush"])
+                recorded = conn.execute(Q["record"], _recorded(outcomes, owner)) \
+                    if outcomes else None
+                if claiming:
+                    conn.execute(Q["promote_due"], {"channel": channel, "now": now})
+                    claims = conn.execute(Q["claim"], {"channel": channel, "owner": owner,
+                                                       "limit": limit, "now": now})
+                if outcomes:  # claims alone change nothing that anyone waits for
+                    conn.execute(Q["notify"], {"topic": self._topic})
+            done = set() if recorded is None else {row[0] for row in recorded.fetchall()}
+            dropped = [outcome.task_id for outcome in outcomes if outcome.task_id not in done]
+            if not claiming:
                 return Exchange(dropped, [])
-            conn.execute(Q["promote_due"], {"channel": channel, "now": now})
-            rows = conn.execute(
-                Q["claim"], {"channel": channel, "owner": owner, "limit": limit, "now": now}
-            ).fetchall()
-            claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
+            claimed = sorted((Claimed(*row) for row in claims.fetchall()), key=_claim_order)
             return Exchange(dropped, claimed)
 
-        if not outcomes and (channel is None or limit <= 0):
+        if not outcomes and not claiming:
             return Exchange([], [])
-        # Claims alone change nothing that anyone waits for; outcomes do.
-        return self._write(swap, notify=bool(outcomes))
+        return self._write(swap, notify=False)
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         if not task_ids:
@@ -420,22 +430,18 @@ class _Listener:
             callback()
 
 
-def _record(conn: Connection, outcomes: Sequence[Outcome], owner: str) -> list[int]:
-    """Apply outcomes of tasks ``owner`` still runs; the ids of those it no longer runs."""
-    if not outcomes:
-        return []
+def _recorded(outcomes: Sequence[Outcome], owner: str) -> dict[str, Any]:
+    """The values of the ``record`` statement: one array per column, one item per outcome."""
     decisions = [outcome.decision for outcome in outcomes]
-    ids = [outcome.task_id for outcome in outcomes]
-    recorded = {row[0] for row in conn.execute(Q["record"], {
-        "owner": owner, "ids": ids,
+    return {
+        "owner": owner, "ids": [outcome.task_id for outcome in outcomes],
         "statuses": [d.status.value for d in decisions],
         "retries": [d.retries for d in decisions],
         "run_ats": [d.run_at for d in decisions],
         "results": [d.result for d in decisions],
         "errors": [d.error for d in decisions],
         "finished": [d.finished_at for d in decisions],
-    })}
-    return [task_id for task_id in ids if task_id not in recorded]
+    }
 
 
 def _run_script(conn: Connection, script: str, values: dict[str, Any]) -> None:
