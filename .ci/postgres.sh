@@ -38,10 +38,13 @@ simplepyq_pg_start() {
 
 simplepyq_pg_stop() {
     local bin
-    bin="$(simplepyq_pg_bin)"
     [ -n "${SIMPLEPYQ_TEST_POSTGRES_DIR:-}" ] || return 0
-    su postgres -s /bin/sh -c "'$bin/pg_ctl' -D '$SIMPLEPYQ_TEST_POSTGRES_DIR/data' -m fast -w stop" >/dev/null || true
+    bin="$(simplepyq_pg_bin || true)"
+    if [ -n "$bin" ]; then
+        su postgres -s /bin/sh -c "'$bin/pg_ctl' -D '$SIMPLEPYQ_TEST_POSTGRES_DIR/data' -m fast -w stop" >/dev/null || true
+    fi
     rm -rf "$SIMPLEPYQ_TEST_POSTGRES_DIR"
+    unset SIMPLEPYQ_TEST_POSTGRES_URL SIMPLEPYQ_TEST_POSTGRES_DIR
 }
 
 if [ "${1:-start}" = "stop" ]; then
