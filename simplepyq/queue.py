@@ -26,7 +26,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SimplePyQ:
-    """A task queue persisted in one SQLite file, shared by every process that opens it.
+    """A task queue persisted in one store, shared by every process that opens it.
+
+    The store is a SQLite file, or a PostgreSQL database named by a
+    ``postgresql://`` URL (``?schema=NAME`` picks its schema; needs the
+    ``postgres`` extra), for workers on several hosts.
 
     ``poll_interval`` bounds how long an idle worker takes to notice tasks that
     another process enqueued or that came due (a cheap change check, not a query).
@@ -35,9 +39,10 @@ class SimplePyQ:
     at once. ``busy_timeout`` is how long a call waits for another writer.
 
     Every write is committed before the call that made it returns, and survives
-    any crash of the process. ``power_safe=True`` also makes it survive a power cut
-    or an OS crash, by flushing each commit to the disk (one fsync per commit,
-    which bounds enqueues to the disk's fsync rate).
+    any crash of the process. On SQLite, ``power_safe=True`` also makes it survive a
+    power cut or an OS crash, by flushing each commit to the disk (one fsync per
+    commit, which bounds enqueues to the disk's fsync rate); PostgreSQL's
+    durability is the server's setting.
     """
 
     def __init__(self, store_path: str | PathLike[str] = "simplepyq_tasks.db", *,
