@@ -104,17 +104,28 @@ class PostgresStore:
 
     def _transaction(self, work: Callable[[Connection], T], notify: bool) -> T:
         """Run ``work`` in one transaction, redoing it if PostgreSQL rolled it back for a
-        deadlock; ``notify`` wakes the listening processes when it commits."""
+        deadlock, or if its connection had died before it (the server restarted);
+        ``notify`` wakes the listening processes when it commits."""
         if self._closed:
             raise StoreError(f"the task store {self.location!r} is closed")
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
                 with self._pool.connection() as conn:
-                    outcome = work(conn)
-                    if notify:
-                        conn.execute(Q["notify"], {"topic": self._topic})
+                    try:
+                        outcome = work(conn)
+                        if notify:
+                            conn.execute(Q["notify"], {"topic": self._topic})
+                    except psycopg.OperationalError as exc:
+                        # Nothing was committed yet: safe to redo on a fresh connection
+                        # (the pool drops this one). A failed commit is not redone.
+                        if not conn.broken or time.monotonic() > deadline:
+                            raise
+                        raise _ConnectionLost from exc
                     return outcome
+            except _ConnectionLost as lost:
+                log.info("store %s: connection lost (%s); retrying", self.location,
+                         lost.__cause__)
             except RETRYABLE as exc:
                 if time.monotonic() > deadline:
                     raise self._failed(exc) from exc
@@ -348,6 +359,10 @@ class PostgresStore:
             return sum(conn.execute(Q["forget"], value).rowcount for value in values)
 
         return self._write(delete) if values else 0
+
+
+class _ConnectionLost(Exception):
+    """A transaction's connection died before it committed: redo it on another."""
 
 
 class _Listener:
