@@ -639,6 +639,7 @@ def test_an_error_in_the_with_block_propagates_and_the_queue_is_closed(
         q.tasks()
 
 
+@pytest.mark.sqlite_only  # about files
 def test_store_in_a_missing_directory_is_refused_naming_the_path(tmp_path: Path) -> None:
     path = tmp_path / "no" / "such" / "tasks.db"
     with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
@@ -646,6 +647,7 @@ def test_store_in_a_missing_directory_is_refused_naming_the_path(tmp_path: Path)
     assert not path.parent.exists()
 
 
+@pytest.mark.sqlite_only  # about files
 def test_file_that_is_not_a_database_is_refused_naming_it_and_left_alone(
     tmp_path: Path,
 ) -> None:
@@ -688,7 +690,8 @@ def test_locations_that_are_not_files_are_refused_naming_them(location: str) -> 
     assert "file" in str(refused.value)
 
 
-@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"],
+                         ids=["scheme-postgresql", "scheme-postgres"])
 def test_unreachable_database_is_refused_naming_it_without_its_password(scheme: str) -> None:
     # Port 1 on the loopback interface: refused at once, with no name to resolve.
     with pytest.raises(StoreError, match=re.escape("127.0.0.1:1/tasks")) as refused:
@@ -696,6 +699,7 @@ def test_unreachable_database_is_refused_naming_it_without_its_password(scheme: 
     assert "s3cret" not in str(refused.value)
 
 
+@pytest.mark.sqlite_only  # about files
 def test_directory_is_refused_as_a_store_naming_it(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=re.escape(str(tmp_path)) + ".*directory"):
         SimplePyQ(tmp_path)
