@@ -1,7 +1,8 @@
 """kill -9 at random moments: nothing is lost, and only killed runs are ever repeated.
 
-Worker processes drain one store (a SQLite file, or a PostgreSQL schema) while the test SIGKILLs them at random moments
-(starting up, claiming, mid-task, committing an outcome) and starts replacements.
+Worker processes drain one store (a SQLite file, or a PostgreSQL schema) while the
+test SIGKILLs them at random moments (starting up, claiming, mid-task, committing an
+outcome) and starts replacements.
 Every run of a task appends "start" and "end" lines to one O_APPEND log outside
 the store, one write per line, so the log is a witness the store cannot rewrite.
 """
@@ -119,7 +120,7 @@ def test_workers_killed_at_random_moments_lose_nothing_and_rerun_only_killed_run
     finally:
         crew.kill_all()
 
-    runs = _runs(crew.log)
+    runs = read_runs(crew.log)
     rows = raw_sql(store_path, "SELECT id, status, result FROM tasks")
     assert len(rows) == total
     assert {status for _, status, _ in rows} == {"done"}, "lost or stuck tasks"
@@ -152,7 +153,7 @@ def _unfinished(store_path: str) -> int:
     return int(count)
 
 
-def _runs(log: Path) -> dict[int, list[Run]]:
+def read_runs(log: Path) -> dict[int, list[Run]]:
     """Each task's runs in the order they started, from the append-only log."""
     runs: dict[int, list[Run]] = defaultdict(list)
     open_runs: dict[tuple[int, int], Run] = {}

@@ -62,20 +62,26 @@ def _can_use_another_host_name() -> bool:
     return probe.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(
+needs_host_names = pytest.mark.skipif(
     not _can_use_another_host_name(),
     reason="needs `unshare --uts` (root) to run a worker under another host name")
+pytestmark = needs_host_names
+
+
+def spawn_on_host(host: str, code: str, *args: str) -> subprocess.Popen[str]:
+    """Start a child interpreter running ``code`` (dedented) under the host name ``host``,
+    in a UTS namespace of its own; ``exec`` keeps the pid, so it is the interpreter's."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"',
+               sys.executable, "-c", textwrap.dedent(code), *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 @contextmanager
 def _worker_on_another_host(store_path: str, log: Path,
                             release: Path) -> Iterator[subprocess.Popen[str]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = ["unshare", "--uts", "sh", "-c", f'hostname {OTHER_HOST} && exec "$0" "$@"',
-               sys.executable, "-c", textwrap.dedent(LONG_TASK),
-               store_path, str(log), str(release), str(LEASE)]
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    child = spawn_on_host(OTHER_HOST, LONG_TASK, store_path, str(log), str(release), str(LEASE))
     try:
         yield child
     finally:
