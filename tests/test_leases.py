@@ -14,19 +14,20 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import msgpack
 import pytest
 
 from simplepyq import SimplePyQ
-from tests.backends import raw_sql
+from tests.backends import is_postgres, raw_sql
 from tests.support import ROOT, wait_until
 
 LEASE = 0.5
@@ -149,7 +150,7 @@ def test_task_of_a_silent_process_on_another_host_is_run_again_after_the_lease_o
             SimplePyQ(store_path, lease=LEASE, poll_interval=0.01) as sweeper:
         wait_until(lambda: _log_lines(log) or child.poll() is not None, timeout=30)
         assert child.poll() is None, child.communicate()[1]
-        child.send_signal(signal.SIGSTOP)  # alive, but no heartbeat any more
+        _freeze_between_transactions(child, store_path)  # alive, but no heartbeat any more
         stopped_at = time.time()
 
         notes: list[str | None] = []
@@ -174,6 +175,53 @@ def test_task_of_a_silent_process_on_another_host_is_run_again_after_the_lease_o
     after = _stored(store_path, task_id)
     assert after == ("done", msgpack.packb("rerun here"))
     assert _log_lines(log) == [f"start long {child.pid}", "rerun long", f"end long {child.pid}"]
+
+
+def _freeze_between_transactions(child: subprocess.Popen[str], store_path: str) -> None:
+    """SIGSTOP ``child`` at a moment it holds no write lock on the store.
+
+    Frozen inside a write transaction, it would keep its locks (SQLite's write lock,
+    PostgreSQL's row locks) and so block the very recovery under test: that is
+    another fault. If the stop lands inside one, let the child go on and stop it again.
+    """
+    def stopped_outside_a_write() -> bool:
+        child.send_signal(signal.SIGSTOP)
+        wait_until(lambda: _all_threads_stopped(child.pid), timeout=30)
+        if not _write_locked(store_path):
+            return True
+        child.send_signal(signal.SIGCONT)
+        return False
+
+    wait_until(stopped_outside_a_write, timeout=30)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    states = []
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        states.append((thread / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return all(state in ("T", "t") for state in states)
+
+
+def _write_locked(store_path: str) -> bool:
+    """Whether some connection holds the store's write lock (or a row lock in it) now."""
+    if is_postgres(store_path):
+        import psycopg
+
+        try:
+            raw_sql(store_path,
+                    "LOCK TABLE tasks, simplepyq_owners IN EXCLUSIVE MODE NOWAIT")
+        except psycopg.errors.LockNotAvailable:
+            return True
+        return False
+    with closing(sqlite3.connect(store_path, timeout=0, isolation_level=None)) as conn:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return True
+            raise
+        conn.execute("ROLLBACK")
+    return False
 
 
 def _stored(store_path: str, task_id: int) -> tuple[str, bytes]:
