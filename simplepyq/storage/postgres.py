@@ -73,6 +73,10 @@ class PostgresStore:
             with psycopg.connect(self._conninfo, connect_timeout=_connect_timeout(busy_timeout),
                                  application_name="simplepyq") as conn:
                 self._migrate(conn)
+        except pg_errors.LockNotAvailable as exc:
+            raise StoreError(f"cannot open the task store {self.location!r}: another process "
+                             "held its schema locked (migrating it?) for more than "
+                             f"busy_timeout={busy_timeout}s") from exc
         except psycopg.Error as exc:
             raise StoreError(f"cannot use {self.location!r} as a task store: {exc}") from exc
         self._pool = ConnectionPool(
@@ -156,6 +160,10 @@ class PostgresStore:
     def _migrate(self, conn: Connection) -> None:
         """Create the schema, or upgrade one made by an older version, once per database."""
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        # Another process migrating this schema holds its lock until it commits: wait
+        # for it as for any other writer, no longer than busy_timeout.
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(
+            sql.Literal(f"{max(1, int(self._busy_timeout * 1000))}ms")))
         if self._version(conn) == SCHEMA_VERSION:
             return
         with conn.transaction():
@@ -493,10 +501,14 @@ def _split_url(url: str) -> tuple[str, str]:
 
 
 def _redacted(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
+    """The URL without its password, fit for messages and logs: libpq takes one in the
+    user part (``user:secret@host``) or as a ``password`` parameter, and both are hidden."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in params):
+        hidden = [(key, "***" if key == "password" else value) for key, value in params]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts)
