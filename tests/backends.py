@@ -61,13 +61,13 @@ def raw_sql(location: str, statement: str, params: Sequence[Any] = ()) -> list[t
             return conn.execute(statement, tuple(params)).fetchall()
     import psycopg
 
-    url, schema = _split(location)
+    url, schema = split_location(location)
     with psycopg.connect(url, options=f"-c search_path={schema}") as pg:
         cursor = pg.execute(statement.replace("?", "%s"), tuple(params))
         return cursor.fetchall() if cursor.description else []
 
 
-def _split(location: str) -> tuple[str, str]:
+def split_location(location: str) -> tuple[str, str]:
     """The test database's URL and the schema named in a store URL."""
     base, _, query = location.partition("?")
     kept = [pair for pair in query.split("&") if pair and not pair.startswith("schema=")]

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from simplepyq import SimplePyQ, StoreError
-from tests.backends import _split, is_postgres, raw_sql
+from tests.backends import is_postgres, raw_sql, split_location
 from tests.support import wait_until
 
 
@@ -98,7 +98,7 @@ def _locked_for_writes(store_path: str) -> Iterator[None]:
         return
     import psycopg
 
-    url, schema = _split(store_path)
+    url, schema = split_location(store_path)
     with psycopg.connect(url, options=f"-c search_path={schema}") as blocker:
         blocker.execute("LOCK TABLE tasks, simplepyq_owners, simplepyq_channels "
                         "IN EXCLUSIVE MODE")

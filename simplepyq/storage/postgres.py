@@ -43,6 +43,8 @@ MAX_CONNECTIONS = 8
 """Connections a store may open besides its listener (workers share them)."""
 ADD_CHUNK = 10_000
 """Tasks per insert statement in ``add``."""
+IDLE_FLOOR = 10.0
+"""Seconds at least that a transaction may sit idle before the server ends it."""
 LISTEN_TIMEOUT = 1.0
 """Seconds the listener waits for a notification before checking whether to stop."""
 RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
@@ -63,7 +65,7 @@ class PostgresStore:
 
     def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
         self._conninfo, self.schema = _split_url(url)
-        self.location = _redacted(url)
+        self.location = redacted(url)
         self._busy_timeout = busy_timeout
         self._topic = f"simplepyq.{self.schema}"
         self._closed = False
@@ -98,6 +100,11 @@ class PostgresStore:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         conn.execute(sql.SQL("SET lock_timeout = {}").format(
             sql.Literal(f"{int(self._busy_timeout * 1000)}ms")))
+        # No transaction of ours waits on anything but the server, so one left open is
+        # a frozen process (a paused VM, say): end it rather than let its row locks
+        # hold up the recovery of everyone else's work.
+        conn.execute(sql.SQL("SET idle_in_transaction_session_timeout = {}").format(
+            sql.Literal(f"{int(max(self._busy_timeout, IDLE_FLOOR) * 1000)}ms")))
         conn.commit()
 
     def _read(self, work: Callable[[Connection], T]) -> T:
@@ -500,7 +507,7 @@ def _split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=urlencode(kept))), schema
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its password, fit for messages and logs: libpq takes one in the
     user part (``user:secret@host``) or as a ``password`` parameter, and both are hidden."""
     parts = urlsplit(url)
@@ -512,3 +519,15 @@ def _redacted(url: str) -> str:
         hidden = [(key, "***" if key == "password" else value) for key, value in params]
         parts = parts._replace(query=urlencode(hidden, safe="*"))
     return urlunsplit(parts)
+
+
+def store_exists(url: str, busy_timeout: float = 30.0) -> bool:
+    """Whether the schema ``url`` names holds a task store; creates nothing, where opening
+    the store would create it. Raises ``StoreError`` if the database cannot be reached."""
+    conninfo, schema = _split_url(url)
+    try:
+        with psycopg.connect(conninfo, connect_timeout=_connect_timeout(busy_timeout),
+                             application_name="simplepyq") as conn:
+            return conn.execute(Q["store_exists"], {"schema": schema}).fetchone() is not None
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot reach the task store {redacted(url)!r}: {exc}") from exc
