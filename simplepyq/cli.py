@@ -5,8 +5,8 @@ argparse only, so the command line adds no dependency to the library. Exit
 codes: 0 success; 1 a runtime error (one line on stderr, the traceback too with
 ``--debug``); 2 a usage error (bad arguments, including a ``worker`` target or
 ``--channels`` that do not match the code they name). Every command but
-``enqueue`` and ``worker`` refuses a store file that does not exist, so a
-mistyped path never becomes a new empty store.
+``enqueue`` and ``worker`` refuses a store that does not exist (a file, or a
+PostgreSQL schema), so a mistyped path or schema never becomes a new empty store.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for name, numbers in counts.items()
     }
     if args.json:
-        return _print_json({"store": args.db, "channels": channels})
+        return _print_json({"store": _shown(args.db), "channels": channels})
     statuses = [s.value for s in Status]
     rows = [[name + ("*" if row["no_consumer"] else ""), *[str(row[s]) for s in statuses],
              _age(row["oldest_pending_age"])] for name, row in channels.items()]
@@ -344,7 +344,7 @@ def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
     db = args.db or os.environ.get(DB_ENV)
     if db and not _same_file(db, queue.store_path):
         raise CommandError(f"{args.target} uses the store {queue.store_path!r}, but --db or "
-                           f"${DB_ENV} names {db!r}; give the same one, or neither")
+                           f"${DB_ENV} names {_shown(db)!r}; give the same one, or neither")
     local = queue.local_channels()
     names: list[str] = args.channels or local
     unknown = [name for name in names if name not in local]
@@ -480,6 +480,8 @@ def _load_queue(target: str) -> SimplePyQ:
 
 
 def _same_file(a: str, b: str) -> bool:
+    if is_database_url(a) or is_database_url(b):  # (a queue's store_path hides the password)
+        return _shown(a) == _shown(b)
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -487,13 +489,31 @@ def _same_file(a: str, b: str) -> bool:
 
 
 # -- helpers -----------------------------------------------
+def _exists(location: str) -> bool:
+    """Whether a store is at ``location``: the file, or a PostgreSQL schema holding one."""
+    if is_database_url(location):
+        from simplepyq.storage.postgres import store_exists
+
+        return store_exists(location)
+    return os.path.exists(location)
+
+
+def _shown(location: str) -> str:
+    """``location`` fit to print: a database URL loses its password."""
+    if is_database_url(location):
+        from simplepyq.storage.postgres import redacted
+
+        return redacted(location)
+    return location
+
+
 @contextmanager
 def _opened(args: argparse.Namespace, create: bool = False) -> Iterator[SimplePyQ]:
     path = args.db or os.environ.get(DB_ENV)
     if not path:
         raise UsageError(f"no task store given: pass --db PATH or set ${DB_ENV}")
-    if not create and not os.path.exists(path):
-        raise CommandError(f"there is no task store at {path!r} (only enqueue and worker "
+    if not create and not _exists(path):
+        raise CommandError(f"there is no task store at {_shown(path)!r} (only enqueue and worker "
                            "create one); check --db or $" + DB_ENV)
     args.db = path
     queue = SimplePyQ(path)

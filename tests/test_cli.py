@@ -1,4 +1,9 @@
-"""The command line, driven as users drive it: the installed ``simplepyq`` script, in children."""
+"""The command line, driven as users drive it: the installed ``simplepyq`` script, in children.
+
+Every test on a store runs on both backends: ``--db`` is a SQLite file or a
+PostgreSQL URL. Only what is about files (a missing one, one that is not SQLite)
+is SQLite-only.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import json
 import os
 import pty
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ import pytest
 
 from simplepyq import SimplePyQ
 from simplepyq.cli import main
+from tests.backends import drop_schema, is_postgres, new_schema_location, postgres_url, raw_sql
 from tests.support import ROOT, wait_until
 
 SCRIPT = Path(sys.executable).with_name("simplepyq")
@@ -47,7 +53,7 @@ APP = """
 """
 
 
-def env_for(db: Path | None = None, **extra: str) -> dict[str, str]:
+def env_for(db: str | None = None, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "SIMPLEPYQ_DB"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     if db is not None:
@@ -55,7 +61,7 @@ def env_for(db: Path | None = None, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def cli(*args: str, db: Path | None = None, cwd: Path | None = None, module: bool = False,
+def cli(*args: str, db: str | None = None, cwd: Path | None = None, module: bool = False,
         stdin: int | None = subprocess.DEVNULL, env: dict[str, str] | None = None,
         ) -> subprocess.CompletedProcess[str]:
     """Run the console script (or ``python -m simplepyq``) to completion."""
@@ -78,10 +84,10 @@ def fail(args: object) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def db(store_path: str) -> str:
     """A store with channel 'email' (one done, one failed, one pending, one delayed task)
     and channel 'resize' (no tasks)."""
-    path = tmp_path / "tasks.db"
+    path = store_path
     with SimplePyQ(path, poll_interval=0.01) as q:
         q.add_channel("email", lambda args: fail(args) if args == "bad" else "sent")
         q.add_channel("resize", noop)
@@ -94,27 +100,47 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class App:
+    """A directory holding app.py, and the store its queue ``q`` uses."""
+
+    dir: Path
+    db: str
+
+    @property
+    def flags(self) -> Path:
+        """Where its tasks mark that they started, and wait for a release file."""
+        return self.dir / "flags"
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Path:
-    """A directory holding app.py, whose queue ``q`` defines channels 'work' and 'other'."""
+def app(tmp_path: Path, store_path: str) -> App:
+    """An app whose queue ``q`` defines channels 'work' and 'other'."""
     (tmp_path / "app.py").write_text(textwrap.dedent(APP))
     (tmp_path / "flags").mkdir()
-    with SimplePyQ(tmp_path / "app.db") as q:  # register the channels, as importing app would
+    with SimplePyQ(store_path) as q:  # register the channels, as importing app would
         q.add_channel("work", noop)
         q.add_channel("other", noop)
-    return tmp_path
+    return App(tmp_path, store_path)
 
 
-def app_env(app: Path) -> dict[str, str]:
-    return env_for(APP_DB=str(app / "app.db"), APP_FLAGS=str(app / "flags"))
+def app_env(app: App) -> dict[str, str]:
+    return env_for(APP_DB=app.db, APP_FLAGS=str(app.flags))
 
 
-def enqueue(store: Path, channel: str, *args: object) -> list[int]:
+def enqueue(store: str, channel: str, *args: object) -> list[int]:
     with SimplePyQ(store) as q:
         return [q.enqueue(channel, item) for item in args]
 
 
-def status_of(store: Path, task_id: int) -> tuple[str, int]:
+def store_exists(location: str) -> bool:
+    """Whether anything exists at a store's location: the file, or the schema."""
+    if is_postgres(location):
+        return raw_sql(location, "SELECT current_schema()") != [(None,)]
+    return os.path.exists(location)
+
+
+def status_of(store: str, task_id: int) -> tuple[str, int]:
     with SimplePyQ(store) as q:
         task = q.get_task(task_id)
     assert task is not None
@@ -124,9 +150,9 @@ def status_of(store: Path, task_id: int) -> tuple[str, int]:
 class Worker:
     """A ``simplepyq worker`` child whose output lines are collected as they come."""
 
-    def __init__(self, app: Path, *args: str) -> None:
+    def __init__(self, app: App, *args: str) -> None:
         self.process = subprocess.Popen(
-            [str(SCRIPT), "worker", "app:q", *args], cwd=app, env=app_env(app),
+            [str(SCRIPT), "worker", "app:q", *args], cwd=app.dir, env=app_env(app),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.out: list[str] = []
@@ -168,14 +194,14 @@ def test_console_script_is_installed_next_to_the_interpreter() -> None:
         assert command in result.stdout
 
 
-def test_python_dash_m_runs_the_same_commands(db: Path) -> None:
+def test_python_dash_m_runs_the_same_commands(db: str) -> None:
     assert json_of(cli("tasks", "--json", db=db, module=True)) == json_of(cli("tasks", "--json",
                                                                               db=db))
 
 
 # -- stats -------------------------------------------------
-def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db: Path) -> None:
-    report = json_of(cli("--db", str(db), "stats", "--json"))
+def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db: str) -> None:
+    report = json_of(cli("--db", db, "stats", "--json"))
     email = report["channels"]["email"]
     assert {k: email[k] for k in ("pending", "delayed", "running", "done", "failed")} == {
         "pending": 1, "delayed": 1, "running": 0, "done": 1, "failed": 1}
@@ -187,10 +213,10 @@ def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db: Pa
     assert "email" in text.stdout and "resize" in text.stdout
 
 
-def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db: Path) -> None:
-    with sqlite3.connect(db) as conn:  # as a 0.1.3 process would write it: no registration
-        conn.execute("INSERT INTO tasks (channel, args, status, retries) "
-                     "VALUES ('ghost', NULL, 'pending', 0)")
+def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db: str) -> None:
+    # As a 0.1.3 process would write it (or a process of another app): no registration.
+    raw_sql(db, "INSERT INTO tasks (channel, args, status, retries) "
+            "VALUES ('ghost', NULL, 'pending', 0)")
     channels = json_of(cli("stats", "--json", db=db))["channels"]
     assert channels["ghost"]["no_consumer"] is True
     assert channels["ghost"]["registered"] is False
@@ -201,7 +227,7 @@ def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db: Path) ->
 
 
 # -- tasks and show ----------------------------------------
-def test_tasks_lists_oldest_first_and_filters_by_channel_status_and_limit(db: Path) -> None:
+def test_tasks_lists_oldest_first_and_filters_by_channel_status_and_limit(db: str) -> None:
     everything = json_of(cli("tasks", "--json", db=db))
     assert [t["args"] for t in everything] == ["good", "bad", "later", "much later"]
     failed = json_of(cli("tasks", "--status", "failed", "--channel", "email", "--json", db=db))
@@ -210,7 +236,7 @@ def test_tasks_lists_oldest_first_and_filters_by_channel_status_and_limit(db: Pa
     assert "much later" in cli("tasks", db=db).stdout
 
 
-def test_a_reader_that_stops_early_ends_the_listing_quietly(db: Path) -> None:
+def test_a_reader_that_stops_early_ends_the_listing_quietly(db: str) -> None:
     with SimplePyQ(db) as q:
         q.enqueue_many("email", ["x" * 200] * 5000)  # more output than a pipe holds
     child = subprocess.Popen([str(SCRIPT), "tasks", "--limit", "6000"], env=env_for(db),
@@ -222,13 +248,13 @@ def test_a_reader_that_stops_early_ends_the_listing_quietly(db: Path) -> None:
     assert (child.returncode, err) == (1, "")
 
 
-def test_tasks_of_an_unknown_channel_is_an_error_naming_the_known_ones(db: Path) -> None:
+def test_tasks_of_an_unknown_channel_is_an_error_naming_the_known_ones(db: str) -> None:
     result = cli("tasks", "--channel", "emial", db=db)
     assert result.returncode == 1
     assert "unknown channel 'emial'" in result.stderr and "email" in result.stderr
 
 
-def test_show_gives_a_failed_task_in_full_with_its_traceback(db: Path) -> None:
+def test_show_gives_a_failed_task_in_full_with_its_traceback(db: str) -> None:
     failed = json_of(cli("show", "2", "--json", db=db))
     assert failed["status"] == "failed" and failed["args"] == "bad"
     assert failed["attempts"] == 1 and failed["finished_at"] is not None
@@ -239,21 +265,21 @@ def test_show_gives_a_failed_task_in_full_with_its_traceback(db: Path) -> None:
     assert (done["status"], done["result"]) == ("done", "sent")
 
 
-def test_show_of_a_missing_task_exits_1(db: Path) -> None:
+def test_show_of_a_missing_task_exits_1(db: str) -> None:
     result = cli("show", "999", db=db)
     assert (result.returncode, result.stdout) == (1, "")
     assert "no task with id 999" in result.stderr
 
 
 # -- maintenance -------------------------------------------
-def test_requeue_failed_makes_them_pending_with_new_retries_and_says_how_many(db: Path) -> None:
+def test_requeue_failed_makes_them_pending_with_new_retries_and_says_how_many(db: str) -> None:
     assert json_of(cli("requeue-failed", "--retries", "3", "--json", db=db)) == {"requeued": 1}
     task = json_of(cli("show", "2", "--json", db=db))
     assert (task["status"], task["retries"]) == ("pending", 3)
     assert cli("requeue-failed", "--channel", "email", db=db).stdout.startswith("0 ")
 
 
-def test_clear_failed_deletes_only_failed_tasks(db: Path) -> None:
+def test_clear_failed_deletes_only_failed_tasks(db: str) -> None:
     assert json_of(cli("clear-failed", "--channel", "email", "--json", db=db)) == {"cleared": 1}
     assert [t["args"] for t in json_of(cli("tasks", "--json", db=db))] == [
         "good", "later", "much later"]
@@ -261,18 +287,18 @@ def test_clear_failed_deletes_only_failed_tasks(db: Path) -> None:
 
 @pytest.mark.parametrize(("age", "purged"), [("0s", 2), ("0", 2), ("7d", 0), ("1.5h", 0),
                                              ("30m", 0)])
-def test_purge_deletes_tasks_finished_longer_ago_than_the_given_age(db: Path, age: str,
+def test_purge_deletes_tasks_finished_longer_ago_than_the_given_age(db: str, age: str,
                                                                     purged: int) -> None:
     assert json_of(cli("purge", "--older-than", age, "--json", db=db)) == {"purged": purged}
     assert len(json_of(cli("tasks", "--json", db=db))) == 4 - purged
 
 
-def test_remove_channel_with_yes_deletes_its_tasks(db: Path) -> None:
+def test_remove_channel_with_yes_deletes_its_tasks(db: str) -> None:
     assert json_of(cli("remove-channel", "email", "--yes", "--json", db=db)) == {"removed": 4}
     assert "email" not in json_of(cli("stats", "--json", db=db))["channels"]
 
 
-def test_remove_channel_asks_on_a_terminal_and_a_no_removes_nothing(db: Path) -> None:
+def test_remove_channel_asks_on_a_terminal_and_a_no_removes_nothing(db: str) -> None:
     controller, terminal = pty.openpty()
     try:
         os.write(controller, b"n\n")
@@ -288,17 +314,17 @@ def test_remove_channel_asks_on_a_terminal_and_a_no_removes_nothing(db: Path) ->
     assert (accepted.returncode, accepted.stdout) == (0, "4 task(s) deleted with channel 'email'\n")
 
 
-def test_remove_channel_off_a_terminal_does_not_ask(db: Path) -> None:
+def test_remove_channel_off_a_terminal_does_not_ask(db: str) -> None:
     assert cli("remove-channel", "resize", db=db).returncode == 0
     assert "resize" not in json_of(cli("stats", "--json", db=db))["channels"]
 
 
-def test_remove_of_an_unknown_channel_exits_1(db: Path) -> None:
+def test_remove_of_an_unknown_channel_exits_1(db: str) -> None:
     assert cli("remove-channel", "nope", "--yes", db=db).returncode == 1
 
 
 # -- enqueue -----------------------------------------------
-def test_enqueue_prints_the_new_id_and_stores_the_json_args(db: Path) -> None:
+def test_enqueue_prints_the_new_id_and_stores_the_json_args(db: str) -> None:
     result = cli("enqueue", "email", '{"to": "ada@example.com", "n": [1, 2]}', db=db)
     assert result.returncode == 0
     task = json_of(cli("show", result.stdout.strip(), "--json", db=db))
@@ -306,20 +332,20 @@ def test_enqueue_prints_the_new_id_and_stores_the_json_args(db: Path) -> None:
     assert (task["status"], task["retries"], task["priority"]) == ("pending", 0, 0)
 
 
-def test_enqueue_takes_retries_delay_and_priority(db: Path) -> None:
+def test_enqueue_takes_retries_delay_and_priority(db: str) -> None:
     created = json_of(cli("enqueue", "email", "null", "--retries", "2", "--delay", "1h",
                           "--priority", "7", "--json", db=db))
     task = json_of(cli("show", str(created["id"]), "--json", db=db))
     assert (task["status"], task["retries"], task["priority"]) == ("delayed", 2, 7)
 
 
-def test_enqueue_to_an_unknown_channel_exits_1_naming_the_known_ones(db: Path) -> None:
+def test_enqueue_to_an_unknown_channel_exits_1_naming_the_known_ones(db: str) -> None:
     result = cli("enqueue", "emial", "{}", db=db)
     assert result.returncode == 1
     assert "unknown channel 'emial'; known channels: email, resize" in result.stderr
 
 
-def test_enqueue_of_invalid_json_is_a_usage_error(db: Path) -> None:
+def test_enqueue_of_invalid_json_is_a_usage_error(db: str) -> None:
     result = cli("enqueue", "email", "{to: ada}", db=db)
     assert result.returncode == 2
     assert "not valid JSON" in result.stderr
@@ -329,19 +355,17 @@ def test_enqueue_of_invalid_json_is_a_usage_error(db: Path) -> None:
 @pytest.mark.parametrize("command", [["stats"], ["tasks"], ["show", "1"], ["requeue-failed"],
                                      ["clear-failed"], ["purge", "--older-than", "1d"],
                                      ["remove-channel", "email", "--yes"]])
-def test_a_missing_database_is_an_error_and_is_not_created(tmp_path: Path,
-                                                           command: list[str]) -> None:
-    missing = tmp_path / "typo.db"
-    result = cli(*command, db=missing)
+def test_a_missing_store_is_an_error_and_is_not_created(store_path: str,
+                                                        command: list[str]) -> None:
+    result = cli(*command, db=store_path)
     assert result.returncode == 1
     assert "no task store at" in result.stderr and "Traceback" not in result.stderr
-    assert not missing.exists()
+    assert not store_exists(store_path)
 
 
-def test_enqueue_may_create_the_store(tmp_path: Path) -> None:
-    fresh = tmp_path / "fresh.db"
-    result = cli("enqueue", "email", "{}", db=fresh)
-    assert fresh.exists()
+def test_enqueue_may_create_the_store(store_path: str) -> None:
+    result = cli("enqueue", "email", "{}", db=store_path)
+    assert store_exists(store_path)
     assert result.returncode == 1 and "known channels: none" in result.stderr
 
 
@@ -350,7 +374,7 @@ def test_enqueue_may_create_the_store(tmp_path: Path) -> None:
                                   ["purge"], ["purge", "--older-than", "7 weeks"],
                                   ["enqueue", "email"], ["worker"],
                                   ["worker", "app:q", "--channels", ","]])
-def test_bad_arguments_exit_2_with_usage(db: Path, args: list[str]) -> None:
+def test_bad_arguments_exit_2_with_usage(db: str, args: list[str]) -> None:
     result = cli(*args, db=db)
     assert result.returncode == 2
     assert "usage:" in result.stderr and result.stdout == ""
@@ -362,74 +386,76 @@ def test_no_database_given_is_a_usage_error() -> None:
     assert "--db PATH or set $SIMPLEPYQ_DB" in result.stderr
 
 
+@pytest.mark.sqlite_only
 def test_debug_adds_the_traceback_to_a_runtime_error(tmp_path: Path) -> None:
     not_a_store = tmp_path / "notes.txt"
     not_a_store.write_text("not sqlite")
-    plain, debug = cli("stats", db=not_a_store), cli("stats", "--debug", db=not_a_store)
+    plain, debug = cli("stats", db=str(not_a_store)), cli("stats", "--debug",
+                                                          db=str(not_a_store))
     assert plain.returncode == debug.returncode == 1
     assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
 
 
 # -- the worker --------------------------------------------
-def test_burst_worker_drains_its_channels_and_exits_0(app: Path) -> None:
-    ids = enqueue(app / "app.db", "work", {"name": "a"}, {"name": "b"}, {"name": "c"})
+def test_burst_worker_drains_its_channels_and_exits_0(app: App) -> None:
+    ids = enqueue(app.db, "work", {"name": "a"}, {"name": "b"}, {"name": "c"})
     worker = Worker(app, "--burst", "--json")
     assert worker.finish() == 0, worker.err
     events = worker.events()
     assert events[0] == {"event": "started", "pid": worker.process.pid,
-                         "store": str(app / "app.db"), "channels": ["other", "work"],
+                         "store": app.db, "channels": ["other", "work"],
                          "burst": True}
     assert events[-1] == {"event": "stopped", "reason": "drained"}
     last = [e for e in events if e["event"] == "progress" and e["channel"] == "work"][-1]
     assert (last["done"], last["pending"]) == (3, 0)
-    assert all(status_of(app / "app.db", i) == ("done", 1) for i in ids)
+    assert all(status_of(app.db, i) == ("done", 1) for i in ids)
 
 
-def test_burst_worker_runs_only_the_channels_named(app: Path) -> None:
-    [mine] = enqueue(app / "app.db", "work", {"name": "a"})
-    [theirs] = enqueue(app / "app.db", "other", {})
+def test_burst_worker_runs_only_the_channels_named(app: App) -> None:
+    [mine] = enqueue(app.db, "work", {"name": "a"})
+    [theirs] = enqueue(app.db, "other", {})
     worker = Worker(app, "--burst", "--channels", "work")
     assert worker.finish() == 0, worker.err
-    assert status_of(app / "app.db", mine)[0] == "done"
-    assert status_of(app / "app.db", theirs)[0] == "pending"
+    assert status_of(app.db, mine)[0] == "done"
+    assert status_of(app.db, theirs)[0] == "pending"
     assert worker.said("started") and worker.said("stopped (drained)")  # log lines off a tty
 
 
 def test_sigterm_lets_the_running_task_finish_leaves_the_rest_pending_and_exits_0(
-        app: Path) -> None:
-    first, second = enqueue(app / "app.db", "work", {"block": True, "name": "1"},
+        app: App) -> None:
+    first, second = enqueue(app.db, "work", {"block": True, "name": "1"},
                             {"block": True, "name": "2"})
     worker = Worker(app)
-    wait_until(lambda: (app / "flags" / "started-1").exists())
+    wait_until(lambda: (app.flags / "started-1").exists())
     worker.process.send_signal(signal.SIGTERM)
     wait_until(lambda: worker.said("SIGTERM: stopping"))
     assert worker.process.poll() is None  # still waiting for task 1
-    (app / "flags" / "release").touch()
+    (app.flags / "release").touch()
     assert worker.finish() == 0, worker.err
-    assert status_of(app / "app.db", first) == ("done", 1), "".join(worker.err)
-    assert status_of(app / "app.db", second) == ("pending", 0)
-    assert not (app / "flags" / "started-2").exists()
+    assert status_of(app.db, first) == ("done", 1), "".join(worker.err)
+    assert status_of(app.db, second) == ("pending", 0)
+    assert not (app.flags / "started-2").exists()
     assert worker.said("stopped (SIGTERM)")
 
 
-def test_a_second_sigint_stops_at_once_and_the_task_is_recovered_later(app: Path) -> None:
-    [task] = enqueue(app / "app.db", "work", {"block": True, "name": "1"})
+def test_a_second_sigint_stops_at_once_and_the_task_is_recovered_later(app: App) -> None:
+    [task] = enqueue(app.db, "work", {"block": True, "name": "1"})
     worker = Worker(app, "--json")
-    wait_until(lambda: (app / "flags" / "started-1").exists())
+    wait_until(lambda: (app.flags / "started-1").exists())
     worker.process.send_signal(signal.SIGINT)
     wait_until(lambda: worker.said('"stopping"'))
     worker.process.send_signal(signal.SIGINT)
     assert worker.finish() == 128 + signal.SIGINT
-    assert status_of(app / "app.db", task) == ("running", 1)
-    (app / "flags" / "release").touch()
+    assert status_of(app.db, task) == ("running", 1)
+    (app.flags / "release").touch()
     assert Worker(app, "--burst").finish() == 0
-    assert status_of(app / "app.db", task) == ("done", 2)
+    assert status_of(app.db, task) == ("done", 2)
 
 
-def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app: Path) -> None:
-    enqueue(app / "app.db", "work", {"name": "a"})
+def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app: App) -> None:
+    enqueue(app.db, "work", {"name": "a"})
     controller, terminal = pty.openpty()
-    child = subprocess.Popen([str(SCRIPT), "worker", "app:q", "--burst"], cwd=app,
+    child = subprocess.Popen([str(SCRIPT), "worker", "app:q", "--burst"], cwd=app.dir,
                              env=app_env(app), stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=terminal)
     os.close(terminal)
@@ -449,7 +475,7 @@ def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app: Path) -> Non
     assert "stopped (drained)" in text
 
 
-def test_worker_with_channels_its_module_does_not_define_is_a_usage_error(app: Path) -> None:
+def test_worker_with_channels_its_module_does_not_define_is_a_usage_error(app: App) -> None:
     worker = Worker(app, "--channels", "work,emial")
     assert worker.finish() == 2
     assert worker.said("'emial', which app:q does not define; it defines other, work")
@@ -460,15 +486,23 @@ def test_worker_with_channels_its_module_does_not_define_is_a_usage_error(app: P
     ("app", "is not MODULE:ATTR"), ("nosuchmodule:q", "no module named 'nosuchmodule'"),
     ("app:nope", "has no attribute 'nope'"), ("app:FLAGS", "not a SimplePyQ"),
 ])
-def test_worker_target_that_is_not_a_queue_is_a_usage_error(app: Path, target: str,
+def test_worker_target_that_is_not_a_queue_is_a_usage_error(app: App, target: str,
                                                             message: str) -> None:
-    result = cli("worker", target, cwd=app, env=app_env(app))
+    result = cli("worker", target, cwd=app.dir, env=app_env(app))
     assert result.returncode == 2
     assert message in result.stderr
 
 
-def test_worker_refuses_a_db_other_than_its_queues_store(app: Path) -> None:
-    result = cli("worker", "app:q", "--db", str(app / "other.db"), cwd=app, env=app_env(app))
+def test_worker_takes_a_db_naming_its_queues_store(app: App) -> None:
+    [task] = enqueue(app.db, "work", {"name": "a"})
+    worker = Worker(app, "--burst", "--db", app.db)
+    assert worker.finish() == 0, worker.err
+    assert status_of(app.db, task) == ("done", 1)
+
+
+def test_worker_refuses_a_db_other_than_its_queues_store(app: App) -> None:
+    result = cli("worker", "app:q", "--db", str(app.dir / "other.db"), cwd=app.dir,
+                 env=app_env(app))
     assert result.returncode == 1
     assert "give the same one, or neither" in result.stderr
 
@@ -505,6 +539,42 @@ def test_run_until_complete_with_progress_off_a_terminal_logs_changes(
     assert lines[-1].startswith("channel email: pending 0, running 0, delayed 0, done 3")
 
 
-def test_main_can_be_called_in_process(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--db", str(db), "tasks", "--status", "done", "--json"]) == 0
+def test_main_can_be_called_in_process(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--db", db, "tasks", "--status", "done", "--json"]) == 0
     assert [t["args"] for t in json.loads(capsys.readouterr().out)] == ["good"]
+
+
+# -- PostgreSQL URLs ---------------------------------------
+PASSWORD = "s3cret-Pa55"
+"""A password put in store URLs; the test server trusts local connections and ignores it."""
+
+
+def test_the_password_of_a_database_url_is_never_printed(tmp_path: Path) -> None:
+    url = postgres_url()
+    location, schema = new_schema_location(url)
+    user, _, host = location.split("://", 1)[1].rpartition("@")
+    secret = f"postgresql://{user or 'postgres'}:{PASSWORD}@{host}"
+    try:
+        with SimplePyQ(secret) as q:
+            q.add_channel("email", noop)
+            q.enqueue("email", "x")
+        outputs = [cli("stats", "--json", db=secret), cli("tasks", db=secret),
+                   cli("enqueue", "emial", "{}", db=secret),
+                   cli("stats", db=secret.replace(schema, schema + "_typo"))]
+        app = App(tmp_path, secret)
+        (tmp_path / "app.py").write_text(textwrap.dedent(APP))
+        (tmp_path / "flags").mkdir()
+        worker = Worker(app, "--burst", "--json", "--db", secret)
+        assert worker.finish() == 0, worker.err
+        other = cli("worker", "app:q", "--db", secret.replace(schema, schema + "_other"),
+                    cwd=tmp_path, env=app_env(app))
+    finally:
+        drop_schema(url, schema)
+
+    assert json_of(outputs[0])["store"] == secret.replace(PASSWORD, "***")
+    assert [result.returncode for result in outputs] == [0, 0, 1, 1]
+    assert "no task store at" in outputs[3].stderr
+    assert worker.events()[0]["store"] == secret.replace(PASSWORD, "***")
+    assert other.returncode == 1 and "give the same one" in other.stderr
+    printed = [r.stdout + r.stderr for r in [*outputs, other]] + worker.out + worker.err
+    assert not [text for text in printed if PASSWORD in text]

@@ -6,6 +6,11 @@
 -- name: schema_version
 SELECT version FROM simplepyq_schema;
 
+-- name: store_exists
+-- Asked before opening, which would create the schema: does it hold a store yet?
+SELECT 1 FROM pg_catalog.pg_tables
+WHERE schemaname = %(schema)s AND tablename = 'simplepyq_schema';
+
 -- name: lock_schema
 -- Serialises the processes that open the store at once: one creates or upgrades
 -- the schema, the others then find it done.
