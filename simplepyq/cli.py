@@ -289,12 +289,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    if args.source == args.target or (
-            not is_database_url(args.source) and not is_database_url(args.target)
-            and _same_file(args.source, args.target)):
-        raise UsageError(f"--from and --to name the same store {args.source!r}")
-    if not is_database_url(args.source) and not os.path.exists(args.source):
-        raise CommandError(f"there is no task store at {args.source!r} to copy from")
+    if _same_file(args.source, args.target):
+        raise UsageError(f"--from and --to name the same store {_shown(args.source)!r}")
+    if not _exists(args.source):
+        raise CommandError(f"there is no task store at {_shown(args.source)!r} to copy from")
     source = open_store(args.source, busy_timeout=30.0)
     try:
         target = open_store(args.target, busy_timeout=30.0)

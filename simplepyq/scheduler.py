@@ -283,12 +283,16 @@ class Scheduler:
         poll = self._settings.poll_interval
         beat_every = self._settings.lease / 3
         sweep_every = min(1.0, beat_every)
+        unwatch = self._safe(lambda: self._store.watch(self._nudge.notify), _nothing)
+        # A nudge counts from before the token is read: one that comes between the
+        # read and the pause must cut the pause short, not wait for the next poll.
+        seen = self._nudge.generation
         last_token = self._safe(self._store.change_token, 0)
         next_due = self._next_due()
         next_beat = next_sweep = time.monotonic()
-        unwatch = self._safe(lambda: self._store.watch(self._nudge.notify), _nothing)
         while not (self._stopping.is_set() and not self._busy()):
-            self._pause(poll)
+            self._pause(poll, seen)
+            seen = self._nudge.generation
             self._flush(due_only=True)
             self._release_stale()
             token = self._safe(self._store.change_token, last_token)
@@ -307,9 +311,9 @@ class Scheduler:
         self._flush(due_only=False)
         self._safe(lambda: self._store.unregister_owner(self._identity.owner), None)
 
-    def _pause(self, poll: float) -> None:
-        """Sleep for ``poll``, or less when a waiting outcome falls due sooner."""
-        seen = self._nudge.generation
+    def _pause(self, poll: float, seen: int) -> None:
+        """Sleep for ``poll``, or less when a waiting outcome falls due sooner or a nudge
+        came after generation ``seen``."""
         due_in = self._outbox.due_in(time.monotonic())
         if not self._stopping.is_set():
             self._nudge.wait_past(seen, poll if due_in is None else min(poll, due_in))

@@ -22,10 +22,12 @@ QUICK_TIMEOUT = 120
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run every test that uses a store once per backend (SQLite only if so marked)."""
+    """Run every test that uses a store once per backend, or on the one it is marked for."""
     if "backend" in metafunc.fixturenames:
-        only = metafunc.definition.get_closest_marker("sqlite_only")
-        metafunc.parametrize("backend", BACKENDS[:1] if only else BACKENDS)
+        marker = metafunc.definition.get_closest_marker
+        chosen = ("sqlite",) if marker("sqlite_only") else (
+            ("postgres",) if marker("postgres_only") else BACKENDS)
+        metafunc.parametrize("backend", chosen)
 
 
 @pytest.fixture

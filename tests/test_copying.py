@@ -17,6 +17,7 @@ import pytest
 from simplepyq import SimplePyQ, Status, policy
 from simplepyq.storage import open_store
 from simplepyq.storage.base import Outcome
+from tests.backends import split_location
 from tests.support import ROOT, spawn_python, wait_until
 
 SCRIPT = Path(sys.executable).with_name("simplepyq")
@@ -182,3 +183,22 @@ def test_copy_refuses_a_missing_source_and_the_same_store_twice(
     assert "nope.db" in missing.stderr
     assert same.returncode == 2
     assert "same store" in same.stderr
+
+
+@pytest.mark.postgres_only
+def test_copy_refuses_a_missing_postgresql_schema_and_never_prints_a_password(
+    source: str, store_path: str
+) -> None:
+    url, schema = split_location(store_path)
+    scheme, rest = url.split("://", 1)
+    secret = f"{scheme}://postgres:s3cret-word@{rest.split('@', 1)[-1]}?schema={schema}"
+
+    missing = copy("--from", secret, "--to", source)
+    copied = copy("--from", source, "--to", secret)
+
+    assert missing.returncode == 1
+    assert "there is no task store" in missing.stderr
+    assert copied.returncode == 0, copied.stderr
+    for output in (missing.stdout, missing.stderr, copied.stdout, copied.stderr):
+        assert "s3cret-word" not in output
+    assert "postgres:***@" in copied.stdout

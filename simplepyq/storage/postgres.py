@@ -96,15 +96,16 @@ class PostgresStore:
 
     # -- connections ---------------------------------------
     def _configure(self, conn: Connection) -> None:
-        """Point a new pooled connection at the store's schema, and bound its lock waits."""
+        """Point a new connection at the store's schema, and bound how long it waits."""
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(
-            sql.Literal(f"{int(self._busy_timeout * 1000)}ms")))
+        # Another writer (or a process migrating the schema) holds its locks until it
+        # commits: wait for it no longer than busy_timeout.
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(_milliseconds(self._busy_timeout)))
         # No transaction of ours waits on anything but the server, so one left open is
         # a frozen process (a paused VM, say): end it rather than let its row locks
         # hold up the recovery of everyone else's work.
         conn.execute(sql.SQL("SET idle_in_transaction_session_timeout = {}").format(
-            sql.Literal(f"{int(max(self._busy_timeout, IDLE_FLOOR) * 1000)}ms")))
+            _milliseconds(max(self._busy_timeout, IDLE_FLOOR))))
         conn.commit()
 
     def _read(self, work: Callable[[Connection], T]) -> T:
@@ -166,11 +167,7 @@ class PostgresStore:
     # -- schema --------------------------------------------
     def _migrate(self, conn: Connection) -> None:
         """Create the schema, or upgrade one made by an older version, once per database."""
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-        # Another process migrating this schema holds its lock until it commits: wait
-        # for it as for any other writer, no longer than busy_timeout.
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(
-            sql.Literal(f"{max(1, int(self._busy_timeout * 1000))}ms")))
+        self._configure(conn)
         if self._version(conn) == SCHEMA_VERSION:
             return
         with conn.transaction():
@@ -482,6 +479,11 @@ def _run_script(conn: Connection, script: str, values: dict[str, Any]) -> None:
 
 def _claim_order(task: Claimed) -> tuple[int, int]:
     return -task.priority, task.id
+
+
+def _milliseconds(seconds: float) -> sql.Literal:
+    """A duration for a SET statement; at least 1 ms, since 0 would mean no limit."""
+    return sql.Literal(f"{max(1, int(seconds * 1000))}ms")
 
 
 def _connect_timeout(busy_timeout: float) -> int:
