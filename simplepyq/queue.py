@@ -208,7 +208,7 @@ class SimplePyQ:
                     names = list(self._running)
                 if shown is not None:
                     shown.tick()
-                if self._store.count_unfinished(names) == 0:
+                if not self._store.has_unfinished(names):
                     return
                 remaining = _remaining(deadline)
                 if remaining == 0:

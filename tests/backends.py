@@ -53,6 +53,13 @@ def is_postgres(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
+def store_exists(location: str) -> bool:
+    """Whether anything exists at a store's location: the file, or the schema."""
+    if is_postgres(location):
+        return raw_sql(location, "SELECT current_schema()") != [(None,)]
+    return os.path.exists(location)
+
+
 def raw_sql(location: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """Run one statement on the store behind the library's back, in its own transaction;
     the rows it returns. Placeholders are ``?``, whatever the backend."""

@@ -1,16 +1,22 @@
-"""Shared test helpers: bounded waits and real child processes running queues."""
+"""Shared test helpers: bounded waits, real child processes running queues (under other
+host names too), and the run log they write outside the store."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -57,3 +63,55 @@ def finish_all(children: Sequence[subprocess.Popen[str]],
         for child in children:
             child.kill()
             child.communicate()
+
+
+# -- runs witnessed outside the store ---------------------
+@dataclass
+class Run:
+    """One execution of a task as the log tells it."""
+
+    pid: int
+    started: float
+    ended: bool = False
+
+
+def read_runs(log: Path) -> dict[int, list[Run]]:
+    """Each task's runs in the order they started, from the append-only log."""
+    runs: dict[int, list[Run]] = defaultdict(list)
+    open_runs: dict[tuple[int, int], Run] = {}
+    for line in log.read_text().splitlines():
+        kind, task, pid, when = line.split()
+        key = (int(task), int(pid))
+        if kind == "start":
+            assert key not in open_runs, f"task {task} started twice at once in pid {pid}"
+            run = open_runs[key] = Run(int(pid), float(when))
+            runs[int(task)].append(run)
+        else:
+            open_runs.pop(key).ended = True
+    for task_runs in runs.values():
+        task_runs.sort(key=lambda run: run.started)
+    return runs
+
+
+# -- other host names -------------------------------------
+def can_use_another_host_name() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--uts", "hostname", "simplepyq-probe-host"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+needs_host_names = pytest.mark.skipif(
+    not can_use_another_host_name(),
+    reason="needs `unshare --uts` (root) to run a worker under another host name")
+
+
+def spawn_on_host(host: str, code: str, *args: str) -> subprocess.Popen[str]:
+    """Start a child interpreter running ``code`` (dedented) under the host name ``host``,
+    in a UTS namespace of its own; ``exec`` keeps the pid, so it is the interpreter's."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"',
+               sys.executable, "-c", textwrap.dedent(code), *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)

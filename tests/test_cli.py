@@ -24,7 +24,13 @@ import pytest
 
 from simplepyq import SimplePyQ
 from simplepyq.cli import main
-from tests.backends import drop_schema, is_postgres, new_schema_location, postgres_url, raw_sql
+from tests.backends import (
+    drop_schema,
+    new_schema_location,
+    postgres_url,
+    raw_sql,
+    store_exists,
+)
 from tests.support import ROOT, wait_until
 
 SCRIPT = Path(sys.executable).with_name("simplepyq")
@@ -131,13 +137,6 @@ def app_env(app: App) -> dict[str, str]:
 def enqueue(store: str, channel: str, *args: object) -> list[int]:
     with SimplePyQ(store) as q:
         return [q.enqueue(channel, item) for item in args]
-
-
-def store_exists(location: str) -> bool:
-    """Whether anything exists at a store's location: the file, or the schema."""
-    if is_postgres(location):
-        return raw_sql(location, "SELECT current_schema()") != [(None,)]
-    return os.path.exists(location)
 
 
 def status_of(store: str, task_id: int) -> tuple[str, int]:

@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -24,7 +23,7 @@ import msgpack
 from simplepyq import SimplePyQ
 from tests.backends import raw_sql
 from tests.soak import SOAKING, report, scaled
-from tests.support import spawn_python, wait_until
+from tests.support import read_runs, spawn_python, wait_until
 
 # Drains channel "c" with 4 workers; each run logs "start ID PID TIME" and
 # "end ID PID TIME". Tasks take 0-9 ms so that kills land mid-task too. argv: store, log file.
@@ -44,15 +43,6 @@ WORKER = """
         q.add_channel("c", work, max_workers=4)
         q.run_until_complete(timeout=600)
 """
-
-
-@dataclass
-class Run:
-    """One execution of a task as the log tells it."""
-
-    pid: int
-    started: float
-    ended: bool = False
 
 
 @dataclass
@@ -151,24 +141,6 @@ def _unfinished(store_path: str) -> int:
     (count,), = raw_sql(store_path,
                         "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('done', 'failed')")
     return int(count)
-
-
-def read_runs(log: Path) -> dict[int, list[Run]]:
-    """Each task's runs in the order they started, from the append-only log."""
-    runs: dict[int, list[Run]] = defaultdict(list)
-    open_runs: dict[tuple[int, int], Run] = {}
-    for line in log.read_text().splitlines():
-        kind, task, pid, when = line.split()
-        key = (int(task), int(pid))
-        if kind == "start":
-            assert key not in open_runs, f"task {task} started twice at once in pid {pid}"
-            run = open_runs[key] = Run(int(pid), float(when))
-            runs[int(task)].append(run)
-        else:
-            open_runs.pop(key).ended = True
-    for task_runs in runs.values():
-        task_runs.sort(key=lambda run: run.started)
-    return runs
 
 
 def test_the_log_is_written_one_whole_line_per_write(tmp_path: Path) -> None:

@@ -27,9 +27,7 @@ import msgpack
 from simplepyq import SimplePyQ
 from tests.backends import raw_sql
 from tests.soak import report, scaled
-from tests.support import finish_all, wait_until
-from tests.test_crash import Run, read_runs
-from tests.test_leases import needs_host_names, spawn_on_host
+from tests.support import Run, finish_all, needs_host_names, read_runs, spawn_on_host, wait_until
 
 pytestmark = needs_host_names
 

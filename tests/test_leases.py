@@ -11,24 +11,20 @@ was recovered.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import msgpack
-import pytest
 
 from simplepyq import SimplePyQ
 from tests.backends import is_postgres, raw_sql
-from tests.support import ROOT, wait_until
+from tests.support import needs_host_names, spawn_on_host, wait_until
 
 LEASE = 0.5
 OTHER_HOST = "simplepyq-lease-test-host"
@@ -55,28 +51,7 @@ LONG_TASK = """
 """
 
 
-def _can_use_another_host_name() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "--uts", "hostname", OTHER_HOST],
-                           capture_output=True, check=False)
-    return probe.returncode == 0
-
-
-needs_host_names = pytest.mark.skipif(
-    not _can_use_another_host_name(),
-    reason="needs `unshare --uts` (root) to run a worker under another host name")
 pytestmark = needs_host_names
-
-
-def spawn_on_host(host: str, code: str, *args: str) -> subprocess.Popen[str]:
-    """Start a child interpreter running ``code`` (dedented) under the host name ``host``,
-    in a UTS namespace of its own; ``exec`` keeps the pid, so it is the interpreter's."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"',
-               sys.executable, "-c", textwrap.dedent(code), *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
 
 
 @contextmanager

@@ -8,7 +8,6 @@ store hold for every backend, and run on both.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import sys
 import threading
@@ -18,7 +17,7 @@ import pytest
 
 from simplepyq import SimplePyQ, StoreError
 from simplepyq.storage.sqlite import FIRST_PAUSE, SCHEMA_VERSION, Q
-from tests.backends import is_postgres, raw_sql
+from tests.backends import is_postgres, raw_sql, store_exists
 from tests.support import wait_until
 
 PG_CATALOG = """
@@ -48,13 +47,6 @@ def _version(store_path: str) -> int:
     else:
         ((version,),) = raw_sql(store_path, "PRAGMA user_version")
     return int(version)
-
-
-def _store_exists(store_path: str) -> bool:
-    """Whether anything exists at the store's location: the file, or the schema."""
-    if is_postgres(store_path):
-        return raw_sql(store_path, "SELECT current_schema()") != [(None,)]
-    return os.path.exists(store_path)
 
 
 @pytest.mark.sqlite_only
@@ -321,6 +313,6 @@ def test_power_safe_flushes_every_commit_to_disk_and_default_survives_process_cr
 def test_power_safe_must_be_a_bool_and_a_bad_one_creates_no_store(store_path: str) -> None:
     with pytest.raises(TypeError, match="power_safe must be True or False, not 'yes'"):
         SimplePyQ(store_path, power_safe="yes")  # type: ignore[arg-type]
-    assert not _store_exists(store_path)
+    assert not store_exists(store_path)
     SimplePyQ(store_path).close()
-    assert _store_exists(store_path)  # (so the check above can tell)
+    assert store_exists(store_path)  # (so the check above can tell)

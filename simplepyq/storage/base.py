@@ -100,8 +100,8 @@ class Store(Protocol):
     def next_due(self, channels: Iterable[str]) -> float | None:
         """The earliest ``delay_until`` among delayed tasks of ``channels``, if any."""
 
-    def count_unfinished(self, channels: Iterable[str]) -> int:
-        """How many tasks of ``channels`` are pending, delayed or running."""
+    def has_unfinished(self, channels: Iterable[str]) -> bool:
+        """Whether any task of ``channels`` is pending, delayed or running."""
 
     def change_token(self) -> int:
         """A number that changes whenever another connection commits (a cheap poll)."""

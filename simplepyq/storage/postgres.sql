@@ -138,11 +138,12 @@ SELECT MIN(due) FROM unnest(%(channels)s::text[]) AS c (name),
 LATERAL (SELECT MIN(COALESCE(delay_until, 0)) AS due FROM tasks
          WHERE channel = c.name AND status = 'delayed') AS d;
 
--- name: count_unfinished
--- One count per status, so that each is served by that status's partial index.
-SELECT (SELECT COUNT(*) FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'pending')
-     + (SELECT COUNT(*) FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'delayed')
-     + (SELECT COUNT(*) FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'running');
+-- name: has_unfinished
+-- One look per status, so that each is served by that status's partial index and
+-- stops at the first task found.
+SELECT EXISTS (SELECT 1 FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'pending')
+    OR EXISTS (SELECT 1 FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'delayed')
+    OR EXISTS (SELECT 1 FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'running');
 
 -- name: register_owner
 INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at)

@@ -290,9 +290,9 @@ class SQLiteStore:
 
         return self._read(earliest)
 
-    def count_unfinished(self, channels: Iterable[str]) -> int:
-        return self._read(lambda c: sum(
-            int(c.execute(Q["count_unfinished"], {"channel": name}).fetchone()[0])
+    def has_unfinished(self, channels: Iterable[str]) -> bool:
+        return self._read(lambda c: any(
+            c.execute(Q["has_unfinished"], {"channel": name}).fetchone()[0]
             for name in channels
         ))
 

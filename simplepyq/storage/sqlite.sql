@@ -118,11 +118,12 @@ WHERE id = :id AND owner = :owner AND status = 'running';
 -- name: next_due
 SELECT MIN(COALESCE(delay_until, 0)) FROM tasks WHERE channel = :channel AND status = 'delayed';
 
--- name: count_unfinished
--- One count per status, so that each is served by that status's partial index.
-SELECT (SELECT COUNT(*) FROM tasks WHERE channel = :channel AND status = 'pending')
-     + (SELECT COUNT(*) FROM tasks WHERE channel = :channel AND status = 'delayed')
-     + (SELECT COUNT(*) FROM tasks WHERE channel = :channel AND status = 'running');
+-- name: has_unfinished
+-- One look per status, so that each is served by that status's partial index and
+-- stops at the first task found.
+SELECT EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'pending')
+    OR EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'delayed')
+    OR EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'running');
 
 -- name: change_token
 PRAGMA data_version;
