@@ -229,20 +229,22 @@ class PostgresStore:
                   "priority": priority, "now": now}
 
         def insert(conn: Connection) -> list[int]:
-            if register:
-                conn.execute(Q["register_channel"], {"name": channel, "now": now})
-            elif conn.execute(Q["channel_exists"], {"name": channel}).fetchone() is None:
+            if not register and conn.execute(Q["channel_exists"],
+                                             {"name": channel}).fetchone() is None:
                 known = {row[0] for row in conn.execute(Q["known_channels"])}
                 raise UnknownChannelError(channel, known)
-            ids: list[int] = []
-            for start in range(0, len(payloads), ADD_CHUNK):
-                chunk = list(payloads[start:start + ADD_CHUNK])
-                rows = conn.execute(Q["add"], {**shared, "payloads": chunk}).fetchall()
-                # Identity values are drawn in row order, whatever order RETURNING uses.
-                ids.extend(sorted(row[0] for row in rows))
-            return ids
+            with conn.pipeline():  # one round trip for the statements, one to commit
+                if register:
+                    conn.execute(Q["register_channel"], {"name": channel, "now": now})
+                inserts = [conn.execute(Q["add"], {**shared, "payloads": list(
+                    payloads[start:start + ADD_CHUNK])})
+                    for start in range(0, len(payloads), ADD_CHUNK)]
+                conn.execute(Q["notify"], {"topic": self._topic})
+            # Identity values are drawn in row order, whatever order RETURNING uses.
+            return [task_id for cursor in inserts
+                    for task_id in sorted(row[0] for row in cursor.fetchall())]
 
-        return self._write(insert)
+        return self._write(insert, notify=False)
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
                  limit: int, now: float) -> Exchange:
