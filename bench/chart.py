@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): the backend is chosen first
 
-COLORS = ["#d62728", "#ff9896", "#1f77b4", "#2ca02c", "#9467bd", "#bcbd22", "#7f7f7f"]
+COLORS = ["#d62728", "#ff9896", "#1f77b4", "#2ca02c", "#9467bd", "#bcbd22", "#7f7f7f", "#17becf"]
 
 
 def main(results_path: str, chart_path: str) -> None:
