@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,11 +242,12 @@ class PostgresQueueModel(QueueModel):
 
 
 MODELS = {"sqlite": QueueModel, "postgres": PostgresQueueModel}
+run_machine: Callable[..., None] = run_state_machine_as_test
+"""Hypothesis' runner, which runs the machine as its TestCase would (typed here: some
+Hypothesis versions leave it untyped)."""
 
 
 def test_random_call_sequences_leave_the_store_as_the_model_predicts(backend: str) -> None:
     if backend == "postgres":
         postgres_url()  # skips without a server, before Hypothesis starts
-    # Hypothesis' runner is untyped; it runs the machine as its TestCase would.
-    run_state_machine_as_test(  # type: ignore[no-untyped-call]
-        MODELS[backend], settings=MODEL_SETTINGS)
+    run_machine(MODELS[backend], settings=MODEL_SETTINGS)
