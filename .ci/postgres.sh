@@ -27,8 +27,8 @@ simplepyq_pg_start() {
     dir="$(mktemp -d /tmp/simplepyq-pg.XXXXXX)"
     chown postgres "$dir"
     port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    su postgres -s /bin/sh -c "'$bin/initdb' -D '$dir/data' -A trust -U postgres --no-sync -E UTF8" >/dev/null
-    su postgres -s /bin/sh -c "'$bin/pg_ctl' -D '$dir/data' -l '$dir/log' -w start \
+    su postgres -s /bin/sh -c "cd / && '$bin/initdb' -D '$dir/data' -A trust -U postgres --no-sync -E UTF8" >/dev/null
+    su postgres -s /bin/sh -c "cd / && '$bin/pg_ctl' -D '$dir/data' -l '$dir/log' -w start \
         -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=200\"" >/dev/null
     "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres simplepyq_test
     export SIMPLEPYQ_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$port/simplepyq_test"
@@ -41,7 +41,7 @@ simplepyq_pg_stop() {
     [ -n "${SIMPLEPYQ_TEST_POSTGRES_DIR:-}" ] || return 0
     bin="$(simplepyq_pg_bin || true)"
     if [ -n "$bin" ]; then
-        su postgres -s /bin/sh -c "'$bin/pg_ctl' -D '$SIMPLEPYQ_TEST_POSTGRES_DIR/data' -m fast -w stop" >/dev/null || true
+        su postgres -s /bin/sh -c "cd / && '$bin/pg_ctl' -D '$SIMPLEPYQ_TEST_POSTGRES_DIR/data' -m fast -w stop" >/dev/null || true
     fi
     rm -rf "$SIMPLEPYQ_TEST_POSTGRES_DIR"
     unset SIMPLEPYQ_TEST_POSTGRES_URL SIMPLEPYQ_TEST_POSTGRES_DIR
