@@ -22,7 +22,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.storage import queries
-from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner, named
+from simplepyq.storage.base import Claimed, Exchange, Outcome
+from simplepyq.storage.queries import QueryStore
 from simplepyq.task import Status
 
 try:
@@ -56,12 +57,14 @@ T = TypeVar("T")
 Connection = psycopg.Connection[Any]
 
 
-class PostgresStore:
+class PostgresStore(QueryStore):
     """Tasks in one PostgreSQL schema; safe to share between threads, processes and hosts.
 
     The URL is libpq's, plus an optional ``schema`` parameter naming the schema
     that holds the store's tables (``simplepyq`` by default), created if missing.
     """
+
+    Q = Q  # its statements, for the methods of QueryStore
 
     def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
         self._conninfo, self.schema = _split_url(url)
@@ -214,13 +217,6 @@ class PostgresStore:
                 self._listener = _Listener(self._conninfo, self._topic, self.location)
             return self._listener
 
-    # -- channels ------------------------------------------
-    def register_channel(self, name: str, now: float) -> None:
-        self._write(lambda c: c.execute(Q["register_channel"], {"name": name, "now": now}))
-
-    def known_channels(self) -> set[str]:
-        return self._read(lambda c: {row[0] for row in c.execute(Q["known_channels"])})
-
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
             run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
@@ -290,94 +286,6 @@ class PostgresStore:
         row = self._read(lambda c: c.execute(Q["has_unfinished"],
                                              {"channels": names}).fetchone())
         return row is not None and bool(row[0])
-
-    # -- liveness and recovery -----------------------------
-    def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
-                       now: float) -> None:
-        values = {"owner": owner, "host": host, "pid": pid, "pid_start": pid_start, "now": now}
-        self._write(lambda c: c.execute(Q["register_owner"], values), notify=False)
-
-    def unregister_owner(self, owner: str) -> None:
-        self._write(lambda c: c.execute(Q["unregister_owner"], {"owner": owner}), notify=False)
-
-    def running_owners(self) -> list[Owner]:
-        return self._read(lambda c: [Owner(*row) for row in c.execute(Q["running_owners"])])
-
-    def recover(self, owners: Sequence[str | None], note: str, now: float) -> int:
-        def requeue(conn: Connection) -> int:
-            count = 0
-            for owner in owners:
-                count += conn.execute(Q["recover"], {"owner": owner, "note": note}).rowcount
-                conn.execute(Q["unregister_owner"], {"owner": owner})
-            return count
-
-        return self._write(requeue)
-
-    # -- inspection ----------------------------------------
-    def get(self, task_id: int) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self._read(
-            lambda c: c.execute(Q["get"], {"id": task_id}).fetchone()
-        )
-        return row
-
-    def list(self, channel: str | None, status: str | None, limit: int) -> list[tuple[Any, ...]]:
-        values = {"channel": channel, "status": status, "limit": limit}
-        return self._read(lambda c: c.execute(Q["list"], values).fetchall())
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        def count(conn: Connection) -> dict[str, dict[str, int]]:
-            counts: dict[str, dict[str, int]] = {}
-            for channel, status, number in conn.execute(Q["stats"]):
-                counts.setdefault(channel, {})[str(status)] = int(number)
-            return counts
-
-        return self._read(count)
-
-    def pending_since(self) -> dict[str, float]:
-        return self._read(lambda c: {channel: float(since) for channel, since
-                                     in c.execute(Q["pending_since"]) if since is not None})
-
-    # -- maintenance ---------------------------------------
-    def clear_failed(self, channel: str | None) -> int:
-        return self._write(lambda c: c.execute(Q["clear_failed"], {"channel": channel}).rowcount)
-
-    def requeue_failed(self, channel: str | None, retries: int | None) -> int:
-        values = {"channel": channel, "retries": retries}
-        return self._write(lambda c: c.execute(Q["requeue_failed"], values).rowcount)
-
-    def remove_channel(self, name: str) -> int:
-        def remove(conn: Connection) -> int:
-            conn.execute(Q["remove_channel"], {"name": name})
-            return conn.execute(Q["remove_channel_tasks"], {"name": name}).rowcount
-
-        return self._write(remove)
-
-    def purge(self, channel: str | None, finished_before: float) -> int:
-        values = {"channel": channel, "before": finished_before}
-        return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
-
-    # -- moving between stores -----------------------------
-    def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
-              now: float) -> int:
-        values = [named(row) for row in rows]
-
-        def insert(conn: Connection) -> int:
-            for name in channels:
-                conn.execute(Q["register_channel"], {"name": name, "now": now})
-            if values:
-                conn.cursor().executemany(Q["adopt"], values)
-            return len(values)
-
-        return self._write(insert)
-
-    def forget(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        values = [named(row) for row in rows]
-
-        def delete(conn: Connection) -> int:
-            return sum(conn.execute(Q["forget"], value).rowcount for value in values)
-
-        return self._write(delete) if values else 0
-
 
 class _ConnectionLost(Exception):
     """A transaction's connection died before it committed: redo it on another."""

@@ -1,12 +1,21 @@
-"""Named SQL statements, read once from a backend's ``.sql`` file (internal).
+"""Named SQL statements (internal): read once from a backend's ``.sql`` file, and the
+store methods that are nothing but running some of them.
 
 Each backend keeps its SQL as SQL: a file of statements, each introduced by a
-``-- name: NAME`` line; other ``--`` lines are comments.
+``-- name: NAME`` line; other ``--`` lines are comments. Both backends' drivers
+take named parameters as a dict, so a method that only runs named statements is
+written once, here, for both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
+from typing import Any, ClassVar, TypeVar
+
+from simplepyq.storage.base import Owner, named
+
+T = TypeVar("T")
 
 
 def load(filename: str) -> dict[str, str]:
@@ -21,3 +30,119 @@ def load(filename: str) -> dict[str, str]:
         elif name and not line.startswith("--"):
             queries[name] += line + "\n"
     return {key: value.strip() for key, value in queries.items()}
+
+
+class QueryStore:
+    """The part of the store contract that is one named statement (or a few) in every
+    backend: subclasses give their statements ``Q`` and their transactions.
+
+    ``_read`` and ``_write`` run ``work`` in one transaction on a connection of the
+    backend's driver (sqlite3 or psycopg: the same ``execute`` and cursors); a
+    write with ``notify`` tells waiting processes where the backend can.
+    """
+
+    Q: ClassVar[dict[str, str]]
+
+    def _read(self, work: Callable[[Any], T]) -> T:
+        raise NotImplementedError
+
+    def _write(self, work: Callable[[Any], T], notify: bool = True) -> T:
+        raise NotImplementedError
+
+    # -- channels ------------------------------------------
+    def register_channel(self, name: str, now: float) -> None:
+        self._write(lambda c: c.execute(self.Q["register_channel"], {"name": name, "now": now}))
+
+    def known_channels(self) -> set[str]:
+        return self._read(lambda c: {row[0] for row in c.execute(self.Q["known_channels"])})
+
+    # -- liveness and recovery -----------------------------
+    def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
+                       now: float) -> None:
+        values = {"owner": owner, "host": host, "pid": pid, "pid_start": pid_start, "now": now}
+        self._write(lambda c: c.execute(self.Q["register_owner"], values), notify=False)
+
+    def unregister_owner(self, owner: str) -> None:
+        self._write(lambda c: c.execute(self.Q["unregister_owner"], {"owner": owner}),
+                    notify=False)
+
+    def running_owners(self) -> list[Owner]:
+        return self._read(lambda c: [Owner(*row) for row in c.execute(self.Q["running_owners"])])
+
+    def recover(self, owners: Sequence[str | None], note: str, now: float) -> int:
+        def requeue(conn: Any) -> int:
+            count = 0
+            for owner in owners:
+                count += conn.execute(self.Q["recover"], {"owner": owner, "note": note}).rowcount
+                conn.execute(self.Q["unregister_owner"], {"owner": owner})
+            return count
+
+        return self._write(requeue)
+
+    # -- inspection ----------------------------------------
+    def get(self, task_id: int) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._read(
+            lambda c: c.execute(self.Q["get"], {"id": task_id}).fetchone()
+        )
+        return row
+
+    def list(self, channel: str | None, status: str | None, limit: int) -> list[tuple[Any, ...]]:
+        values = {"channel": channel, "status": status, "limit": limit}
+        rows: list[tuple[Any, ...]] = self._read(
+            lambda c: c.execute(self.Q["list"], values).fetchall())
+        return rows
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        def count(conn: Any) -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            for channel, status, number in conn.execute(self.Q["stats"]):
+                counts.setdefault(channel, {})[str(status)] = int(number)
+            return counts
+
+        return self._read(count)
+
+    def pending_since(self) -> dict[str, float]:
+        return self._read(lambda c: {channel: float(since) for channel, since
+                                     in c.execute(self.Q["pending_since"]) if since is not None})
+
+    # -- maintenance ---------------------------------------
+    def clear_failed(self, channel: str | None) -> int:
+        return self._write(
+            lambda c: int(c.execute(self.Q["clear_failed"], {"channel": channel}).rowcount))
+
+    def requeue_failed(self, channel: str | None, retries: int | None) -> int:
+        values = {"channel": channel, "retries": retries}
+        return self._write(lambda c: int(c.execute(self.Q["requeue_failed"], values).rowcount))
+
+    def remove_channel(self, name: str) -> int:
+        def remove(conn: Any) -> int:
+            conn.execute(self.Q["remove_channel"], {"name": name})
+            return int(conn.execute(self.Q["remove_channel_tasks"], {"name": name}).rowcount)
+
+        return self._write(remove)
+
+    def purge(self, channel: str | None, finished_before: float) -> int:
+        values = {"channel": channel, "before": finished_before}
+        return self._write(lambda c: int(c.execute(self.Q["purge"], values).rowcount))
+
+    # -- moving between stores -----------------------------
+    def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
+              now: float) -> int:
+        values = [named(row) for row in rows]
+
+        def insert(conn: Any) -> int:
+            for name in channels:
+                conn.execute(self.Q["register_channel"], {"name": name, "now": now})
+            if values:
+                conn.cursor().executemany(self.Q["adopt"], values)
+            return len(values)
+
+        return self._write(insert)
+
+    def forget(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        values = [named(row) for row in rows]
+
+        def delete(conn: Any) -> int:
+            return sum(int(conn.execute(self.Q["forget"], value).rowcount) for value in values)
+
+        return self._write(delete) if values else 0

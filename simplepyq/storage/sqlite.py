@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.storage import queries
-from simplepyq.storage.base import Claimed, Exchange, Outcome, Owner, named
+from simplepyq.storage.base import Claimed, Exchange, Outcome
+from simplepyq.storage.queries import QueryStore
 from simplepyq.task import Status
 
 log = logging.getLogger("simplepyq")
@@ -37,8 +38,10 @@ T = TypeVar("T")
 Q = queries.load("sqlite.sql")
 
 
-class SQLiteStore:
+class SQLiteStore(QueryStore):
     """Tasks in one SQLite file; safe to share between threads and processes."""
+
+    Q = Q  # its statements, for the methods of QueryStore
 
     def __init__(self, path: str, busy_timeout: float = 30.0, power_safe: bool = False) -> None:
         self.location = _checked_path(path)
@@ -108,7 +111,9 @@ class SQLiteStore:
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return self._retrying(work, write=False)
 
-    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, work: Callable[[sqlite3.Connection], T], notify: bool = True) -> T:
+        # (``notify`` needs nothing here: other connections see every commit change
+        # ``change_token``.)
         # A file deleted (or replaced) while open still takes writes through the open
         # connections, and they vanish with the process: refuse them instead.
         if self._file is not None and _file_id(self.location) != self._file:
@@ -212,13 +217,6 @@ class SQLiteStore:
             conn.execute(Q["adopt_legacy_channels"], {"now": time.time()})
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    # -- channels ------------------------------------------
-    def register_channel(self, name: str, now: float) -> None:
-        self._write(lambda c: c.execute(Q["register_channel"], {"name": name, "now": now}))
-
-    def known_channels(self) -> set[str]:
-        return self._read(lambda c: {row[0] for row in c.execute(Q["known_channels"])})
-
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
             run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
@@ -304,94 +302,6 @@ class SQLiteStore:
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         return _no_more_calls  # SQLite tells nobody of commits: change_token is polled
-
-    # -- liveness and recovery -----------------------------
-    def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
-                       now: float) -> None:
-        values = {"owner": owner, "host": host, "pid": pid, "pid_start": pid_start, "now": now}
-        self._write(lambda c: c.execute(Q["register_owner"], values))
-
-    def unregister_owner(self, owner: str) -> None:
-        self._write(lambda c: c.execute(Q["unregister_owner"], {"owner": owner}))
-
-    def running_owners(self) -> list[Owner]:
-        return self._read(lambda c: [Owner(*row) for row in c.execute(Q["running_owners"])])
-
-    def recover(self, owners: Sequence[str | None], note: str, now: float) -> int:
-        def requeue(conn: sqlite3.Connection) -> int:
-            count = 0
-            for owner in owners:
-                count += conn.execute(Q["recover"], {"owner": owner, "note": note}).rowcount
-                conn.execute(Q["unregister_owner"], {"owner": owner})
-            return count
-
-        return self._write(requeue)
-
-    # -- inspection ----------------------------------------
-    def get(self, task_id: int) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self._read(
-            lambda c: c.execute(Q["get"], {"id": task_id}).fetchone()
-        )
-        return row
-
-    def list(self, channel: str | None, status: str | None, limit: int) -> list[tuple[Any, ...]]:
-        values = {"channel": channel, "status": status, "limit": limit}
-        return self._read(lambda c: c.execute(Q["list"], values).fetchall())
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        def count(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-            counts: dict[str, dict[str, int]] = {}
-            for channel, status, number in conn.execute(Q["stats"]):
-                counts.setdefault(channel, {})[str(status)] = number
-            return counts
-
-        return self._read(count)
-
-    # -- maintenance ---------------------------------------
-    def clear_failed(self, channel: str | None) -> int:
-        return self._write(lambda c: c.execute(Q["clear_failed"], {"channel": channel}).rowcount)
-
-    def requeue_failed(self, channel: str | None, retries: int | None) -> int:
-        values = {"channel": channel, "retries": retries}
-        return self._write(lambda c: c.execute(Q["requeue_failed"], values).rowcount)
-
-    def remove_channel(self, name: str) -> int:
-        def remove(conn: sqlite3.Connection) -> int:
-            conn.execute(Q["remove_channel"], {"name": name})
-            return int(conn.execute(Q["remove_channel_tasks"], {"name": name}).rowcount)
-
-        return self._write(remove)
-
-    def purge(self, channel: str | None, finished_before: float) -> int:
-        values = {"channel": channel, "before": finished_before}
-        return self._write(lambda c: c.execute(Q["purge"], values).rowcount)
-
-    # -- moving between stores -----------------------------
-    def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
-              now: float) -> int:
-        values = [named(row) for row in rows]
-
-        def insert(conn: sqlite3.Connection) -> int:
-            for name in channels:
-                conn.execute(Q["register_channel"], {"name": name, "now": now})
-            if values:
-                conn.executemany(Q["adopt"], values)
-            return len(values)
-
-        return self._write(insert)
-
-    def forget(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        values = [named(row) for row in rows]
-
-        def delete(conn: sqlite3.Connection) -> int:
-            return sum(conn.execute(Q["forget"], value).rowcount for value in values)
-
-        return self._write(delete) if values else 0
-
-    def pending_since(self) -> dict[str, float]:
-        return self._read(lambda c: {channel: float(since) for channel, since
-                                     in c.execute(Q["pending_since"]) if since is not None})
-
 
 @functools.lru_cache(maxsize=8)
 def _insert_statement(rows: int) -> str:
