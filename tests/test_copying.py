@@ -23,6 +23,20 @@ from tests.support import ROOT, spawn_python, wait_until
 SCRIPT = Path(sys.executable).with_name("simplepyq")
 
 
+BLOCKED_WORKER = """
+    import pathlib, sys, time
+    from simplepyq import SimplePyQ
+    q = SimplePyQ(sys.argv[1], poll_interval=0.01)
+    def block(args):
+        pathlib.Path(sys.argv[2]).touch()
+        time.sleep(3600)
+    q.add_channel("mail", block)
+    q.start()
+    time.sleep(3600)
+"""
+"""A worker of the store argv[1] whose mail task touches argv[2] and then never ends."""
+
+
 def copy(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SCRIPT), "copy", *args], capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
@@ -101,17 +115,7 @@ def test_copy_refuses_while_a_live_worker_runs_tasks_of_the_source(
     source: str, store_path: str, tmp_path: Path
 ) -> None:
     started = tmp_path / "started"
-    worker = spawn_python("""
-        import pathlib, sys, time
-        from simplepyq import SimplePyQ
-        q = SimplePyQ(sys.argv[1], poll_interval=0.01)
-        def block(args):
-            pathlib.Path(sys.argv[2]).touch()
-            time.sleep(3600)
-        q.add_channel("mail", block)
-        q.start()
-        time.sleep(3600)
-    """, source, str(started))
+    worker = spawn_python(BLOCKED_WORKER, source, str(started))
     try:
         wait_until(started.exists, timeout=30)
         before = SimplePyQ(source).tasks()
@@ -131,17 +135,7 @@ def test_a_task_left_running_by_a_killed_worker_is_copied_as_pending(
     source: str, store_path: str, tmp_path: Path
 ) -> None:
     started = tmp_path / "started"
-    worker = spawn_python("""
-        import pathlib, sys, time
-        from simplepyq import SimplePyQ
-        q = SimplePyQ(sys.argv[1], poll_interval=0.01)
-        def block(args):
-            pathlib.Path(sys.argv[2]).touch()
-            time.sleep(3600)
-        q.add_channel("mail", block)
-        q.start()
-        time.sleep(3600)
-    """, source, str(started))
+    worker = spawn_python(BLOCKED_WORKER, source, str(started))
     wait_until(started.exists, timeout=30)
     worker.send_signal(signal.SIGKILL)
     worker.communicate()
