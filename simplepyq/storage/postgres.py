@@ -195,7 +195,7 @@ class PostgresStore(QueryStore):
     def _version(self, conn: Connection) -> int:
         """The schema version of the store: 0 before its tables exist."""
         with conn.transaction():
-            found = conn.execute("SELECT to_regclass('simplepyq_schema')").fetchone()
+            found = conn.execute(Q["version_table"]).fetchone()
             if found is None or found[0] is None:
                 return 0
             row = conn.execute(Q["schema_version"]).fetchone()

@@ -3,6 +3,10 @@
 -- search_path is set to it). Times are Unix epoch seconds (double precision),
 -- as in SQLite, so rows read the same from either backend; so do the status strings.
 
+-- name: version_table
+-- NULL until the store's tables exist in the schema (search_path).
+SELECT to_regclass('simplepyq_schema');
+
 -- name: schema_version
 SELECT version FROM simplepyq_schema;
 
