@@ -54,9 +54,18 @@ class Backoff:
         return min(wait, 10 * 365 * 86400.0)
 
 
+NOTE_LENGTH = 200
+"""The longest error summary a history entry keeps (the full error is in ``error``)."""
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The row update that records one run of a task."""
+    """The row update that records one run of a task.
+
+    ``outcome`` says how a run that did not succeed ended (``"error"`` or
+    ``"deferred"``), for the task's history, with ``note`` its one-line summary;
+    both are None for a success. ``ended_at`` is when the run ended.
+    """
 
     status: Status
     retries: int
@@ -64,16 +73,20 @@ class Decision:
     result: bytes | None = None
     error: str | None = None
     finished_at: float | None = None
+    outcome: str | None = None
+    note: str | None = None
+    ended_at: float | None = None
 
 
 def succeeded(retries: int, result: bytes | None, now: float) -> Decision:
     """The function returned: the task is done and keeps its result."""
-    return Decision(Status.DONE, retries, result=result, finished_at=now)
+    return Decision(Status.DONE, retries, result=result, finished_at=now, ended_at=now)
 
 
 def deferred(retries: int, delay: float, now: float) -> Decision:
     """The function raised DelayException: run again later, retries untouched."""
-    return Decision(Status.DELAYED, retries, run_at=now + delay)
+    return Decision(Status.DELAYED, retries, run_at=now + delay, outcome="deferred",
+                    note=f"deferred for {delay:g}s", ended_at=now)
 
 
 def raised(retries: int, attempts: int, error: str, backoff: Backoff, now: float) -> Decision:
@@ -81,11 +94,29 @@ def raised(retries: int, attempts: int, error: str, backoff: Backoff, now: float
     if retries <= 0:
         return unrunnable(retries, error, now)
     wait = backoff.seconds_after(attempts)
-    if wait <= 0:
-        return Decision(Status.PENDING, retries - 1, error=error)
-    return Decision(Status.DELAYED, retries - 1, run_at=now + wait, error=error)
+    return Decision(Status.DELAYED if wait > 0 else Status.PENDING, retries - 1,
+                    run_at=now + wait if wait > 0 else None, error=error, outcome="error",
+                    note=summary(error), ended_at=now)
 
 
 def unrunnable(retries: int, error: str, now: float) -> Decision:
     """Running again cannot help (or retries are spent): record the error and stop."""
-    return Decision(Status.FAILED, retries, error=error, finished_at=now)
+    return Decision(Status.FAILED, retries, error=error, finished_at=now, outcome="error",
+                    note=summary(error), ended_at=now)
+
+
+def summary(error: str) -> str:
+    """The line of an error that says what happened: a traceback's last line, shortened."""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    text = lines[-1].strip() if lines else error
+    return text if len(text) <= NOTE_LENGTH else text[:NOTE_LENGTH - 3] + "..."
+
+
+def explained(decision: Decision, attempts: int) -> str:
+    """What a run that raised led to, for the log line: a retry or the end."""
+    if decision.status is Status.FAILED:
+        return f"failed for good after {attempts} attempt{'s' if attempts != 1 else ''}"
+    left = f"{decision.retries} retr{'ies' if decision.retries != 1 else 'y'} left"
+    if decision.run_at is None or decision.ended_at is None:
+        return f"retrying now ({left})"
+    return f"retrying in {decision.run_at - decision.ended_at:.1f} s ({left})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +31,35 @@ FINISHED = (Status.DONE, Status.FAILED)
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One run of a task that did not succeed, as its history keeps it.
+
+    ``outcome`` is ``"error"`` (the function raised, or its result could not be
+    stored), ``"deferred"`` (``DelayException``) or ``"recovered"`` (its worker's
+    process died while running it); ``error`` is a one-line summary.
+    """
+
+    number: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    outcome: str
+    error: str | None
+
+    @classmethod
+    def from_stored(cls, entry: Any) -> Attempt | None:
+        """An entry of the stored history (a JSON object), or None if it is not one."""
+        if not isinstance(entry, dict):
+            return None
+        number = entry.get("attempt")
+        error = entry.get("error")
+        return cls(number=number if isinstance(number, int) else 0,
+                   started_at=_time(entry.get("started_at")),
+                   ended_at=_time(entry.get("ended_at")),
+                   outcome=str(entry.get("outcome")),
+                   error=error if isinstance(error, str) else None)
+
+
+@dataclass(frozen=True)
 class Task:
     """A snapshot of one stored task, as returned by ``get_task``, ``wait`` and ``tasks``.
 
@@ -37,6 +67,8 @@ class Task:
     with another string keeps it). ``args`` and ``result`` are decoded from
     msgpack; an undecodable blob is kept as the raw ``bytes``. Times are aware
     UTC datetimes, ``None`` where the row has none (e.g. rows made by 0.1.3).
+    ``history`` lists its last runs that did not succeed, oldest first (at most
+    10); ``recoveries`` counts the times in a row its worker died while running it.
     """
 
     id: int
@@ -52,12 +84,15 @@ class Task:
     run_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    recoveries: int = 0
+    history: tuple[Attempt, ...] = ()
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Task:
         """Build a Task from a row laid out as ``storage.base.TASK_COLUMNS``."""
         (task_id, channel, args, status, retries, attempts, priority,
-         result, error, created_at, run_at, started_at, finished_at) = row
+         result, error, created_at, run_at, started_at, finished_at,
+         recoveries, history) = row
         return cls(
             id=task_id,
             channel=channel,
@@ -72,6 +107,8 @@ class Task:
             run_at=_time(run_at),
             started_at=_time(started_at),
             finished_at=_time(finished_at),
+            recoveries=recoveries if isinstance(recoveries, int) else 0,
+            history=_history(history),
         )
 
     @property
@@ -85,6 +122,19 @@ def _status(value: str | None) -> str:
         return Status(value)
     except ValueError:
         return str(value)
+
+
+def _history(stored: object) -> tuple[Attempt, ...]:
+    """The attempts of a stored history: JSON text (SQLite) or a list (PostgreSQL)."""
+    if isinstance(stored, str):
+        try:
+            stored = json.loads(stored)
+        except ValueError:
+            return ()
+    if not isinstance(stored, list):
+        return ()
+    attempts = (Attempt.from_stored(entry) for entry in stored)
+    return tuple(attempt for attempt in attempts if attempt is not None)
 
 
 def _decoded_or_raw(blob: object) -> Any:

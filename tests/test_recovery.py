@@ -260,7 +260,7 @@ def test_worker_given_up_for_dead_cannot_overwrite_the_rerun(store_path: str) ->
     with SimplePyQ(store_path) as q:
         store = q._store
         (claimed,) = store.exchange("ghost", [], "c", 1, time.time()).claimed
-        assert store.recover(["ghost"], "recovered: test", time.time()) == 1
+        assert store.recover(["ghost"], "recovered: test", time.time(), 3) == 1
         (again,) = store.exchange("heir", [], "c", 1, time.time()).claimed
         done = Outcome(task_id, policy.succeeded(0, None, time.time()))
         assert store.exchange("ghost", [done], None, 0, time.time()).dropped == [task_id]

@@ -22,6 +22,7 @@ from tests.backends import drop_schema, new_schema_location, postgres_url, raw_s
 from tests.support import finish_all, run_python, spawn_python, wait_until
 
 psycopg = pytest.importorskip("psycopg")
+SCHEMA_VERSION = pytest.importorskip("simplepyq.storage.postgres").SCHEMA_VERSION
 
 PASSWORD = "s3cret-Pa55"
 """A password put in store URLs; the test server trusts local connections and ignores it."""
@@ -158,7 +159,7 @@ def test_many_processes_opening_a_fresh_schema_at_once_all_succeed(
 
     assert [child.returncode for child in children] == [0] * 6, [err for _, err in outputs]
     assert sorted(int(out) for out, _ in outputs) == [1, 2, 3, 4, 5, 6]
-    assert raw_sql(location, "SELECT version FROM simplepyq_schema") == [(1,)]
+    assert raw_sql(location, "SELECT version FROM simplepyq_schema") == [(SCHEMA_VERSION,)]
     with SimplePyQ(location) as q:
         assert {name: counts["pending"] for name, counts in q.stats().items()} == {
             f"c{n}": 1 for n in range(6)}
@@ -167,9 +168,32 @@ def test_many_processes_opening_a_fresh_schema_at_once_all_succeed(
 def test_a_schema_written_by_a_newer_version_is_refused_with_store_error(location: str) -> None:
     SimplePyQ(location).close()
     raw_sql(location, "UPDATE simplepyq_schema SET version = version + 1")
-    with pytest.raises(StoreError, match=r"newer simplepyq \(schema 2\)"):
+    with pytest.raises(StoreError, match=rf"newer simplepyq \(schema {SCHEMA_VERSION + 1}\)"):
         SimplePyQ(location)
-    assert raw_sql(location, "SELECT version FROM simplepyq_schema") == [(2,)]  # left alone
+    assert raw_sql(location, "SELECT version FROM simplepyq_schema") == [
+        (SCHEMA_VERSION + 1,)]  # left alone
+
+
+def test_a_schema_1_store_gains_recoveries_history_and_owner_channels_keeping_its_tasks(
+    location: str,
+) -> None:
+    with SimplePyQ(location) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        task_id = q.enqueue("kept", 21)
+    raw_sql(location, "ALTER TABLE tasks DROP COLUMN recoveries, DROP COLUMN history")
+    raw_sql(location, "ALTER TABLE simplepyq_owners DROP COLUMN channels")
+    raw_sql(location, "UPDATE simplepyq_schema SET version = 1")
+
+    with SimplePyQ(location) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        q.run_until_complete(timeout=30)
+        assert q.get_task(task_id).result == 42  # type: ignore[union-attr]
+    assert raw_sql(location, "SELECT version FROM simplepyq_schema") == [(SCHEMA_VERSION,)]
+    columns = set(raw_sql(location, "SELECT table_name, column_name FROM "
+                                    "information_schema.columns WHERE table_schema = "
+                                    "current_schema()"))
+    assert {("tasks", "recoveries"), ("tasks", "history"),
+            ("simplepyq_owners", "channels")} <= columns
 
 
 def test_opening_waits_no_longer_than_busy_timeout_for_a_migration_that_holds_the_lock(

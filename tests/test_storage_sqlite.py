@@ -50,11 +50,11 @@ def _version(store_path: str) -> int:
 
 
 @pytest.mark.sqlite_only
-def test_new_store_is_in_wal_mode_with_schema_version_2(queue: SimplePyQ, store_path: str) -> None:
+def test_new_store_is_in_wal_mode_with_schema_version_3(queue: SimplePyQ, store_path: str) -> None:
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     names = {name for _, name, _ in _schema(store_path)}
     assert {"tasks", "simplepyq_channels", "simplepyq_owners", "tasks_claim", "tasks_due",
             "tasks_running", "tasks_failed"} <= names
@@ -85,7 +85,32 @@ def test_schema_1_store_is_upgraded_without_touching_its_tasks_or_channels(
     assert "tasks_channel_status" not in schema
     assert "(channel, owner)" in (schema["tasks_running"] or "")
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+@pytest.mark.sqlite_only
+def test_schema_2_store_gains_recoveries_history_and_owner_channels_keeping_its_tasks(
+    store_path: str,
+) -> None:
+    with SimplePyQ(store_path) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        task_id = q.enqueue("kept", 21)
+    with closing(sqlite3.connect(store_path, isolation_level=None)) as conn:
+        for table, column in [("tasks", "recoveries"), ("tasks", "history"),
+                              ("simplepyq_owners", "channels")]:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("PRAGMA user_version = 2")
+
+    with SimplePyQ(store_path) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        q.run_until_complete(timeout=30)
+        assert q.get_task(task_id).result == 42  # type: ignore[union-attr]
+    with closing(sqlite3.connect(store_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        owner_columns = {row[1] for row in conn.execute("PRAGMA table_info(simplepyq_owners)")}
+        task_columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    assert "channels" in owner_columns
+    assert {"recoveries", "history"} <= task_columns
 
 
 def test_opening_an_existing_store_twice_changes_nothing_and_keeps_its_tasks(

@@ -23,7 +23,7 @@ def _row(**overrides: object) -> tuple[object, ...]:
         "id": 7, "channel": "c", "args": msgpack.packb({"a": [1, 2]}), "status": "done",
         "retries": 2, "attempts": 1, "priority": 5, "result": msgpack.packb("ok"),
         "error": None, "created_at": 0.0, "delay_until": None, "started_at": 1.5,
-        "finished_at": 2.25,
+        "finished_at": 2.25, "recoveries": 0, "history": None,
     }
     assert set(overrides) <= set(row)
     row.update(overrides)

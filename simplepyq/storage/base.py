@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from simplepyq.errors import StoreError
 from simplepyq.policy import Decision
 
 TASK_COLUMNS = (
     "id", "channel", "args", "status", "retries", "attempts", "priority",
     "result", "error", "created_at", "delay_until", "started_at", "finished_at",
+    "recoveries", "history",
 )
 """The order of columns in the rows that ``get``/``list`` return (see ``Task.from_row``)."""
 
@@ -33,6 +35,8 @@ class Claimed(NamedTuple):
     retries: int
     attempts: int
     priority: int = 0
+    recoveries: int = 0
+    """How many times in a row the task was recovered from a dead worker: a suspect if > 0."""
 
 
 class Outcome(NamedTuple):
@@ -40,6 +44,11 @@ class Outcome(NamedTuple):
 
     task_id: int
     decision: Decision
+
+
+class CommitUnknownError(StoreError):
+    """The connection was lost while a transaction committed: it may have been committed
+    or not, and the store cannot say which. Whoever wrote must find out by reading."""
 
 
 class Exchange(NamedTuple):
@@ -60,6 +69,8 @@ class Owner:
     pid: int | None
     pid_start: str | None
     heartbeat_at: float | None
+    channels: tuple[str, ...] = ()
+    """The channels it runs workers for (empty where it did not say)."""
 
 
 class Store(Protocol):
@@ -97,6 +108,11 @@ class Store(Protocol):
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         """Return claimed but unstarted tasks to pending, as if never claimed; how many."""
 
+    def reconcile(self, owner: str, held: Sequence[int]) -> int:
+        """Return to pending, as if never claimed, the tasks running under ``owner`` that
+        are not among ``held``; how many. After a commit whose fate is unknown
+        (``CommitUnknownError``), these are what it claimed that no worker ever got."""
+
     def next_due(self, channels: Iterable[str]) -> float | None:
         """The earliest ``delay_until`` among delayed tasks of ``channels``, if any."""
 
@@ -116,9 +132,9 @@ class Store(Protocol):
 
     # -- liveness and recovery -----------------------------
     def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
-                       now: float) -> None:
-        """Announce a live queue instance, or renew its heartbeat (re-registering it
-        if it was given up for dead)."""
+                       now: float, channels: Sequence[str] = ()) -> None:
+        """Announce a live queue instance running workers for ``channels``, or renew its
+        heartbeat (re-registering it if it was given up for dead)."""
 
     def unregister_owner(self, owner: str) -> None:
         """Forget ``owner``: it has stopped and holds no running task."""
@@ -126,8 +142,13 @@ class Store(Protocol):
     def running_owners(self) -> list[Owner]:
         """The owners of ``running`` tasks, with what they registered (None if unknown)."""
 
-    def recover(self, owners: Sequence[str | None], note: str, now: float) -> int:
-        """Return the running tasks of dead ``owners`` to pending; forget those owners."""
+    def owners(self) -> list[Owner]:
+        """Every registered queue instance, live or not, with the channels it runs."""
+
+    def recover(self, owners: Sequence[str | None], note: str, now: float,
+                max_recoveries: int) -> int:
+        """Return the running tasks of dead ``owners`` to pending, or fail those that this
+        makes ``max_recoveries`` recoveries in a row; forget those owners."""
 
     # -- inspection ----------------------------------------
     def get(self, task_id: int) -> tuple[Any, ...] | None:

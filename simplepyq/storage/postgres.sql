@@ -59,6 +59,14 @@ CREATE INDEX IF NOT EXISTS tasks_due ON tasks (channel, (COALESCE(delay_until, 0
 CREATE INDEX IF NOT EXISTS tasks_running ON tasks (channel, owner) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS tasks_failed ON tasks (channel) WHERE status = 'failed';
 
+-- name: migrate_2
+-- Schema 2: each task counts its recoveries in a row and keeps a short history of
+-- the runs that did not succeed (a JSON array); each owner says which channels it runs.
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS recoveries BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS history JSONB
+    CHECK (history IS NULL OR jsonb_typeof(history) = 'array');
+ALTER TABLE simplepyq_owners ADD COLUMN IF NOT EXISTS channels TEXT;
+
 -- name: set_version
 DELETE FROM simplepyq_schema;
 INSERT INTO simplepyq_schema (version) VALUES (%(version)s);
@@ -115,19 +123,30 @@ FROM (SELECT id FROM tasks
       LIMIT %(limit)s
       FOR UPDATE SKIP LOCKED) AS next
 WHERE t.id = next.id
-RETURNING t.id, t.args, t.retries, t.attempts, t.priority;
+RETURNING t.id, t.args, t.retries, t.attempts, t.priority, t.recoveries;
 
 -- name: record
 -- Only the owner of a running task may record its outcome: a task recovered
 -- from an owner given up for dead, or deleted meanwhile, is left as it is.
 -- Returns the ids recorded.
+-- A run that did not succeed (its outcome is not NULL) is added to the task's
+-- history, which keeps the last 10 such runs; any recorded run ends a series of
+-- recoveries.
 UPDATE tasks AS t
 SET status = o.status, retries = o.retries, delay_until = o.run_at, result = o.result,
-    error = o.error, finished_at = o.finished_at, owner = NULL
+    error = o.error, finished_at = o.finished_at, owner = NULL, recoveries = 0,
+    history = CASE WHEN o.outcome IS NULL THEN t.history ELSE (
+        (CASE WHEN jsonb_array_length(COALESCE(t.history, '[]')) >= 10
+                 THEN t.history - 0 ELSE COALESCE(t.history, '[]') END
+         || jsonb_build_array(jsonb_build_object(
+                'attempt', t.attempts, 'started_at', t.started_at, 'ended_at', o.ended_at,
+                'outcome', o.outcome, 'error', o.note))))
+    END
 FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retries)s::bigint[],
             %(run_ats)s::double precision[], %(results)s::bytea[], %(errors)s::text[],
-            %(finished)s::double precision[])
-     AS o (id, status, retries, run_at, result, error, finished_at)
+            %(finished)s::double precision[], %(outcomes)s::text[], %(notes)s::text[],
+            %(ended)s::double precision[])
+     AS o (id, status, retries, run_at, result, error, finished_at, outcome, note, ended_at)
 WHERE t.id = o.id AND t.owner = %(owner)s AND t.status = 'running'
 RETURNING t.id;
 
@@ -150,9 +169,14 @@ SELECT EXISTS (SELECT 1 FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND
     OR EXISTS (SELECT 1 FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'running');
 
 -- name: register_owner
-INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at)
-VALUES (%(owner)s, %(host)s, %(pid)s, %(pid_start)s, %(now)s)
-ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at, channels)
+VALUES (%(owner)s, %(host)s, %(pid)s, %(pid_start)s, %(now)s, %(channels)s)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                                  channels = excluded.channels;
+
+-- name: owners
+-- Every registered queue instance, with the channels it runs workers for (JSON).
+SELECT owner, host, pid, pid_start, heartbeat_at, channels FROM simplepyq_owners;
 
 -- name: unregister_owner
 DELETE FROM simplepyq_owners WHERE owner = %(owner)s;
@@ -163,17 +187,35 @@ FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
 LEFT JOIN simplepyq_owners AS o ON o.owner = r.owner;
 
 -- name: recover
-UPDATE tasks SET status = 'pending', owner = NULL, error = %(note)s
-WHERE status = 'running' AND owner IS NOT DISTINCT FROM %(owner)s::text;
+-- The running tasks of a dead owner go back to pending, each run added to its
+-- history, unless this makes %(max_recoveries)s recoveries in a row: then the task
+-- itself is taken to kill its workers, and fails.
+UPDATE tasks AS t
+SET status = CASE WHEN t.recoveries + 1 >= %(max_recoveries)s THEN 'failed' ELSE 'pending' END,
+    finished_at = CASE WHEN t.recoveries + 1 >= %(max_recoveries)s
+                       THEN %(now)s::double precision END,
+    error = CASE WHEN t.recoveries + 1 >= %(max_recoveries)s
+                 THEN 'failed for good: its worker died ' || (t.recoveries + 1)
+                      || ' times in a row while running it (last: ' || %(note)s::text || ')'
+                 ELSE %(note)s::text END,
+    recoveries = t.recoveries + 1,
+    owner = NULL,
+    history = ((CASE WHEN jsonb_array_length(COALESCE(t.history, '[]')) >= 10
+                 THEN t.history - 0 ELSE COALESCE(t.history, '[]') END
+         || jsonb_build_array(jsonb_build_object(
+                'attempt', t.attempts, 'started_at', t.started_at,
+                'ended_at', %(now)s::double precision, 'outcome', 'recovered',
+                'error', %(note)s::text))))
+WHERE t.status = 'running' AND t.owner IS NOT DISTINCT FROM %(owner)s::text;
 
 -- name: get
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
-       created_at, delay_until, started_at, finished_at
+       created_at, delay_until, started_at, finished_at, recoveries, history
 FROM tasks WHERE id = %(id)s;
 
 -- name: list
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
-       created_at, delay_until, started_at, finished_at
+       created_at, delay_until, started_at, finished_at, recoveries, history
 FROM tasks
 WHERE (%(channel)s::text IS NULL OR channel = %(channel)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -213,11 +255,20 @@ GROUP BY channel;
 
 -- name: adopt
 INSERT INTO tasks (channel, args, status, retries, attempts, priority, result, error,
-                   created_at, delay_until, started_at, finished_at)
+                   created_at, delay_until, started_at, finished_at, recoveries, history)
 VALUES (%(channel)s, %(args)s, %(status)s, %(retries)s, %(attempts)s, %(priority)s,
         %(result)s, %(error)s, %(created_at)s, %(delay_until)s, %(started_at)s,
-        %(finished_at)s);
+        %(finished_at)s, COALESCE(%(recoveries)s::bigint, 0), %(history)s::jsonb);
 
 -- name: forget
 DELETE FROM tasks
 WHERE id = %(id)s AND status = %(status)s AND attempts IS NOT DISTINCT FROM %(attempts)s;
+
+-- name: reconcile
+-- After a commit whose answer was lost, tasks running under %(owner)s that it holds
+-- nowhere (%(held)s, a JSON array of ids) were claimed by that commit and never
+-- started: they go back as if they had not been claimed, like a release.
+UPDATE tasks
+SET status = 'pending', owner = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
+WHERE status = 'running' AND owner = %(owner)s
+  AND id NOT IN (SELECT jsonb_array_elements_text(%(held)s::jsonb)::bigint);

@@ -9,6 +9,7 @@ written once, here, for both.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, ClassVar, TypeVar
@@ -58,8 +59,9 @@ class QueryStore:
 
     # -- liveness and recovery -----------------------------
     def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
-                       now: float) -> None:
-        values = {"owner": owner, "host": host, "pid": pid, "pid_start": pid_start, "now": now}
+                       now: float, channels: Sequence[str] = ()) -> None:
+        values = {"owner": owner, "host": host, "pid": pid, "pid_start": pid_start, "now": now,
+                  "channels": json.dumps(sorted(channels))}
         self._write(lambda c: c.execute(self.Q["register_owner"], values), notify=False)
 
     def unregister_owner(self, owner: str) -> None:
@@ -69,15 +71,30 @@ class QueryStore:
     def running_owners(self) -> list[Owner]:
         return self._read(lambda c: [Owner(*row) for row in c.execute(self.Q["running_owners"])])
 
-    def recover(self, owners: Sequence[str | None], note: str, now: float) -> int:
+    def owners(self) -> list[Owner]:
+        def read(conn: Any) -> list[Owner]:
+            return [Owner(owner, host, pid, pid_start, heartbeat_at, _channel_names(channels))
+                    for owner, host, pid, pid_start, heartbeat_at, channels
+                    in conn.execute(self.Q["owners"])]
+
+        return self._read(read)
+
+    def recover(self, owners: Sequence[str | None], note: str, now: float,
+                max_recoveries: int) -> int:
         def requeue(conn: Any) -> int:
             count = 0
             for owner in owners:
-                count += conn.execute(self.Q["recover"], {"owner": owner, "note": note}).rowcount
+                values = {"owner": owner, "note": note, "now": now,
+                          "max_recoveries": max_recoveries}
+                count += conn.execute(self.Q["recover"], values).rowcount
                 conn.execute(self.Q["unregister_owner"], {"owner": owner})
             return count
 
         return self._write(requeue)
+
+    def reconcile(self, owner: str, held: Sequence[int]) -> int:
+        values = {"owner": owner, "held": json.dumps(list(held))}
+        return self._write(lambda c: int(c.execute(self.Q["reconcile"], values).rowcount))
 
     # -- inspection ----------------------------------------
     def get(self, task_id: int) -> tuple[Any, ...] | None:
@@ -128,7 +145,7 @@ class QueryStore:
     # -- moving between stores -----------------------------
     def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
               now: float) -> int:
-        values = [named(row) for row in rows]
+        values = [{**named(row), "history": history_text(row[-1])} for row in rows]
 
         def insert(conn: Any) -> int:
             for name in channels:
@@ -146,3 +163,24 @@ class QueryStore:
             return sum(int(conn.execute(self.Q["forget"], value).rowcount) for value in values)
 
         return self._write(delete) if values else 0
+
+
+def history_text(stored: Any) -> str | None:
+    """A task's history as the JSON text both backends take: PostgreSQL gives a list,
+    SQLite text; anything else (written by hand) is dropped."""
+    if isinstance(stored, str):
+        try:
+            stored = json.loads(stored)
+        except ValueError:
+            return None
+    return json.dumps(stored) if isinstance(stored, list) else None
+
+
+def _channel_names(stored: Any) -> tuple[str, ...]:
+    """The channels an owner row lists (JSON text); none where it lists nothing readable."""
+    try:
+        names = json.loads(stored) if isinstance(stored, str) else []
+    except ValueError:
+        return ()
+    return tuple(name for name in names if isinstance(name, str)) \
+        if isinstance(names, list) else ()

@@ -23,6 +23,8 @@ created_at REAL
 started_at REAL
 finished_at REAL
 owner TEXT
+recoveries INTEGER NOT NULL DEFAULT 0
+history TEXT
 
 -- name: create_channels
 CREATE TABLE IF NOT EXISTS simplepyq_channels (
@@ -37,8 +39,13 @@ CREATE TABLE IF NOT EXISTS simplepyq_owners (
     host TEXT,
     pid INTEGER,
     pid_start TEXT,
-    heartbeat_at REAL
+    heartbeat_at REAL,
+    channels TEXT
 );
+
+-- name: added_owner_columns
+-- Columns schema 3 adds to the owners table of older files, one per line.
+channels TEXT
 
 -- name: create_indexes
 -- Each status that workers look for has its own small partial index, so claiming,
@@ -98,14 +105,25 @@ WHERE id IN (SELECT id FROM tasks
              ORDER BY priority DESC, id
              LIMIT :limit)
 RETURNING id, args, CAST(COALESCE(retries, 0) AS INTEGER), CAST(attempts AS INTEGER),
-          CAST(COALESCE(priority, 0) AS INTEGER);
+          CAST(COALESCE(priority, 0) AS INTEGER), CAST(COALESCE(recoveries, 0) AS INTEGER);
 
 -- name: record
 -- Only the owner of a running task may record its outcome: a task recovered
 -- from an owner given up for dead, or deleted meanwhile, is left as it is.
+-- A run that did not succeed (:outcome is not NULL) is added to the task's history,
+-- which keeps the last 10 such runs; any recorded run ends a
+-- series of recoveries.
 UPDATE tasks
 SET status = :status, retries = :retries, delay_until = :run_at, result = :result,
-    error = :error, finished_at = :finished_at, owner = NULL
+    error = :error, finished_at = :finished_at, owner = NULL, recoveries = 0,
+    history = CASE WHEN :outcome IS NULL THEN history ELSE json_insert(
+        CASE WHEN history IS NULL OR NOT json_valid(history)
+                  OR json_type(history) <> 'array' THEN '[]'
+             WHEN json_array_length(history) >= 10 THEN json_remove(history, '$[0]')
+             ELSE history END,
+        '$[#]', json_object('attempt', COALESCE(attempts, 0), 'started_at', started_at,
+                            'ended_at', :ended_at, 'outcome', :outcome, 'error', :note))
+    END
 WHERE id = :id AND owner = :owner AND status = 'running';
 
 -- name: release
@@ -129,9 +147,14 @@ SELECT EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'pendin
 PRAGMA data_version;
 
 -- name: register_owner
-INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at)
-VALUES (:owner, :host, :pid, :pid_start, :now)
-ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at, channels)
+VALUES (:owner, :host, :pid, :pid_start, :now, :channels)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                                  channels = excluded.channels;
+
+-- name: owners
+-- Every registered queue instance, with the channels it runs workers for (JSON).
+SELECT owner, host, pid, pid_start, heartbeat_at, channels FROM simplepyq_owners;
 
 -- name: unregister_owner
 DELETE FROM simplepyq_owners WHERE owner = :owner;
@@ -142,17 +165,37 @@ FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
 LEFT JOIN simplepyq_owners AS o ON o.owner = r.owner;
 
 -- name: recover
-UPDATE tasks SET status = 'pending', owner = NULL, error = :note
+-- The running tasks of a dead owner go back to pending, each run added to its
+-- history, unless this makes :max_recoveries recoveries in a row: then the task
+-- itself is taken to kill its workers, and fails.
+UPDATE tasks
+SET status = CASE WHEN COALESCE(recoveries, 0) + 1 >= :max_recoveries
+                  THEN 'failed' ELSE 'pending' END,
+    finished_at = CASE WHEN COALESCE(recoveries, 0) + 1 >= :max_recoveries
+                       THEN :now ELSE NULL END,
+    error = CASE WHEN COALESCE(recoveries, 0) + 1 >= :max_recoveries
+                 THEN 'failed for good: its worker died ' || (COALESCE(recoveries, 0) + 1)
+                      || ' times in a row while running it (last: ' || :note || ')'
+                 ELSE :note END,
+    recoveries = COALESCE(recoveries, 0) + 1,
+    owner = NULL,
+    history = json_insert(
+        CASE WHEN history IS NULL OR NOT json_valid(history)
+                  OR json_type(history) <> 'array' THEN '[]'
+             WHEN json_array_length(history) >= 10 THEN json_remove(history, '$[0]')
+             ELSE history END,
+        '$[#]', json_object('attempt', COALESCE(attempts, 0), 'started_at', started_at,
+                            'ended_at', :now, 'outcome', 'recovered', 'error', :note))
 WHERE status = 'running' AND owner IS :owner;
 
 -- name: get
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
-       created_at, delay_until, started_at, finished_at
+       created_at, delay_until, started_at, finished_at, recoveries, history
 FROM tasks WHERE id = :id;
 
 -- name: list
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
-       created_at, delay_until, started_at, finished_at
+       created_at, delay_until, started_at, finished_at, recoveries, history
 FROM tasks
 WHERE (:channel IS NULL OR channel = :channel) AND (:status IS NULL OR status = :status)
 ORDER BY id
@@ -190,9 +233,20 @@ GROUP BY channel;
 
 -- name: adopt
 INSERT INTO tasks (channel, args, status, retries, attempts, priority, result, error,
-                   created_at, delay_until, started_at, finished_at)
+                   created_at, delay_until, started_at, finished_at, recoveries, history)
 VALUES (:channel, :args, :status, :retries, :attempts, :priority, :result, :error,
-        :created_at, :delay_until, :started_at, :finished_at);
+        :created_at, :delay_until, :started_at, :finished_at, COALESCE(:recoveries, 0),
+        :history);
 
 -- name: forget
 DELETE FROM tasks WHERE id = :id AND status IS :status AND attempts IS :attempts;
+
+-- name: reconcile
+-- After a commit whose answer was lost, tasks running under :owner that it holds
+-- nowhere (:held, a JSON array of ids) were claimed by that commit and never
+-- started: they go back as if they had not been claimed, like a release.
+UPDATE tasks
+SET status = 'pending', owner = NULL, started_at = NULL,
+    attempts = MAX(COALESCE(attempts, 1) - 1, 0)
+WHERE status = 'running' AND owner = :owner
+  AND id NOT IN (SELECT value FROM json_each(:held));
