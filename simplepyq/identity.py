@@ -1,22 +1,35 @@
 """Who runs the workers: this process's identity, and whether another one is still alive.
 
-Crash recovery needs to tell a dead process from a slow one. On the same host the
-process table answers at once; a pid can be reused, so its start time is kept too.
+Crash recovery needs to tell a dead process from a slow one. Where two processes
+see the same process table the table answers at once; a pid can be reused, so its
+start time is kept too. A host name alone does not say that: containers sharing a
+host name (``--network host``) each have a PID namespace of their own, where the
+other's pids mean nothing. So the host part of an identity is the host name plus
+the PID namespace (or ``SIMPLEPYQ_HOST_ID`` where the user sets it), and processes
+whose host parts differ judge each other by their heartbeats alone.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass
 
 from simplepyq.storage.base import Owner
 
+HOST_ID_VARIABLE = "SIMPLEPYQ_HOST_ID"
+"""The environment variable that, when set, is the host part of every identity in the
+process, instead of the host name and PID namespace."""
+
 
 @dataclass(frozen=True)
 class ProcessIdentity:
-    """Identifies one running queue instance: host, pid and that pid's start time."""
+    """Identifies one running queue instance: host, pid and that pid's start time.
+
+    ``host`` names the process table ``pid`` belongs to (see ``host_id``).
+    """
 
     owner: str
     host: str
@@ -26,9 +39,45 @@ class ProcessIdentity:
     @classmethod
     def current(cls) -> ProcessIdentity:
         """A fresh identity for a queue instance in this process (unique per instance)."""
-        host = socket.gethostname()
+        host = host_id()
         pid = os.getpid()
-        return cls(f"{host}:{pid}:{uuid.uuid4().hex[:12]}", host, pid, process_start(pid))
+        start = process_start(pid) if _proc_is_ours() else None
+        return cls(f"{host}:{pid}:{uuid.uuid4().hex[:12]}", host, pid, start)
+
+
+def host_id() -> str:
+    """The host part of this process's identity: processes with the same one see each
+    other's pids, so that a dead one is known at once by its pid.
+
+    ``SIMPLEPYQ_HOST_ID`` when set (not empty), as it is; otherwise the host name and,
+    on Linux, the PID namespace (``myhost/pidns-4026531836``): two containers with one
+    host name but PID namespaces of their own get different ids.
+    """
+    chosen = os.environ.get(HOST_ID_VARIABLE, "").strip()
+    if chosen:
+        return chosen
+    name = socket.gethostname()
+    namespace = pid_namespace()
+    return name if namespace is None else f"{name}/pidns-{namespace}"
+
+
+def pid_namespace() -> str | None:
+    """The number of this process's PID namespace (Linux), or None where there is none."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return None
+    found = re.fullmatch(r"pid:\[(\d+)\]", link)
+    return found.group(1) if found else None
+
+
+def _proc_is_ours() -> bool:
+    """Whether /proc shows this process's PID namespace (a container that shares the
+    host's /proc would read another process under each of its pids)."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
 
 
 def process_start(pid: int) -> str | None:
@@ -47,7 +96,7 @@ def _proc_stat(pid: int) -> list[str]:
 
 
 def is_alive_here(pid: int, pid_start: str | None) -> bool:
-    """True if ``pid`` on this host is still the process that was started at ``pid_start``."""
+    """True if ``pid`` of this process table is still the process started at ``pid_start``."""
     if pid <= 0:
         return False
     try:
@@ -56,9 +105,9 @@ def is_alive_here(pid: int, pid_start: str | None) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by another user
-    fields = _proc_stat(pid)
+    fields = _proc_stat(pid) if _proc_is_ours() else []
     if not fields:
-        return True  # no /proc here: the signal check is all there is
+        return True  # no /proc of ours here: the signal check is all there is
     if fields[0] in ("Z", "X"):
         return False  # killed, not yet reaped by its parent
     return pid_start is None or len(fields) <= 19 or fields[19] == pid_start
@@ -66,7 +115,9 @@ def is_alive_here(pid: int, pid_start: str | None) -> bool:
 
 def is_dead(owner: Owner, me: ProcessIdentity, lease: float, now: float) -> bool:
     """True if the instance ``owner`` can no longer finish its running tasks, as judged by
-    ``me``: on this host by its process, elsewhere by a heartbeat older than ``lease``."""
+    ``me``: by its process where both have the same host id (one process table), else
+    by a heartbeat older than ``lease`` (rows of older versions, whose host is a bare
+    host name, are judged so too)."""
     if owner.owner == me.owner:
         return False
     if owner.pid is None:

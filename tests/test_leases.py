@@ -209,4 +209,4 @@ def _owner_host(store_path: str, task_id: int) -> str | None:
     rows = raw_sql(store_path,
                    "SELECT o.host FROM tasks AS t JOIN simplepyq_owners AS o "
                    "ON o.owner = t.owner WHERE t.id = ? AND t.status = 'running'", (task_id,))
-    return str(rows[0][0]) if rows else None
+    return str(rows[0][0]).split("/")[0] if rows else None  # host id: name/PID namespace
