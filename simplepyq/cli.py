@@ -28,9 +28,21 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
 
+from simplepyq import __version__
 from simplepyq.copying import CopyReport, LiveWorkersError, copy_tasks
 from simplepyq.errors import UnknownChannelError
-from simplepyq.progress import JsonView, LogView, Progress, TerminalView, View, is_terminal
+from simplepyq.progress import (
+    JsonView,
+    LogView,
+    Progress,
+    TerminalView,
+    View,
+    cell,
+    display_width,
+    is_terminal,
+    padded,
+    printable,
+)
 from simplepyq.queue import SimplePyQ
 from simplepyq.storage import is_database_url, open_store
 from simplepyq.task import Status, Task
@@ -41,6 +53,15 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DB_ENV = "SIMPLEPYQ_DB"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+AGE_HELP = "a number of seconds, or with a unit s, m, h or d (90, 1s, 30m, 7d)"
+CELL_WIDTH = 50
+"""Columns a table cell may take; longer ones are cut with an ellipsis."""
+BYTES_TAG, DICT_TAG = "$bytes", "$dict"
+TAGS = {BYTES_TAG, DICT_TAG}
+UNKNOWN = "unknown"
+TIME_FORMAT = "%Y-%m-%d %H:%M:%SZ"
+"""How times are shown: in UTC, marked Z, in every listing and log line, so that
+times read on different hosts or by people in different zones compare as they are."""
 
 
 class UsageError(Exception):
@@ -97,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="simplepyq", description="Inspect and maintain a simplepyq task store, and run "
         f"workers. The store is --db PATH, or ${DB_ENV}.",
     )
+
     _common_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -129,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("purge", cmd_purge, "Delete done and failed tasks that finished long ago.")
     sub.add_argument("--older-than", type=_duration, required=True, metavar="AGE",
-                     help="finished more than AGE ago: a number with unit s, m, h or d (7d)")
+                     help="finished more than AGE ago: " + AGE_HELP)
     sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
 
     sub = command("remove-channel", cmd_remove_channel,
@@ -141,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("channel", metavar="CHANNEL")
     sub.add_argument("args", type=_json_value, metavar="JSON", help="the task's args, as JSON")
     sub.add_argument("--retries", type=_count, default=0, metavar="N")
-    sub.add_argument("--delay", type=_duration, metavar="SECONDS",
-                     help="run no sooner than this (seconds, or with unit s, m, h or d)")
+    sub.add_argument("--delay", type=_duration, metavar="AGE",
+                     help="run no sooner than AGE from now: " + AGE_HELP)
     sub.add_argument("--priority", type=int, default=0, metavar="P",
                      help="higher runs first (default 0)")
 
@@ -155,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--keep", action="store_true",
                      help="leave the copied tasks in the source too (by default they are "
                      "deleted there, so that none can run twice)")
-    sub.add_argument("--lease", type=_duration, default=30.0, metavar="SECONDS",
+    sub.add_argument("--lease", type=_duration, default=30.0, metavar="AGE",
                      help="a worker on another host counts as stopped once its heartbeat is "
-                     "this old (default 30, the workers' default lease)")
+                     "AGE old (default 30s, the workers' default lease): " + AGE_HELP)
 
     sub = command("worker", cmd_worker, "Run the channels of a SimplePyQ defined in a module "
                   "until SIGTERM or SIGINT (a second one stops at once).")
@@ -188,24 +210,34 @@ def cmd_stats(args: argparse.Namespace) -> int:
         registered = set(queue.known_channels())
         since = queue.pending_since()
     now = datetime.now(timezone.utc)
-    channels = {
-        name: {**numbers,
-               "oldest_pending_age": (now - since[name]).total_seconds() if name in since
-               else None,
-               "registered": name in registered,
-               "no_consumer": name not in registered and sum(numbers.values()) > 0}
-        for name, numbers in counts.items()
-    }
+    channels = {name: {**numbers, **_oldest_pending(since, name, now),
+                       "registered": name in registered,
+                       "no_consumer": name not in registered and sum(numbers.values()) > 0}
+                for name, numbers in counts.items()}
     if args.json:
         return _print_json({"store": _shown(args.db), "channels": channels})
     statuses = [s.value for s in Status]
-    rows = [[name + ("*" if row["no_consumer"] else ""), *[str(row[s]) for s in statuses],
-             _age(row["oldest_pending_age"])] for name, row in channels.items()]
+    rows = [[printable(name) + ("*" if row["no_consumer"] else ""),
+             *[str(row[s]) for s in statuses],
+             UNKNOWN if row["oldest_pending_unknown"] else _age(row["oldest_pending_age"])]
+            for name, row in channels.items()]
     _print_table(["CHANNEL", *[s.upper() for s in statuses], "OLDEST PENDING"], rows)
     if any(row["no_consumer"] for row in channels.values()):
         print("* has tasks but no registered consumer: no process registered this channel, "
               "so nothing will run them")
+    if any(row["oldest_pending_unknown"] for row in channels.values()):
+        print(f"{UNKNOWN}: some pending task has no enqueue time (written by simplepyq 0.1.3), "
+              "so it may have waited for any length of time")
     return EXIT_OK
+
+
+def _oldest_pending(since: dict[str, datetime | None], name: str,
+                    now: datetime) -> dict[str, Any]:
+    """How long the channel's longest-waiting pending task has been due, in seconds
+    (None if it has no pending task, or if that is unknown), and whether it is unknown."""
+    when = since.get(name)
+    return {"oldest_pending_age": None if when is None else (now - when).total_seconds(),
+            "oldest_pending_unknown": name in since and when is None}
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -216,7 +248,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return _print_json([_task_dict(task) for task in tasks])
     _print_table(["ID", "CHANNEL", "STATUS", "ATTEMPTS", "RETRIES", "CREATED", "ARGS"],
                  [[str(t.id), t.channel, t.status, str(t.attempts), str(t.retries),
-                   _when(t.created_at), _short(_to_json(t.args), 50)] for t in tasks])
+                   _when(t.created_at), _to_json(t.args)] for t in tasks])
     return EXIT_OK
 
 
@@ -228,7 +260,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         return _print_json(_task_dict(task))
     fields = [
-        ("id", task.id), ("channel", task.channel), ("status", _status(task)),
+        ("id", task.id), ("channel", printable(task.channel)), ("status", _status(task)),
         ("args", _to_json(task.args)), ("result", _to_json(task.result)),
         ("attempts", task.attempts), ("retries", f"{task.retries} left"),
         ("priority", task.priority), ("created_at", _when(task.created_at)),
@@ -358,7 +390,7 @@ def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
                f"{', '.join(names)}" + (" (burst)" if args.burst else ""),
                pid=os.getpid(), store=queue.store_path, channels=names, burst=args.burst)
     shutdown = _Shutdown(events)
-    reason = "drained"
+    reason, clean = "drained", True
     try:
         progress.refresh()  # the counts before this worker starts anything
         queue.start(args.channels)
@@ -372,9 +404,13 @@ def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
     except Stop as stop:
         reason = str(stop)
         if not args.burst:  # (run_until_complete has stopped and shown the end already)
-            queue.stop()  # running tasks finish; a second signal exits at once instead
+            clean = queue.stop()  # running tasks finish; a second signal exits at once instead
             progress.close()
     events.say("stopped", f"worker {os.getpid()} stopped ({reason})", reason=reason)
+    if not clean:
+        raise CommandError("the worker did not stop cleanly: a task was still running, or the "
+                           "store refused to record the outcomes of finished tasks; the next "
+                           "worker runs those tasks again")
     return EXIT_OK
 
 
@@ -386,15 +422,17 @@ class _Events:
         level = logging.DEBUG if args.debug else logging.INFO
         handler: logging.Handler
         self.view: View
+        self._terminal: TerminalView | None = None
+        self._fd = sys.stdout.fileno() if self.json else sys.stderr.fileno()
         if self.json:
             self.view = JsonView(sys.stdout)
             handler = logging.StreamHandler(sys.stderr)
         elif is_terminal(sys.stderr):
-            terminal = TerminalView(sys.stderr)
+            terminal = self._terminal = TerminalView(sys.stderr)
             self.view, handler = terminal, terminal.log_handler()
         else:
             self.view, handler = LogView(), logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(UtcFormatter(LOG_FORMAT))
         self.formatter = handler.formatter
         # The user's module may have set up logging already; then its set-up wins.
         logging.basicConfig(level=level, handlers=[handler])
@@ -406,13 +444,27 @@ class _Events:
         else:
             log.info("%s", message)
 
-    def line(self, event: str, message: str, **fields: Any) -> bytes:
-        """The event as one line of bytes, for ``os.write`` from a signal handler."""
+    def interrupt(self, event: str, message: str, **fields: Any) -> None:
+        """Tell of an event from a signal handler, which may have interrupted a write:
+        straight to the file descriptor, above the live table if one is drawn."""
         if self.json:
-            return (json.dumps({"event": event, **fields}) + "\n").encode()
-        record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None)
-        formatter = self.formatter or logging.Formatter(LOG_FORMAT)
-        return (formatter.format(record) + "\n").encode()
+            line = (json.dumps({"event": event, **fields}) + "\n").encode()
+        else:
+            record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None)
+            formatter = self.formatter or UtcFormatter(LOG_FORMAT)
+            line = (formatter.format(record) + "\n").encode()
+        if self._terminal is not None:
+            self._terminal.interrupt(line)
+        else:
+            os.write(self._fd, line)
+
+
+class UtcFormatter(logging.Formatter):
+    """Log lines stamped like the listings: UTC, marked Z (``2026-05-01 12:00:00.250Z``)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        stamp = datetime.fromtimestamp(record.created, timezone.utc)
+        return stamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:23] + "Z"
 
 
 class _Shutdown:
@@ -420,13 +472,12 @@ class _Shutdown:
 
     The first raises ``Stop`` in the main thread, but only once ``arm`` is called:
     raised while the queue is still starting, it would leave workers that nothing
-    stops. The handlers write with ``os.write``, since a handler may interrupt a
-    ``print`` and buffered streams refuse to be re-entered.
+    stops. The handlers tell of the signal through ``_Events.interrupt``, since a
+    handler may interrupt a ``print`` and buffered streams refuse to be re-entered.
     """
 
     def __init__(self, events: _Events) -> None:
         self._events = events
-        self._fd = sys.stdout.fileno() if events.json else sys.stderr.fileno()
         self._armed = False
         self._received: int | None = None
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -441,14 +492,14 @@ class _Shutdown:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self._received is not None:
-            os.write(self._fd, self._events.line(
+            self._events.interrupt(
                 "killed", f"{name}: stopping at once; tasks left running will be recovered "
-                "and run again", signal=name))
+                "and run again", signal=name)
             os._exit(128 + signum)
         self._received = signum
-        os.write(self._fd, self._events.line(
+        self._events.interrupt(
             "stopping", f"{name}: stopping; running tasks finish, unstarted ones stay pending "
-            "(signal again to stop at once)", signal=name))
+            "(signal again to stop at once)", signal=name)
         if self._armed:
             raise Stop(signum)
 
@@ -463,10 +514,15 @@ def _load_queue(target: str) -> SimplePyQ:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):
-            raise  # the module exists but imports something missing: a runtime error
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            # The module exists but imports something missing: a runtime error.
+            raise CommandError(f"importing {module_name} failed: {exc}") from exc
         raise UsageError(f"no module named {exc.name!r} (looked in {os.getcwd()} and "
                          "sys.path)") from exc
+    except Exception as exc:
+        raise CommandError(f"importing {module_name} failed: {type(exc).__name__}: "
+                           f"{exc}") from exc
+
     value: Any = module
     for part in attr.split("."):
         if not hasattr(value, part):
@@ -558,11 +614,17 @@ def _status(task: Task) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` with what JSON cannot hold made plain: bytes become ``{"base64": ...}``."""
+    """``value`` with what JSON cannot hold made plain, never mistaken for something else.
+
+    Bytes become ``{"$bytes": BASE64}``. A dict of the task's own whose only key is
+    ``"$bytes"`` or ``"$dict"`` is wrapped as ``{"$dict": {...}}``, so that the two
+    never look alike.
+    """
     if isinstance(value, (bytes, bytearray)):
-        return {"base64": base64.b64encode(value).decode("ascii")}
+        return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else _to_json(k): _jsonable(v) for k, v in value.items()}
+        plain = {k if isinstance(k, str) else _to_json(k): _jsonable(v) for k, v in value.items()}
+        return {DICT_TAG: plain} if len(plain) == 1 and set(plain) & TAGS else plain
     if isinstance(value, (list, tuple)):
         return [_jsonable(item) for item in value]
     return value
@@ -578,10 +640,13 @@ def _print_json(data: Any) -> int:
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+    """Columns aligned by the width characters take on a terminal; each cell on one
+    line (control characters escaped) and cut to ``CELL_WIDTH`` columns."""
+    cells = [[cell(text, CELL_WIDTH) for text in row] for row in [header, *rows]]
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(padded(text, width)
+                        for text, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -589,7 +654,7 @@ def _iso(when: datetime | None) -> str | None:
 
 
 def _when(when: datetime | None) -> str:
-    return "-" if when is None else when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if when is None else when.astimezone(timezone.utc).strftime(TIME_FORMAT)
 
 
 def _age(seconds: float | None) -> str:
@@ -602,10 +667,6 @@ def _age(seconds: float | None) -> str:
             parts.append(f"{left // size}{unit}")
             left %= size
     return " ".join(parts[:2])
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 # -- argument types (argparse turns their errors into exit code 2) --

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
+import unicodedata
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
@@ -142,51 +145,94 @@ class Progress:
 
 
 class TerminalView:
-    """A table redrawn in place on a terminal; log records go above it (``log_handler``)."""
+    """A table redrawn in place on a terminal; log records go above it (``log_handler``).
+
+    Once closed it draws no more: the last table stays on the screen and what is
+    written afterwards (the final log lines) goes below it, never under a redraw.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lines: list[str] = []
-        self._lock = threading.RLock()
+        self._closed = False
+        self._interruptions: list[bytes] = []
+        # Not re-entrant: a signal handler that interrupts a draw must not draw too.
+        self._lock = threading.Lock()
 
     def show(self, channels: Sequence[ChannelProgress], elapsed: float) -> None:
-        width = max([len("channel"), *(len(c.name) for c in channels)])
-        lines = [f"{'channel':<{width}} " + " ".join(f"{s:>8}" for s in STATUSES)
+        names = [cell(c.name) for c in channels]
+        width = max([len("channel"), *map(display_width, names)])
+        lines = [padded("channel", width) + " " + " ".join(f"{s:>8}" for s in STATUSES)
                  + f" {'tasks/s':>8}"]
-        for c in channels:
-            lines.append(f"{c.name:<{width}} "
+        for name, c in zip(names, channels, strict=True):
+            lines.append(padded(name, width) + " "
                          + " ".join(f"{c.counts.get(s, 0):>8}" for s in STATUSES)
                          + f" {c.rate:>8.1f}")
         finished = sum(c.finished for c in channels)
         rate = sum(c.rate for c in channels)
         lines.append(f"{_clock_time(elapsed)} elapsed, {finished} finished, {rate:.1f} tasks/s")
-        with self._lock:
-            self._erase()
-            self._lines = lines
-            self._draw()
+        with self._drawing():
+            if not self._closed:
+                self._write(self._erasure() + _drawn(lines))
+                self._lines = lines
 
     def above(self, text: str) -> None:
         """Print ``text`` above the table, which is redrawn below it."""
-        with self._lock:
-            self._erase()
-            self._stream.write(text.rstrip("\n") + "\n")
-            self._draw()
+        with self._drawing():
+            self._write(self._erasure() + text.rstrip("\n") + "\n" + _drawn(self._lines))
+
+    def interrupt(self, line: bytes) -> None:
+        """Print ``line`` above the table, from a signal handler.
+
+        A handler may run in the middle of a draw, and buffered streams refuse to
+        be re-entered: if a draw is under way, the line waits for its end;
+        otherwise it goes straight to the file descriptor.
+        """
+        self._interruptions.append(line)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._write_interruptions()
+            finally:
+                self._lock.release()
 
     def log_handler(self) -> logging.Handler:
         """A logging handler that prints records above the table instead of through it."""
         return _AboveHandler(self)
 
     def close(self) -> None:
+        """Leave the last table on the screen; later lines are printed below it."""
+        with self._drawing():
+            self._closed = True
+            self._lines = []
+
+    @contextmanager
+    def _drawing(self) -> Iterator[None]:
         with self._lock:
-            self._stream.flush()
+            try:
+                yield
+            finally:
+                self._write_interruptions()
 
-    def _erase(self) -> None:
-        if self._lines:  # back to the table's first line, and clear to the end of the screen
-            self._stream.write(f"\r\x1b[{len(self._lines)}A\x1b[J")
+    def _write_interruptions(self) -> None:
+        while self._interruptions:
+            line = self._interruptions.pop(0)
+            os.write(self._stream.fileno(),
+                     (self._erasure() + line.decode(errors="replace")
+                      + _drawn(self._lines)).encode())
 
-    def _draw(self) -> None:
-        self._stream.write("".join(line + "\n" for line in self._lines))
+    def _erasure(self) -> str:
+        """Back to the table's first line, and clear to the end of the screen."""
+        return f"\r\x1b[{len(self._lines)}A\x1b[J" if self._lines else ""
+
+    def _write(self, text: str) -> None:
+        # One write per change, flushed, so that the stream's buffer is empty between
+        # changes and a line written to the file descriptor lands after the whole table.
+        self._stream.write(text)
         self._stream.flush()
+
+
+def _drawn(lines: Sequence[str]) -> str:
+    return "".join(line + "\n" for line in lines)
 
 
 class _AboveHandler(logging.Handler):
@@ -239,6 +285,42 @@ def is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (a newline shows as ``\\n``), so that a
+    name never breaks the line it is shown on."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: East Asian wide characters take two,
+    combining marks none."""
+    return sum(0 if unicodedata.combining(char) else
+               2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def cell(text: str, width: int = 40) -> str:
+    """``text`` fit for a table cell: printable, and cut to ``width`` columns with an
+    ellipsis when longer."""
+    text = printable(text)
+    if display_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += display_width(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + "\u2026"
+
+
+def padded(text: str, width: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``width`` columns, by display width."""
+    fill = " " * max(width - display_width(text), 0)
+    return fill + text if right else text + fill
 
 
 def _clock_time(seconds: float) -> str:

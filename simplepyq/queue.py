@@ -299,13 +299,16 @@ class SimplePyQ:
             here = set(self._channels)
         return sorted(self._store.known_channels() | here)
 
-    def pending_since(self) -> dict[str, datetime]:
+    def pending_since(self) -> dict[str, datetime | None]:
         """Per channel with pending tasks, when the longest-waiting one became due.
 
         That is the end of its delay if it had one, else its enqueue time (aware
-        UTC). Far in the past means nobody is working on that channel.
+        UTC). Far in the past means nobody is working on that channel. None means
+        unknown: some pending task of the channel has no enqueue time (rows written
+        by 0.1.3 have none), so it may have waited for any length of time. A
+        channel with no pending task is absent.
         """
-        return {name: datetime.fromtimestamp(since, tz=timezone.utc)
+        return {name: None if since is None else datetime.fromtimestamp(since, tz=timezone.utc)
                 for name, since in self._store.pending_since().items()}
 
     # -- maintenance ---------------------------------------

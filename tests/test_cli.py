@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -18,12 +19,14 @@ import textwrap
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from datetime import timezone
 from typing import Any
 
 import pytest
 
-from simplepyq import SimplePyQ
+from simplepyq import SimplePyQ, __version__
 from simplepyq.cli import main
+from simplepyq.progress import display_width
 from tests.backends import (
     drop_schema,
     new_schema_location,
@@ -193,6 +196,11 @@ def test_console_script_is_installed_next_to_the_interpreter() -> None:
         assert command in result.stdout
 
 
+def test_version_prints_the_library_version() -> None:
+    result = cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"simplepyq {__version__}\n")
+
+
 def test_python_dash_m_runs_the_same_commands(db: str) -> None:
     assert json_of(cli("tasks", "--json", db=db, module=True)) == json_of(cli("tasks", "--json",
                                                                               db=db))
@@ -223,6 +231,58 @@ def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db: str) -> 
     assert channels["resize"]["no_consumer"] is False  # registered, merely idle
     text = cli("stats", db=db).stdout
     assert "ghost*" in text and "no registered consumer" in text
+
+
+def test_stats_shows_the_wait_of_pending_tasks_without_an_enqueue_time_as_unknown(
+        db: str) -> None:
+    # As 0.1.3 wrote them: no created_at, no delay_until.
+    raw_sql(db, "INSERT INTO tasks (channel, args, status, retries, created_at) "
+            "VALUES ('email', NULL, 'pending', 0, NULL)")
+    channels = json_of(cli("stats", "--json", db=db))["channels"]
+    assert (channels["email"]["oldest_pending_age"],
+            channels["email"]["oldest_pending_unknown"]) == (None, True)
+    assert (channels["resize"]["oldest_pending_age"],
+            channels["resize"]["oldest_pending_unknown"]) == (None, False)  # none pending
+    lines = cli("stats", db=db).stdout.splitlines()
+    email = next(line for line in lines if line.startswith("email"))
+    assert email.endswith("unknown")
+    assert any(line.startswith("unknown: some pending task has no enqueue time")
+               for line in lines)
+
+
+def test_pending_since_is_none_for_a_channel_with_a_pending_task_of_unknown_age(
+        store_path: str) -> None:
+    with SimplePyQ(store_path) as q:
+        q.add_channel("old", noop)
+        q.add_channel("new", noop)
+        q.add_channel("idle", noop)
+        q.enqueue("old", 1)
+        q.enqueue("new", 2)
+        raw_sql(store_path, "INSERT INTO tasks (channel, args, status, retries, created_at) "
+                "VALUES ('old', NULL, 'pending', 0, NULL)")
+        since = q.pending_since()
+        new_task = q.get_task(2)
+    assert new_task is not None
+    assert since == {"old": None, "new": new_task.created_at}
+
+
+def test_stats_keeps_its_table_aligned_whatever_the_channel_names(store_path: str) -> None:
+    names = ["line\nbreak", "x" * 300, "日本語のチャンネル", "plain"]
+    with SimplePyQ(store_path) as q:
+        for name in names:
+            q.add_channel(name, noop)
+            q.enqueue(name, None)
+    assert set(json_of(cli("stats", "--json", db=store_path))["channels"]) == set(names)
+    lines = cli("stats", db=store_path).stdout.splitlines()
+    assert len(lines) == 1 + len(names)  # a newline in a name does not start a row
+    assert any(row.startswith("line\\nbreak ") for row in lines)
+    [long_row] = [row for row in lines if row.startswith("x")]
+    assert "x" * 300 not in long_row and "x\u2026 " in long_row
+    pending_column = display_width(lines[0][:lines[0].index("PENDING")])
+    for row in lines[1:]:
+        first_count = re.search(r" {2,}1 ", row)
+        assert first_count is not None, row
+        assert display_width(row[:first_count.end() - 2]) == pending_column, row
 
 
 # -- tasks and show ----------------------------------------
@@ -262,6 +322,31 @@ def test_show_gives_a_failed_task_in_full_with_its_traceback(db: str) -> None:
     assert "Traceback (most recent call last)" in text and "status       failed" in text
     done = json_of(cli("show", "1", "--json", db=db))
     assert (done["status"], done["result"]) == ("done", "sent")
+
+
+def test_times_are_shown_in_utc_marked_z_whatever_the_local_zone(db: str) -> None:
+    with SimplePyQ(db) as q:
+        task = q.get_task(1)
+    assert task is not None and task.created_at is not None
+    expected = task.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    away = env_for(db, TZ="Asia/Tokyo")  # nine hours from UTC all year
+    shown = cli("show", "1", env=away).stdout
+    assert f"created_at   {expected}\n" in shown
+    listed = cli("tasks", env=away).stdout.splitlines()[1]
+    assert expected in listed
+    assert json_of(cli("show", "1", "--json", env=away))["created_at"].endswith("+00:00")
+
+
+def test_bytes_in_args_are_told_apart_from_a_dict_that_looks_like_them(db: str) -> None:
+    lookalike = {"$bytes": "AGhp"}
+    with SimplePyQ(db) as q:
+        task_id = q.enqueue("email", [b"\x00hi", lookalike, {"$dict": 1}, {"$bytes": 1, "n": 2}])
+    shown = json_of(cli("show", str(task_id), "--json", db=db))["args"]
+    assert shown == [{"$bytes": "AGhp"}, {"$dict": lookalike}, {"$dict": {"$dict": 1}},
+                     {"$bytes": 1, "n": 2}]
+    text = cli("show", str(task_id), db=db).stdout
+    assert ('args         [{"$bytes": "AGhp"}, {"$dict": {"$bytes": "AGhp"}}, '
+            '{"$dict": {"$dict": 1}}, {"$bytes": 1, "n": 2}]\n') in text
 
 
 def test_show_of_a_missing_task_exits_1(db: str) -> None:
@@ -342,6 +427,13 @@ def test_enqueue_to_an_unknown_channel_exits_1_naming_the_known_ones(db: str) ->
     result = cli("enqueue", "emial", "{}", db=db)
     assert result.returncode == 1
     assert "unknown channel 'emial'; known channels: email, resize" in result.stderr
+
+
+def test_enqueue_delay_is_an_age_in_help_as_in_use(db: str) -> None:
+    assert "--delay AGE" in cli("enqueue", "--help").stdout
+    for age in ("90", "1s", "30m", "7d"):
+        created = json_of(cli("enqueue", "email", "null", "--delay", age, "--json", db=db))
+        assert json_of(cli("show", str(created["id"]), "--json", db=db))["status"] == "delayed"
 
 
 def test_enqueue_of_invalid_json_is_a_usage_error(db: str) -> None:
@@ -490,6 +582,20 @@ def test_worker_target_that_is_not_a_queue_is_a_usage_error(app: App, target: st
     result = cli("worker", target, cwd=app.dir, env=app_env(app))
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(("module", "message"), [
+    ("import no_such_dependency\n",
+     "importing broken failed: No module named 'no_such_dependency'"),
+    ("raise RuntimeError('settings missing')\n",
+     "importing broken failed: RuntimeError: settings missing"),
+])
+def test_worker_whose_module_fails_to_import_names_that_module(app: App, module: str,
+                                                                 message: str) -> None:
+    (app.dir / "broken.py").write_text(module)
+    result = cli("worker", "broken:q", cwd=app.dir, env=app_env(app))
+    assert result.returncode == 1
+    assert f"simplepyq: error: {message}\n" == result.stderr
 
 
 def test_worker_takes_a_db_naming_its_queues_store(app: App) -> None:

@@ -186,5 +186,6 @@ class Store(Protocol):
     def close(self) -> None:
         """Release every connection; the store is unusable afterwards."""
 
-    def pending_since(self) -> dict[str, float]:
-        """Per channel with pending tasks, when its longest-waiting one became due."""
+    def pending_since(self) -> dict[str, float | None]:
+        """Per channel with pending tasks, when its longest-waiting one became due
+        (None if some pending task has no time: its wait is unknown)."""

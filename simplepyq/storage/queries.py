@@ -118,9 +118,9 @@ class QueryStore:
 
         return self._read(count)
 
-    def pending_since(self) -> dict[str, float]:
-        return self._read(lambda c: {channel: float(since) for channel, since
-                                     in c.execute(self.Q["pending_since"]) if since is not None})
+    def pending_since(self) -> dict[str, float | None]:
+        return self._read(lambda c: {channel: None if since is None else float(since)
+                                     for channel, since in c.execute(self.Q["pending_since"])})
 
     # -- maintenance ---------------------------------------
     def clear_failed(self, channel: str | None) -> int:

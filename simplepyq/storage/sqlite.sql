@@ -225,9 +225,12 @@ WHERE status IN ('done', 'failed') AND COALESCE(finished_at, 0) < :before
   AND (:channel IS NULL OR channel = :channel);
 
 -- name: pending_since
--- Per channel, when its longest-waiting pending task became due: the end of its
--- delay if it had one, else its enqueue time (NULL for rows made by 0.1.3).
-SELECT channel, MIN(COALESCE(delay_until, created_at)) FROM tasks
+-- Per channel with pending tasks, when its longest-waiting one became due: the end
+-- of its delay if it had one, else its enqueue time. NULL if some pending task has
+-- neither (rows made by 0.1.3): then the longest wait is unknown, maybe very long.
+SELECT channel, CASE WHEN COUNT(COALESCE(delay_until, created_at)) < COUNT(*) THEN NULL
+                     ELSE MIN(COALESCE(delay_until, created_at)) END
+FROM tasks
 WHERE status = 'pending'
 GROUP BY channel;
 
