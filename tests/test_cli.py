@@ -566,6 +566,69 @@ def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app: App) -> None
     assert "stopped (drained)" in text
 
 
+def screen_after(output: bytes) -> list[str]:
+    """The lines a terminal shows after ``output``: enough of one to follow the live
+    table (carriage return, line feed, cursor up, clear to the end of the screen)."""
+    lines, row, column = [""], 0, 0
+    for token in re.findall(rb"\x1b\[(\d*)([AJ])|(\r)|(\n)|([^\x1b\r\n]+)", output):
+        count, command, carriage_return, line_feed, text = token
+        if command == b"A":
+            row, column = max(row - int(count or 1), 0), 0
+        elif command == b"J":
+            lines[row] = lines[row][:column]
+            del lines[row + 1:]
+        elif carriage_return:
+            column = 0
+        elif line_feed:
+            row, column = row + 1, 0
+            lines.extend([""] * (row + 1 - len(lines)))
+        else:
+            chars = text.decode()
+            lines[row] = lines[row][:column] + chars + lines[row][column + len(chars):]
+            column += len(chars)
+    return [line for line in lines if line]
+
+
+def test_worker_on_a_terminal_keeps_the_stopping_and_stopped_lines_below_its_last_table(
+        app: App) -> None:
+    enqueue(app.db, "work", {"block": True, "name": "1"})
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen([str(SCRIPT), "worker", "app:q", "--channels", "work"],
+                             cwd=app.dir, env=app_env(app), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    seen = bytearray()
+    reader = threading.Thread(target=_read_all, args=(controller, seen), daemon=True)
+    reader.start()
+    wait_until(lambda: (app.flags / "started-1").exists() and b"tasks/s" in seen)
+    child.send_signal(signal.SIGINT)
+    wait_until(lambda: b"SIGINT: stopping" in seen)
+    (app.flags / "release").touch()
+    assert child.wait(timeout=30) == 0
+    reader.join(timeout=10)
+    os.close(controller)
+    screen = screen_after(bytes(seen))
+    assert len(screen) == 6, screen
+    assert screen[0].endswith("for channels work")
+    assert "SIGINT: stopping; running tasks finish" in screen[1]
+    assert screen[2].split() == ["channel", "pending", "running", "delayed", "done", "failed",
+                                 "tasks/s"]
+    assert screen[3].split()[:6] == ["work", "0", "0", "0", "1", "0"]
+    assert screen[4].endswith("tasks/s")
+    assert screen[5].endswith("stopped (SIGINT)")
+
+
+def _read_all(fd: int, into: bytearray) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            return
+        if not chunk:
+            return
+        into.extend(chunk)
+
+
 def test_worker_with_channels_its_module_does_not_define_is_a_usage_error(app: App) -> None:
     worker = Worker(app, "--channels", "work,emial")
     assert worker.finish() == 2
