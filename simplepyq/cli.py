@@ -59,6 +59,7 @@ CELL_WIDTH = 50
 BYTES_TAG, DICT_TAG = "$bytes", "$dict"
 TAGS = {BYTES_TAG, DICT_TAG}
 UNKNOWN = "unknown"
+UNFINISHED = (Status.PENDING, Status.DELAYED, Status.RUNNING)
 TIME_FORMAT = "%Y-%m-%d %H:%M:%SZ"
 """How times are shown: in UTC, marked Z, in every listing and log line, so that
 times read on different hosts or by people in different zones compare as they are."""
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"workers. The store is --db PATH, or ${DB_ENV}.",
     )
 
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -129,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    command("stats", cmd_stats, "Task counts per channel and status, the age of the oldest "
-            "pending task, and channels whose tasks nobody consumes.")
+    command("stats", cmd_stats, "Task counts per channel and status, live workers, the age "
+            "of the oldest pending task, and channels with unfinished tasks but no live worker.")
 
     sub = command("tasks", cmd_tasks, "List tasks, oldest first.")
     sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
@@ -209,22 +211,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
         counts = queue.stats()
         registered = set(queue.known_channels())
         since = queue.pending_since()
+        workers = queue.live_workers()
     now = datetime.now(timezone.utc)
-    channels = {name: {**numbers, **_oldest_pending(since, name, now),
+    channels = {name: {**numbers, "workers": workers.get(name, 0),
+                       **_oldest_pending(since, name, now),
                        "registered": name in registered,
-                       "no_consumer": name not in registered and sum(numbers.values()) > 0}
+                       "no_live_worker": workers.get(name, 0) == 0
+                       and any(numbers.get(s.value, 0) for s in UNFINISHED)}
                 for name, numbers in counts.items()}
     if args.json:
         return _print_json({"store": _shown(args.db), "channels": channels})
     statuses = [s.value for s in Status]
-    rows = [[printable(name) + ("*" if row["no_consumer"] else ""),
-             *[str(row[s]) for s in statuses],
+    rows = [[cell(name, CELL_WIDTH - 1) + ("*" if row["no_live_worker"] else ""),
+             *[str(row[s]) for s in statuses], str(row["workers"]),
              UNKNOWN if row["oldest_pending_unknown"] else _age(row["oldest_pending_age"])]
             for name, row in channels.items()]
-    _print_table(["CHANNEL", *[s.upper() for s in statuses], "OLDEST PENDING"], rows)
-    if any(row["no_consumer"] for row in channels.values()):
-        print("* has tasks but no registered consumer: no process registered this channel, "
-              "so nothing will run them")
+    _print_table(["CHANNEL", *[s.upper() for s in statuses], "WORKERS", "OLDEST PENDING"], rows)
+    if any(row["no_live_worker"] for row in channels.values()):
+        print("* has pending, delayed or running tasks, but no live worker runs this channel")
     if any(row["oldest_pending_unknown"] for row in channels.values()):
         print(f"{UNKNOWN}: some pending task has no enqueue time (written by simplepyq 0.1.3), "
               "so it may have waited for any length of time")

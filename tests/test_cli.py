@@ -18,8 +18,8 @@ import sys
 import textwrap
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,17 +220,41 @@ def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db: st
     assert "email" in text.stdout and "resize" in text.stdout
 
 
-def test_stats_flags_channels_with_tasks_but_no_registered_consumer(db: str) -> None:
+def test_stats_flags_channels_with_unfinished_tasks_that_no_live_worker_runs(db: str) -> None:
     # As a 0.1.3 process would write it (or a process of another app): no registration.
     raw_sql(db, "INSERT INTO tasks (channel, args, status, retries) "
             "VALUES ('ghost', NULL, 'pending', 0)")
     channels = json_of(cli("stats", "--json", db=db))["channels"]
-    assert channels["ghost"]["no_consumer"] is True
-    assert channels["ghost"]["registered"] is False
-    assert channels["email"]["no_consumer"] is False
-    assert channels["resize"]["no_consumer"] is False  # registered, merely idle
+    assert {name: (row["workers"], row["no_live_worker"], row["registered"])
+            for name, row in channels.items()} == {
+        "ghost": (0, True, False), "email": (0, True, True),  # pending, nobody runs them
+        "resize": (0, False, True)}  # idle: nothing to run
     text = cli("stats", db=db).stdout
-    assert "ghost*" in text and "no registered consumer" in text
+    assert "ghost*" in text and "email*" in text and "resize*" not in text
+    assert "* has pending, delayed or running tasks, but no live worker runs this channel" \
+        in text
+
+
+def test_stats_counts_live_workers_and_flags_a_running_task_whose_worker_died(
+        app: App) -> None:
+    [task] = enqueue(app.db, "work", {"block": True, "name": "1"})
+    enqueue(app.db, "other", {})
+    worker = Worker(app, "--channels", "work")
+    wait_until(lambda: (app.flags / "started-1").exists())
+    channels = json_of(cli("stats", "--json", db=app.db))["channels"]
+    assert {name: (row["running"], row["pending"], row["workers"], row["no_live_worker"])
+            for name, row in channels.items()} == {
+        "work": (1, 0, 1, False), "other": (0, 1, 0, True)}
+    header, *rows = cli("stats", db=app.db).stdout.splitlines()[:3]
+    assert header.split()[6:] == ["WORKERS", "OLDEST", "PENDING"]
+    assert [row.split()[:7] for row in rows] == [["other*", "1", "0", "0", "0", "0", "0"],
+                                                 ["work", "0", "1", "0", "0", "0", "1"]]
+    worker.process.kill()
+    worker.finish()
+    assert status_of(app.db, task) == ("running", 1)  # until a worker recovers it
+    work = json_of(cli("stats", "--json", db=app.db))["channels"]["work"]
+    assert (work["running"], work["workers"], work["no_live_worker"]) == (1, 0, True)
+    assert "work*" in cli("stats", db=app.db).stdout
 
 
 def test_stats_shows_the_wait_of_pending_tasks_without_an_enqueue_time_as_unknown(
@@ -273,11 +297,12 @@ def test_stats_keeps_its_table_aligned_whatever_the_channel_names(store_path: st
             q.add_channel(name, noop)
             q.enqueue(name, None)
     assert set(json_of(cli("stats", "--json", db=store_path))["channels"]) == set(names)
-    lines = cli("stats", db=store_path).stdout.splitlines()
+    *lines, footnote = cli("stats", db=store_path).stdout.splitlines()
     assert len(lines) == 1 + len(names)  # a newline in a name does not start a row
-    assert any(row.startswith("line\\nbreak ") for row in lines)
+    assert footnote.startswith("* has pending")
+    assert any(row.startswith("line\\nbreak* ") for row in lines)
     [long_row] = [row for row in lines if row.startswith("x")]
-    assert "x" * 300 not in long_row and "x\u2026 " in long_row
+    assert "x" * 300 not in long_row and "x\u2026* " in long_row
     pending_column = display_width(lines[0][:lines[0].index("PENDING")])
     for row in lines[1:]:
         first_count = re.search(r" {2,}1 ", row)
