@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -27,7 +28,9 @@ class UnknownChannelError(ValueError):
 
     def __init__(self, name: str, known: set[str]) -> None:
         listing = ", ".join(sorted(known)) or "none"
-        super().__init__(f"unknown channel {name!r}; known channels: {listing}")
+        super().__init__(f"unknown channel {name!r}; known channels: {listing} (a channel "
+                         "is known once a process sharing the store adds it, or declares "
+                         f"it with declare({name!r}))")
 
 
 class StoreError(Exception):
@@ -55,3 +58,21 @@ def delay_from_now(value: float | timedelta, name: str) -> float:
     if time.time() + seconds > LATEST_DUE:
         raise ValueError(f"{name} of {value!r} ends after the year 9999; give a shorter delay")
     return seconds
+
+
+def check_timeout(value: object, name: str = "timeout") -> None:
+    """Refuse a ``timeout`` that is not ``None`` (no limit) or a finite number of seconds
+    >= 0, naming it; called first, so that a bad one changes nothing."""
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds or None (no limit), not "
+                        f"{type(value).__name__} {value!r}")
+    if not value >= 0:  # negative, or NaN
+        raise ValueError(f"{name} must be a number of seconds >= 0 or None (no limit), "
+                         f"got {value!r}")
+    if value > threading.TIMEOUT_MAX:  # infinite, or more than a thread may wait
+        shown = repr(value) if isinstance(value, float) else f"{value.bit_length()}-bit int"
+        raise ValueError(f"{name} of {shown} seconds is more than can be waited "
+                         f"({threading.TIMEOUT_MAX:.0f} s at most); give None to wait "
+                         f"without limit")

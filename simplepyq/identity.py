@@ -113,15 +113,49 @@ def is_alive_here(pid: int, pid_start: str | None) -> bool:
     return pid_start is None or len(fields) <= 19 or fields[19] == pid_start
 
 
-def is_dead(owner: Owner, me: ProcessIdentity, lease: float, now: float) -> bool:
+def is_dead(owner: Owner, me: ProcessIdentity, lease: float, now: float,
+            silent_since: float = 0.0) -> bool:
     """True if the instance ``owner`` can no longer finish its running tasks, as judged by
     ``me``: by its process where both have the same host id (one process table), else
     by a heartbeat older than ``lease`` (rows of older versions, whose host is a bare
-    host name, are judged so too)."""
+    host name, are judged so too). Silence before ``silent_since`` does not count
+    (see ``Heartbeats``)."""
     if owner.owner == me.owner:
         return False
     if owner.pid is None:
         return True  # never registered, or gave itself up: nobody runs these
     if owner.host == me.host:
         return not is_alive_here(owner.pid, owner.pid_start)
-    return owner.heartbeat_at is None or owner.heartbeat_at < now - lease
+    return max(owner.heartbeat_at or 0.0, silent_since) < now - lease
+
+
+class Heartbeats:
+    """An instance's own heartbeats, as a record of when it could write to the store.
+
+    Another instance is judged dead when it has not written its heartbeat for a
+    lease: that is fair only while it could have written. A stall that held up our
+    own heartbeat (another process frozen holding SQLite's write lock, PostgreSQL
+    down or locked) held up everyone's, so the silence of others counts only from
+    the end of our last stall, and not at all while we are in one.
+    """
+
+    def __init__(self, every: float) -> None:
+        self._late = every * 1.5
+        """A heartbeat this long after the one before it (or this slow to write) was held up."""
+        self._last: float | None = None
+        self._resumed = 0.0
+
+    def wrote(self, began: float, ended: float) -> None:
+        """A heartbeat was written: attempted at ``began``, committed at ``ended`` (wall
+        clock). If it was late, or slow to write, a stall ended at ``ended``."""
+        since = began if self._last is None else self._last
+        if ended - since > self._late:
+            self._resumed = ended
+        self._last = ended
+
+    def silent_since(self, now: float) -> float:
+        """When the silence of others began to count, as of ``now``: the end of our last
+        stall, or ``now`` itself while our heartbeat is overdue (we are in a stall)."""
+        if self._last is None or now - self._last > self._late:
+            return now
+        return self._resumed

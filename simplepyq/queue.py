@@ -6,23 +6,38 @@ to the scheduler. Every method is safe to call from any thread, tasks included.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from os import PathLike
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 from simplepyq import codec
-from simplepyq.errors import UnknownChannelError, delay_from_now, seconds_from
+from simplepyq.errors import (
+    StoreError,
+    UnknownChannelError,
+    check_timeout,
+    delay_from_now,
+    seconds_from,
+)
+from simplepyq.identity import ProcessIdentity, is_dead
 from simplepyq.policy import Backoff
 from simplepyq.progress import Progress
 from simplepyq.scheduler import Channel, Scheduler, Settings, Signals
-from simplepyq.storage import open_store
+from simplepyq.storage import open_store, store_location
 from simplepyq.task import Status, Task
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("simplepyq")
+
+_OPEN: weakref.WeakSet[SimplePyQ] = weakref.WeakSet()
+"""The queues of this process not closed yet: their workers stop at exit."""
 
 
 class SimplePyQ:
@@ -43,14 +58,23 @@ class SimplePyQ:
     power cut or an OS crash, by flushing each commit to the disk (one fsync per
     commit, which bounds enqueues to the disk's fsync rate); PostgreSQL's
     durability is the server's setting.
+
+    A task whose worker's process dies while running it is run again by the next
+    process, up to ``max_recoveries`` times in a row: then it is taken to be what
+    kills its workers (a segfault, an OOM kill) and fails, so that it cannot keep
+    the queue in a crash loop. A recovered task runs alone in its process, so that
+    only the task that kills a process is counted.
     """
 
     def __init__(self, store_path: str | PathLike[str] = "simplepyq_tasks.db", *,
                  poll_interval: float = 0.05, lease: float = 30.0,
-                 busy_timeout: float = 30.0, power_safe: bool = False) -> None:
+                 busy_timeout: float = 30.0, power_safe: bool = False,
+                 max_recoveries: int = 3) -> None:
+        store_path = store_location(store_path)  # None, bytes, mysql://: refused first
         self._settings = Settings(
             poll_interval=_positive(poll_interval, "poll_interval"),
             lease=_positive(lease, "lease"),
+            max_recoveries=_at_least_one(max_recoveries, "max_recoveries"),
         )
         if not isinstance(power_safe, bool):
             raise TypeError(f"power_safe must be True or False, not {power_safe!r}")
@@ -62,6 +86,8 @@ class SimplePyQ:
         self._scheduler: Scheduler | None = None
         self._draining: list[Scheduler] = []  # stopped, but with tasks still running
         self._lock = threading.RLock()
+        self._pid = os.getpid()
+        _OPEN.add(self)
 
     # -- channels ------------------------------------------
     def add_channel(self, name: str, func: Callable[[Any], Any], max_workers: int = 1, *,
@@ -101,6 +127,33 @@ class SimplePyQ:
 
         return register
 
+    def declare(self, *names: str) -> None:
+        """Make channel names known to the store without binding functions to them.
+
+        For a process that only enqueues (a web app, say) on a store whose workers
+        run elsewhere and may not have started yet: enqueueing to a channel no
+        process declared or added is refused as a likely typo.
+        """
+        for name in names:
+            _check_name(name)
+        now = time.time()
+        for name in names:
+            self._store.register_channel(name, now)
+
+    @property
+    def channels(self) -> Mapping[str, tuple[Callable[[Any], Any], int]]:
+        """The channels added in this process: name -> (function, max_workers), read-only
+        (as simplepyq 0.1.3 exposed them)."""
+        with self._lock:
+            return MappingProxyType({name: (channel.func, channel.max_workers)
+                                     for name, channel in self._channels.items()})
+
+    @property
+    def running(self) -> bool:
+        """Whether this process's workers run (``start`` was called and not ``stop``)."""
+        with self._lock:
+            return self._scheduler is not None
+
     def remove_channel(self, name: str) -> int:
         """Forget channel ``name`` here and in the store, deleting all its tasks.
 
@@ -139,6 +192,7 @@ class SimplePyQ:
         All or nothing: if any item cannot be encoded, no task is written.
         """
         _check_name(channel)
+        _check_args_list(args_list)
         _check_count(retries, "retries")
         _check_int(priority, "priority")
         when = _run_at(delay, run_at)
@@ -156,31 +210,53 @@ class SimplePyQ:
         """Start the workers of every registered channel, or only of ``channels``.
 
         Workers run in background threads; channels added later start too, unless
-        ``channels`` chose others. Does nothing if the workers run already. A name
+        ``channels`` chose others. While workers run, a second call starts the
+        channels it names that do not run yet (all, without ``channels``). A name
         not registered in this process raises ``UnknownChannelError`` (a
         ``ValueError``) and starts nothing.
+
+        At a normal exit of the interpreter the workers stop as ``stop()`` stops
+        them: running tasks finish and their outcomes are committed; claimed tasks
+        not started yet go back to pending.
         """
         with self._lock:
+            chosen = self._channels if channels is None else self._chosen(channels)
             if self._scheduler is not None:
+                self._run_more(self._scheduler, chosen)
                 return
-            self._running = self._channels if channels is None else self._chosen(channels)
+            self._running = chosen if chosen is self._channels else dict(chosen)
             scheduler = Scheduler(self._store, self._running, self._settings, self._signals)
             scheduler.start()
             self._scheduler = scheduler
+
+    def _run_more(self, scheduler: Scheduler, chosen: dict[str, Channel]) -> None:
+        """Start, beside the running ones, the channels of ``chosen`` that do not run yet."""
+        if chosen is self._channels:
+            self._running = self._channels  # from now on, channels added later run too
+        for name, channel in chosen.items():
+            self._running[name] = channel
+            scheduler.add(channel)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the workers: running tasks finish (up to ``timeout`` s), no new one starts.
 
         Unstarted tasks stay pending in the store; ``start()`` resumes. Returns
-        False if some task was still running when the timeout expired.
+        False if some task was still running when the timeout expired (including
+        tasks left running by an earlier stop that timed out), or if the outcome of
+        a finished task could not be committed (the store refused, e.g. a full
+        disk): such a task runs again once this process is gone.
         """
+        check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             scheduler, self._scheduler = self._scheduler, None
-        if scheduler is None or scheduler.stop(timeout):
-            return True
+            schedulers = [*self._draining, *([scheduler] if scheduler else [])]
+        unfinished = [each for each in schedulers if not each.stop(_remaining(deadline))]
         with self._lock:
-            self._draining.append(scheduler)
-        return False
+            self._draining = [each for each in self._draining if each in unfinished]
+            if scheduler is not None and scheduler in unfinished:
+                self._draining.append(scheduler)
+        return not unfinished
 
     def run_until_complete(self, timeout: float | None = None, *,
                            channels: Iterable[str] | None = None,
@@ -193,7 +269,9 @@ class SimplePyQ:
         ``TimeoutError`` at once; tasks still running finish in the background.
         ``progress=True`` shows live counts and tasks/s on stderr if it is a
         terminal, else logs each change at INFO; a ``Progress`` shows them its way.
+        Raises ``StoreError`` if, at the end, outcomes could not be committed.
         """
+        check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         chosen = None if channels is None else list(self._chosen(channels))
         shown = progress if isinstance(progress, Progress) else (
@@ -201,6 +279,7 @@ class SimplePyQ:
         if shown is not None:
             shown.refresh()  # the counts before this run starts anything
         self.start(chosen)
+        timed_out = False
         try:
             while True:
                 seen = self._signals.idle.generation
@@ -209,18 +288,22 @@ class SimplePyQ:
                 if shown is not None:
                     shown.tick()
                 if not self._store.has_unfinished(names):
-                    return
+                    break
                 remaining = _remaining(deadline)
                 if remaining == 0:
-                    self.stop(timeout=0)
+                    timed_out = True
+                    self.stop(timeout=0)  # what still runs finishes in the background
                     raise TimeoutError(f"tasks of channels {', '.join(names)} were still "
                                        f"unfinished after {timeout}s")
                 self._signals.idle.wait_past(seen, _shorter(remaining,
                                                             self._settings.poll_interval))
         finally:
-            self.stop()
+            stopped = timed_out or self.stop()
             if shown is not None:
                 shown.close()
+        if not stopped:
+            raise StoreError(f"the outcomes of some tasks could not be recorded in "
+                             f"{self.store_path!r}; those tasks will run again")
 
     # -- inspection ----------------------------------------
     def get_task(self, task_id: int) -> Task | None:
@@ -235,6 +318,7 @@ class SimplePyQ:
         Works in any process, running workers or not. Raises ``TimeoutError`` when
         ``timeout`` passes, ``ValueError`` if the task does not exist (or is deleted).
         """
+        check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         unwatch = self._store.watch(self._signals.recorded.notify)
         try:
@@ -299,6 +383,22 @@ class SimplePyQ:
             here = set(self._channels)
         return sorted(self._store.known_channels() | here)
 
+    def live_workers(self) -> dict[str, int]:
+        """Per channel known to the store, how many live queue instances run its workers.
+
+        Liveness is judged as crash recovery judges it: on this host by the process,
+        elsewhere by a heartbeat younger than ``lease``. A channel with unfinished
+        tasks and 0 here has nobody to run them.
+        """
+        me = ProcessIdentity.current()
+        now = time.time()
+        counts = dict.fromkeys(self.known_channels(), 0)
+        for owner in self._store.owners():
+            if not is_dead(owner, me, self._settings.lease, now):
+                for name in owner.channels:
+                    counts[name] = counts.get(name, 0) + 1
+        return counts
+
     def pending_since(self) -> dict[str, datetime | None]:
         """Per channel with pending tasks, when the longest-waiting one became due.
 
@@ -341,13 +441,21 @@ class SimplePyQ:
 
     # -- closing -------------------------------------------
     def close(self) -> None:
-        """Stop the workers, wait for every running task to end, and release the store."""
-        self.stop()
-        with self._lock:
-            draining, self._draining = self._draining, []
-        for scheduler in draining:
-            scheduler.stop(None)
-        self._store.close()
+        """Stop the workers, wait for every running task to end, and release the store.
+
+        Refused from inside a task of this queue (``RuntimeError``): the task would
+        wait for itself, and its outcome could never be recorded. Raises
+        ``StoreError`` if outcomes of finished tasks could not be committed; the
+        store is released all the same.
+        """
+        self._refuse_from_a_task("close()")
+        try:
+            if not self.stop():
+                raise StoreError(f"the outcomes of some tasks could not be recorded in "
+                                 f"{self.store_path!r}; those tasks will run again")
+        finally:
+            _OPEN.discard(self)
+            self._store.close()
 
     def __enter__(self) -> SimplePyQ:
         return self
@@ -355,6 +463,26 @@ class SimplePyQ:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    def _stop_at_exit(self) -> None:
+        """The interpreter is exiting: stop the workers as ``stop()`` does, so that a
+        normal exit is not taken for a crash (and no task runs twice)."""
+        if self._pid != os.getpid():
+            return  # a forked child: the workers are its parent's
+        with self._lock:
+            busy = self._scheduler is not None or bool(self._draining)
+        if busy and not self.stop():
+            log.warning("at exit, some tasks of %s were still running or their outcomes "
+                        "could not be recorded; they will run again", self.store_path)
+
+    def _refuse_from_a_task(self, call: str) -> None:
+        current = threading.current_thread()
+        with self._lock:
+            schedulers = [*self._draining, *([self._scheduler] if self._scheduler else [])]
+        if any(scheduler.runs_in(current) for scheduler in schedulers):
+            raise RuntimeError(f"{call} was called from inside a task of this queue, which "
+                               "would wait for that task to end; call it from outside "
+                               "the tasks (a task may call stop())")
 
     # -- helpers -------------------------------------------
     def _chosen(self, names: Iterable[str]) -> dict[str, Channel]:
@@ -421,3 +549,36 @@ def _remaining(deadline: float | None) -> float | None:
 
 def _shorter(remaining: float | None, interval: float) -> float:
     return interval if remaining is None else min(remaining, interval)
+
+
+def _check_args_list(args_list: object) -> None:
+    """Refuse what ``enqueue_many`` would split wrongly: a str or bytes (one task per
+    character), a mapping (one per key), or anything that is not iterable."""
+    if isinstance(args_list, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"args_list must be an iterable of args, one per task, not the "
+                        f"{type(args_list).__name__} {codec.short_repr(args_list)}; to "
+                        f"enqueue it as one task's args, use enqueue()")
+    if isinstance(args_list, Mapping):
+        raise TypeError(f"args_list must be an iterable of args, one per task, not a "
+                        f"mapping ({type(args_list).__name__}), which gives only its keys; "
+                        f"to enqueue it as one task's args, use enqueue()")
+    try:
+        iter(args_list)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"args_list must be an iterable of args, one per task (a list, "
+                        f"say), not {type(args_list).__name__} "
+                        f"{codec.short_repr(args_list)}") from None
+
+
+def _at_least_one(value: object, name: str) -> int:
+    _check_int(value, name)
+    assert isinstance(value, int)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    for queue in list(_OPEN):
+        queue._stop_at_exit()

@@ -13,8 +13,11 @@ this instance and returns the running tasks of dead instances to pending.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import os
+import sys
 import threading
 import time
 import traceback
@@ -23,13 +26,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simplepyq import codec, policy
-from simplepyq.batches import Hand, Outbox, Pace
+from simplepyq.batches import RETRY_FIRST, RETRY_LONGEST, Hand, Ledger, Outbox, Pace
 from simplepyq.errors import DelayException
-from simplepyq.identity import ProcessIdentity, is_dead
+from simplepyq.failing import RepeatedFailure
+from simplepyq.identity import Heartbeats, ProcessIdentity, is_dead
 from simplepyq.policy import Backoff, Decision
-from simplepyq.storage.base import Claimed, Outcome, Owner, Store
+from simplepyq.solo import SoloGate
+from simplepyq.storage.base import Claimed, CommitUnknownError, Outcome, Owner, Store
 
 log = logging.getLogger("simplepyq")
+
+SETTLE_LIMIT = 30.0
+"""Seconds a stop without a timeout keeps trying to commit outcomes the store refuses."""
+FORKED_CHILD_EXIT = 70
+"""The exit code of a forked child that returned into a worker (EX_SOFTWARE)."""
 
 
 class Wakeup:
@@ -88,6 +98,7 @@ class Settings:
 
     poll_interval: float
     lease: float
+    max_recoveries: int = 3
 
 
 class Scheduler:
@@ -100,11 +111,17 @@ class Scheduler:
         self._settings = settings
         self._signals = signals
         self._identity = ProcessIdentity.current()
+        self._beats = Heartbeats(every=settings.lease / 3)
         self._stopping = threading.Event()
         self._nudge = Wakeup()
         self._hands: dict[str, Hand] = {}
         self._outbox = Outbox()
+        self._ledger = Ledger()
+        self._failures: dict[str, RepeatedFailure] = {}
         self._workers: list[threading.Thread] = []
+        self._started: dict[str, Channel] = {}
+        self._solo = SoloGate()
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._housekeeper = threading.Thread(
             target=self._housekeep, name="simplepyq-housekeeper", daemon=True
@@ -121,31 +138,44 @@ class Scheduler:
         self._housekeeper.start()
 
     def add(self, channel: Channel) -> None:
-        """Start the workers of a channel added while running."""
+        """Run ``channel`` too, starting its workers unless they run already."""
         with self._lock:
-            if not self._stopping.is_set():
+            self._channels.setdefault(channel.name, channel)
+            if not self._stopping.is_set() and self._started.get(channel.name) is not channel:
                 self._start_workers(channel)
 
     def stop(self, timeout: float | None) -> bool:
         """Let running tasks finish (up to ``timeout``) and start no new ones.
 
-        Returns True when every worker has ended. Workers still busy after the
-        timeout finish their task in the background, still heartbeating.
+        Returns True when every worker has ended and every outcome is committed.
+        Workers still busy after the timeout finish their task in the background,
+        still heartbeating. Outcomes the store refuses are tried again until the
+        timeout (or, without one, for SETTLE_LIMIT seconds).
         """
         self._stopping.set()
         self._nudge.notify()
         for channel in list(self._channels.values()):
             channel.wake.notify()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
         with self._lock:
             others = [w for w in self._workers if w is not threading.current_thread()]
         for worker in others:
             worker.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+        ended = not any(worker.is_alive() for worker in others)
+        settled = self.settle(deadline if deadline is not None
+                              else max(start, time.monotonic()) + SETTLE_LIMIT)
         if not self._busy():
             self._housekeeper.join()
-        return not any(worker.is_alive() for worker in others)
+        return ended and settled
+
+    def runs_in(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is one of this scheduler's workers (a task runs in it)."""
+        with self._lock:
+            return thread in self._workers
 
     def _start_workers(self, channel: Channel) -> None:
+        self._started[channel.name] = channel
         self._hands[channel.name] = Hand(channel.max_workers, channel.pace)
         for number in range(channel.max_workers):
             worker = threading.Thread(
@@ -158,26 +188,60 @@ class Scheduler:
     # -- the worker loop -----------------------------------
     def _work(self, channel: Channel) -> None:
         hand = self._hands[channel.name]
+        claiming = self._failure(f"claiming tasks of channel {channel.name!r}")
         loop: asyncio.AbstractEventLoop | None = None
         try:
             while not self._stopping.is_set() and not channel.removed:
                 seen = channel.wake.generation
+                if not self._solo.enter():  # a suspect runs alone: claim and start nothing
+                    self._solo.wait_open(self._settings.poll_interval)
+                    continue
                 try:
                     task = hand.take() or self._refill(channel, hand)
-                except Exception:
-                    log.exception("claiming tasks of channel %r failed; retrying", channel.name)
+                except Exception as exc:
+                    self._solo.leave()
+                    claiming.failed(exc, "retrying")
                     self._stopping.wait(self._settings.poll_interval)
                     continue
+                if claiming.failing:
+                    claiming.succeeded()
                 if task is None:
+                    self._solo.leave()
                     self._signals.idle.notify()
                     channel.wake.wait_past(seen, timeout=None)
-                    continue
-                loop = self._run(channel, hand, task, loop)
+                elif task.recoveries:
+                    self._solo.leave()
+                    loop = self._run_alone(channel, hand, task, loop)
+                else:
+                    try:
+                        loop = self._run(channel, hand, task, loop)
+                    finally:
+                        self._solo.leave()
         finally:
             self._give_back(hand)
             self._flush(due_only=False)
             if loop is not None:
                 loop.close()
+
+    def _run_alone(self, channel: Channel, hand: Hand, task: Claimed,
+                   loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
+        """Run a suspect (see ``solo``) with nothing else of this process in flight, its
+        outcome committed at once; if another suspect runs alone already, give it back."""
+        if not self._solo.begin():
+            hand.put([task])
+            self._give_back(hand)
+            return loop
+        try:
+            for other in list(self._hands.values()):
+                self._give_back(other)
+            settle_by = time.monotonic() + self._settings.lease
+            self.settle(settle_by)
+            loop = self._run(channel, hand, task, loop)
+            self.settle(settle_by + self._settings.lease)
+        finally:
+            self._solo.end()
+            self._wake_all()
+        return loop
 
     def _refill(self, channel: Channel, hand: Hand) -> Claimed | None:
         """Commit the waiting outcomes and claim the channel's next batch, in one transaction."""
@@ -188,10 +252,14 @@ class Scheduler:
             outcomes = self._outbox.take()
             limit = 0 if self._stopping.is_set() or channel.removed else hand.wanted()
             try:
-                exchange = self._store.exchange(self._identity.owner, outcomes, channel.name,
-                                                limit, time.time())
-            except BaseException:
+                with self._ledger.call():
+                    exchange = self._store.exchange(self._identity.owner, outcomes,
+                                                    channel.name, limit, time.time())
+                    self._ledger.hold(task.id for task in exchange.claimed)
+            except BaseException as exc:
                 self._outbox.restore(outcomes)
+                if isinstance(exc, CommitUnknownError):
+                    self._commit_unknown(outcomes)
                 raise
             self._settled(outcomes, exchange.dropped)
             hand.put(exchange.claimed)
@@ -211,6 +279,8 @@ class Scheduler:
                                          time.time())
         else:
             decision, loop = self._call(channel, task, args, loop)
+        if os.getpid() != self._pid:
+            _leave_forked_child(task.id)
         channel.pace.ran(time.perf_counter() - began)
         if self._outbox.add(Outcome(task.id, decision)):
             self._nudge.notify()  # the housekeeper commits it if no worker does in time
@@ -227,38 +297,116 @@ class Scheduler:
         except DelayException as delay:
             return policy.deferred(task.retries, delay.delay_seconds, time.time()), loop
         except BaseException as exc:  # the task's failure, whatever it is, is recorded
-            log.warning("task %d of channel %r raised %s: %s",
-                        task.id, channel.name, type(exc).__name__, exc)
-            return policy.raised(task.retries, task.attempts, traceback.format_exc(),
-                                 channel.backoff, time.time()), loop
+            if os.getpid() != self._pid:
+                _leave_forked_child(task.id)
+            decision = policy.raised(task.retries, task.attempts, traceback.format_exc(),
+                                     channel.backoff, time.time())
+            log.warning("task %d of channel %r raised %s: %s; %s", task.id, channel.name,
+                        type(exc).__name__, exc, policy.explained(decision, task.attempts))
+            return decision, loop
         try:
             result = None if value is None else codec.pack(value, "the task's return value")
-        except TypeError as exc:
-            return policy.unrunnable(task.retries, str(exc), time.time()), loop
+        except Exception as exc:  # whatever encoding refuses, the worker lives on
+            log.warning("task %d of channel %r returned a value that cannot be stored (%s); "
+                        "failed", task.id, channel.name, exc)
+            return policy.unrunnable(task.retries, f"{type(exc).__name__}: {exc}",
+                                     time.time()), loop
         return policy.succeeded(task.retries, result, time.time()), loop
 
     def _flush(self, due_only: bool) -> None:
-        """Commit the waiting outcomes (only once the oldest has waited GROUP_WINDOW if
-        ``due_only``). A failed commit keeps them waiting, to be tried again."""
+        """Commit the waiting outcomes (only once the oldest has waited GROUP_WINDOW, or
+        longer while commits keep failing, if ``due_only``). A failed commit keeps them
+        waiting, to be tried again; first, any audit owed after a commit whose fate is
+        unknown is done."""
+        self._reconcile()
         due_in = self._outbox.due_in(time.monotonic())
         if due_in is None or (due_only and due_in > 0):
             return
         outcomes = self._outbox.take()
         try:
-            exchange = self._store.exchange(self._identity.owner, outcomes, None, 0, time.time())
-        except Exception:
+            with self._ledger.call():
+                exchange = self._store.exchange(self._identity.owner, outcomes, None, 0,
+                                                time.time())
+        except Exception as exc:
             self._outbox.restore(outcomes)
-            log.exception("recording the outcomes of %d task(s) failed; they stay running "
-                          "here and will be recorded on a later try", len(outcomes))
+            self._failure("recording task outcomes").failed(
+                exc, f"the outcomes of {len(outcomes)} task(s) wait here, their tasks still "
+                "running, and will be recorded on a later try")
+            if isinstance(exc, CommitUnknownError):
+                self._commit_unknown(outcomes)
             return
         self._settled(outcomes, exchange.dropped)
 
+    def settle(self, deadline: float | None) -> bool:
+        """Commit the outcomes still waiting, trying again with growing pauses until
+        ``deadline`` (``time.monotonic()``); True once none is left uncommitted.
+
+        For a stop: an outcome never committed leaves its task ``running`` under this
+        process, to be run again once the process is gone. With ``deadline`` None it
+        tries once and does not wait: a caller that can wait says how long.
+        """
+        pause = RETRY_FIRST
+        while True:
+            self._flush(due_only=False)
+            left = self._outbox.unsettled()
+            if not left:
+                return True
+            now = time.monotonic()
+            if deadline is None or now >= deadline:
+                log.error("the outcomes of %d task(s) could not be recorded; those tasks will "
+                          "run again once this process is gone", left)
+                return False
+            time.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, RETRY_LONGEST)
+
     def _settled(self, outcomes: list[Outcome], dropped: list[int]) -> None:
+        """After a commit that went through: the outcomes it carried are held no more."""
+        self._outbox.settled(outcomes)
+        self._failure("recording task outcomes").succeeded()
+        doubted = self._ledger.drop(outcome.task_id for outcome in outcomes)
         for task_id in dropped:
-            log.warning("task %d was taken from this worker (recovered or removed); "
-                        "its outcome is dropped", task_id)
+            if task_id in doubted:
+                log.info("the outcome of task %d was recorded already, by a commit whose "
+                         "answer was lost (or the task was taken from this worker)", task_id)
+            else:
+                log.warning("task %d was taken from this worker (recovered or removed); "
+                            "its outcome is dropped", task_id)
         if outcomes:
             self._signals.recorded.notify()
+
+    def _commit_unknown(self, outcomes: list[Outcome]) -> None:
+        """A commit of ours may have landed or not: its outcomes stay waiting (recording
+        one twice is refused by the store), and claimed tasks that no worker holds are
+        looked for now, and once more a little later."""
+        self._ledger.unknown((outcome.task_id for outcome in outcomes), time.monotonic())
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """If a commit's fate was unknown: return to pending the tasks running under this
+        instance that none of its workers holds (what that commit claimed, or failed to
+        release), so they do not wait for this process to end."""
+        if not self._ledger.audit_due(time.monotonic()):
+            return
+        failure = self._failure("looking for claimed tasks that no worker holds")
+        try:
+            with self._ledger.audit() as held:
+                count = self._store.reconcile(self._identity.owner, held)
+        except Exception as exc:
+            failure.failed(exc)
+            return
+        failure.succeeded()
+        if count:
+            log.warning("returned %d task(s) to pending that a commit whose answer was lost "
+                        "had claimed for this process", count)
+            self._wake_all()
+
+    def _failure(self, what: str) -> RepeatedFailure:
+        """The log of the retried step ``what``, so that its failures are not logged in a
+        tight loop (see ``failing``)."""
+        failure = self._failures.get(what)
+        if failure is None:
+            failure = self._failures.setdefault(what, RepeatedFailure(what))
+        return failure
 
     def _give_back(self, hand: Hand) -> None:
         """Release the claimed, unstarted tasks to pending for any process to take.
@@ -270,12 +418,24 @@ class Scheduler:
         tasks = hand.empty()
         if not tasks:
             return
+        ids = [task.id for task in tasks]
+        failure = self._failure("releasing claimed tasks")
         try:
-            self._store.release(self._identity.owner, [task.id for task in tasks])
-        except Exception:
-            log.exception("releasing %d claimed task(s) failed; they stay claimed here",
-                          len(tasks))
+            with self._ledger.call():
+                self._store.release(self._identity.owner, ids)
+        except CommitUnknownError as exc:
+            # Released or not, no worker here will run them: any still claimed are
+            # returned by the audit.
+            failure.failed(exc, "tasks still claimed will be returned to pending")
+            self._ledger.drop(ids)
+            self._commit_unknown([])
+            return
+        except Exception as exc:
+            failure.failed(exc, f"{len(tasks)} claimed task(s) stay claimed here")
             hand.put(tasks)
+            return
+        failure.succeeded()
+        self._ledger.drop(ids)
 
     # -- housekeeping --------------------------------------
     def _housekeep(self) -> None:
@@ -339,33 +499,78 @@ class Scheduler:
         return due
 
     def _register(self) -> None:
+        """Heartbeat: announce this instance or renew its heartbeat, and note when it was
+        written (a late one means a stall that held up everyone's, see ``Heartbeats``).
+
+        Claims renew it too when it is half a lease old (the housekeeper is late), in
+        their own transaction, so that no task is claimed under a heartbeat that says
+        its owner is dead, nor under an owner given up for dead meanwhile.
+        """
         me = self._identity
-        self._store.register_owner(me.owner, me.host, me.pid, me.pid_start, time.time())
+        began = time.time()
+        self._store.register_owner(me.owner, me.host, me.pid, me.pid_start, began,
+                                   list(self._channels), renew_after=self._settings.lease / 2)
+        self._beats.wrote(began, time.time())
 
     def recover_dead(self) -> int:
-        """Return the running tasks of dead instances to pending; how many were returned."""
+        """Return the running tasks of dead instances to pending; how many were returned.
+
+        The store recovers an owner only if its heartbeat is still the one judged here:
+        one that renewed since (it resumed after a freeze, say) keeps its tasks.
+        """
         now = time.time()
         dead = [o for o in self._store.running_owners() if self._is_dead(o, now)]
         if not dead:
             return 0
         names = ", ".join(str(o.owner) for o in dead)
-        count = self._store.recover([o.owner for o in dead],
-                                    f"recovered: its worker ({names}) died while running it", now)
+        count = self._store.recover(dead,
+                                    f"recovered: its worker ({names}) died while running it", now,
+                                    self._settings.max_recoveries)
         if count:
             log.warning("recovered %d task(s) left running by dead worker(s) %s", count, names)
             self._wake_all()
         return count
 
     def _is_dead(self, owner: Owner, now: float) -> bool:
-        return is_dead(owner, self._identity, self._settings.lease, now)
+        return is_dead(owner, self._identity, self._settings.lease, now,
+                       self._beats.silent_since(now))
 
-    @staticmethod
-    def _safe(work: Callable[[], Any], fallback: Any) -> Any:
+    def _safe(self, work: Callable[[], Any], fallback: Any) -> Any:
+        """``work()``, or ``fallback`` if it fails: a housekeeping step is tried again at
+        the next pass, and its repeated failures are logged without flooding."""
+        failure = self._failure(f"housekeeping step {_step_name(work)}")
         try:
-            return work()
-        except Exception:
-            log.exception("housekeeping step failed; will try again")
+            value = work()
+        except Exception as exc:
+            failure.failed(exc)
             return fallback
+        failure.succeeded()
+        return value
+
+
+def _step_name(work: Callable[[], Any]) -> str:
+    """What a housekeeping step is called in the log: its function's name or, for a
+    lambda, the name of the store method it calls."""
+    name = str(getattr(work, "__name__", "step"))
+    code = getattr(work, "__code__", None)
+    if name == "<lambda>" and code is not None and "_store" in code.co_names:
+        names = code.co_names
+        index = names.index("_store") + 1
+        if index < len(names):
+            return str(names[index])
+    return name.lstrip("_")
+
+
+def _leave_forked_child(task_id: int) -> None:
+    """A task forked and its child came back here: the child must not go on as a worker
+    of its parent (same identity, inherited connections), so it ends now."""
+    log.error("task %d forked, and the child process %d returned from the task into the "
+              "worker; a forked child must end with os._exit(), so it exits now (code 70)",
+              task_id, os.getpid())
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(FORKED_CHILD_EXIT)
 
 
 def _nothing() -> None:

@@ -2,7 +2,8 @@
 
 The crashes are real: child interpreters are killed with SIGKILL mid-task. Remote
 hosts are simulated by writing their rows in ``simplepyq_owners`` with raw SQL.
-Every test runs on both backends.
+Every test runs on both backends, but the one about PostgreSQL's row locks: how a
+recovery and a claim of the same owner, on two connections, follow each other.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
+import pytest
 
 from simplepyq import SimplePyQ, Task, policy
-from simplepyq.storage.base import Outcome
-from tests.backends import raw_sql
+from simplepyq.storage.base import Outcome, Owner
+from tests.backends import raw_sql, split_location
 from tests.support import finish_all, spawn_python, wait_until
 
 # Runs channel "c" with N workers whose task marks that it started, then blocks forever.
@@ -260,13 +263,123 @@ def test_worker_given_up_for_dead_cannot_overwrite_the_rerun(store_path: str) ->
     with SimplePyQ(store_path) as q:
         store = q._store
         (claimed,) = store.exchange("ghost", [], "c", 1, time.time()).claimed
-        assert store.recover(["ghost"], "recovered: test", time.time(), 3) == 1
+        ghost = Owner("ghost", None, None, None, None)  # as judged: no row, no heartbeat
+        assert store.recover([ghost], "recovered: test", time.time(), 3) == 1
         (again,) = store.exchange("heir", [], "c", 1, time.time()).claimed
         done = Outcome(task_id, policy.succeeded(0, None, time.time()))
         assert store.exchange("ghost", [done], None, 0, time.time()).dropped == [task_id]
         assert store.exchange("heir", [done], None, 0, time.time()).dropped == []
         assert (claimed.id, again.id) == (task_id, task_id)
         assert q.get_task(task_id).attempts == 2  # type: ignore[union-attr]
+
+
+def test_owner_that_wrote_a_heartbeat_after_it_was_judged_dead_keeps_its_tasks(
+    store_path: str,
+) -> None:
+    (task_id,) = _enqueue(store_path, "x")
+    with SimplePyQ(store_path) as q:
+        store = q._store
+        store.register_owner("far:1:frozen", REMOTE_HOST, 1, None, time.time())
+        (claimed,) = store.exchange("far:1:frozen", [], "c", 1, time.time()).claimed
+        raw_sql(store_path, "UPDATE simplepyq_owners SET heartbeat_at = ?",
+                (time.time() - 3600,))
+        (judged,) = store.running_owners()  # by a heartbeat an hour old: dead
+        # It wakes up and beats before the recovery commits:
+        store.register_owner("far:1:frozen", REMOTE_HOST, 1, None, time.time())
+        kept = store.recover([judged], "recovered: test", time.time(), 3)
+        after_beat = _status_and_owner(store_path, task_id)
+        (judged_again,) = store.running_owners()  # and, were it silent again, ...
+        raw_sql(store_path, "UPDATE simplepyq_owners SET heartbeat_at = ?",
+                (time.time() - 3600,))
+        (silent,) = store.running_owners()
+        taken = store.recover([silent], "recovered: test", time.time(), 3)
+    assert (claimed.id, kept, after_beat) == (task_id, 0, ("running", "far:1:frozen"))
+    assert judged_again.heartbeat_at is not None and judged.heartbeat_at is not None
+    assert judged_again.heartbeat_at > judged.heartbeat_at
+    assert taken == 1
+    assert _status_and_owner(store_path, task_id) == ("pending", None)
+    assert raw_sql(store_path, "SELECT owner FROM simplepyq_owners") == []
+
+
+def test_claim_by_an_owner_given_up_for_dead_writes_its_owner_row_again_in_its_transaction(
+    store_path: str,
+) -> None:
+    first, second = _enqueue(store_path, "first", "second")
+    with SimplePyQ(store_path) as q:
+        store = q._store
+        store.register_owner("far:1:back", REMOTE_HOST, 7, "123", time.time(), renew_after=30)
+        store.exchange("far:1:back", [], "c", 1, time.time())
+        (judged,) = store.running_owners()
+        assert store.recover([judged], "recovered: test", time.time(), 3) == 1
+        assert raw_sql(store_path, "SELECT owner FROM simplepyq_owners") == []
+        # It was only frozen: it wakes up and claims before its next heartbeat.
+        before = time.time()
+        (claimed,) = store.exchange("far:1:back", [], "c", 1, time.time()).claimed
+        (owner,) = store.running_owners()
+    assert claimed.id == first
+    assert _status_and_owner(store_path, second) == ("pending", None)
+    # Its new task runs under a registered owner with a fresh heartbeat, not under an
+    # owner without a row (which the next sweep would take for dead at once).
+    assert (owner.owner, owner.host, owner.pid, owner.pid_start) == (
+        "far:1:back", REMOTE_HOST, 7, "123")
+    assert owner.heartbeat_at is not None and owner.heartbeat_at >= before
+
+
+def test_claim_renews_a_heartbeat_older_than_renew_after_and_leaves_a_younger_one(
+    store_path: str,
+) -> None:
+    _enqueue(store_path, "a", "b")
+    with SimplePyQ(store_path) as q:
+        store = q._store
+        store.register_owner("far:1:late", REMOTE_HOST, 1, None, time.time(), renew_after=5)
+        young = time.time() - 1
+        raw_sql(store_path, "UPDATE simplepyq_owners SET heartbeat_at = ?", (young,))
+        store.exchange("far:1:late", [], "c", 1, time.time())
+        after_young = raw_sql(store_path, "SELECT heartbeat_at FROM simplepyq_owners")
+        old = time.time() - 10
+        raw_sql(store_path, "UPDATE simplepyq_owners SET heartbeat_at = ?", (old,))
+        before = time.time()
+        store.exchange("far:1:late", [], "c", 1, time.time())
+        after_old = raw_sql(store_path, "SELECT heartbeat_at FROM simplepyq_owners")
+    assert after_young == [(young,)]  # a claim writes nothing more when it need not
+    ((renewed,),) = after_old
+    assert renewed >= before
+
+
+@pytest.mark.postgres_only
+def test_recovery_waits_for_a_claim_in_flight_and_takes_back_what_it_claimed(
+    store_path: str,
+) -> None:
+    import psycopg
+
+    first, second = _enqueue(store_path, "first", "second")
+    url, schema = split_location(store_path)
+    with SimplePyQ(store_path) as q, ThreadPoolExecutor(2) as pool, \
+            psycopg.connect(url, options=f"-c search_path={schema}") as blocker:
+        store = q._store
+        store.register_owner("far:1:o", REMOTE_HOST, 1, None, time.time(), renew_after=3600)
+        store.exchange("far:1:o", [], "c", 1, time.time())
+        (judged,) = store.running_owners()
+        # A third connection holds the first task's row, so that the claim below
+        # stops after it has taken its owner row, while recording that task's outcome.
+        blocker.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (first,))
+        done = Outcome(first, policy.succeeded(0, None, time.time()))
+        claim = pool.submit(store.exchange, "far:1:o", [done], "c", 1, time.time())
+        claimer = wait_until(lambda: _blocked_by(store_path, blocker.info.backend_pid))
+        # Given a claim in flight, a recovery of the same owner (judged by the same
+        # heartbeat) waits for it,
+        recovery = pool.submit(store.recover, [judged], "recovered: test", time.time(), 3)
+        wait_until(lambda: _blocked_by(store_path, claimer))
+        blocker.rollback()
+        exchanged = claim.result(timeout=30)
+        recovered = recovery.result(timeout=30)
+    # and then takes back the task the claim took as well: none is left running
+    # under an owner that no longer exists.
+    assert ([task.id for task in exchanged.claimed], exchanged.dropped) == ([second], [])
+    assert recovered == 1
+    assert [_status_and_owner(store_path, task_id) for task_id in (first, second)] == [
+        ("done", None), ("pending", None)]
+    assert raw_sql(store_path, "SELECT owner FROM simplepyq_owners") == []
 
 
 def test_processes_sharing_a_store_run_each_task_exactly_once(
@@ -331,6 +444,13 @@ def _heartbeat_of_pid(store_path: str, pid: int) -> float:
     ((beat,),) = raw_sql(store_path, "SELECT heartbeat_at FROM simplepyq_owners WHERE pid = ?",
                          (pid,))
     return float(beat)
+
+
+def _blocked_by(store_path: str, pid: int) -> int | None:
+    """The backend pid of a PostgreSQL session waiting for a lock that session ``pid`` holds."""
+    rows = raw_sql(store_path, "SELECT pid FROM pg_stat_activity "
+                               "WHERE ? = ANY(pg_blocking_pids(pid))", (pid,))
+    return int(rows[0][0]) if rows else None
 
 
 def _statuses(store_path: str) -> Counter[str]:

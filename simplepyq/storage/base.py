@@ -103,6 +103,7 @@ class Store(Protocol):
         commit. An outcome applies only to a task ``owner`` still runs. Claiming
         first makes due delayed tasks pending, then marks the highest-priority,
         oldest pending tasks running for ``owner``; each is claimed by one caller only.
+        A claim holds the owner's row and may renew its heartbeat (``register_owner``).
         """
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
@@ -132,9 +133,17 @@ class Store(Protocol):
 
     # -- liveness and recovery -----------------------------
     def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
-                       now: float, channels: Sequence[str] = ()) -> None:
+                       now: float, channels: Sequence[str] = (),
+                       renew_after: float | None = None) -> None:
         """Announce a live queue instance running workers for ``channels``, or renew its
-        heartbeat (re-registering it if it was given up for dead)."""
+        heartbeat (re-registering it if it was given up for dead).
+
+        The heartbeat written is the time of the write, not ``now``: a write held up by
+        a lock must not report a heartbeat already old. With ``renew_after``, every
+        claim this store makes for ``owner`` holds its row (a recovery waits for the
+        claim to commit) and writes its heartbeat again, in the claim's transaction,
+        if the row is gone (given up for dead) or older than ``renew_after`` seconds.
+        """
 
     def unregister_owner(self, owner: str) -> None:
         """Forget ``owner``: it has stopped and holds no running task."""
@@ -145,10 +154,15 @@ class Store(Protocol):
     def owners(self) -> list[Owner]:
         """Every registered queue instance, live or not, with the channels it runs."""
 
-    def recover(self, owners: Sequence[str | None], note: str, now: float,
+    def recover(self, owners: Sequence[Owner], note: str, now: float,
                 max_recoveries: int) -> int:
         """Return the running tasks of dead ``owners`` to pending, or fail those that this
-        makes ``max_recoveries`` recoveries in a row; forget those owners."""
+        makes ``max_recoveries`` recoveries in a row; forget those owners.
+
+        Each owner is recovered only if its heartbeat is still the one it was judged
+        by (``Owner.heartbeat_at``; None for an owner with no row): one that renewed
+        since keeps its tasks.
+        """
 
     # -- inspection ----------------------------------------
     def get(self, task_id: int) -> tuple[Any, ...] | None:

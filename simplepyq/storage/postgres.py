@@ -249,6 +249,8 @@ class PostgresStore(QueryStore):
         def swap(conn: Connection) -> Exchange:
             # One round trip for the whole transaction's statements, then one to commit.
             with conn.pipeline():
+                if claiming:  # first: the owner row is locked before any task row
+                    held = conn.execute(Q["hold_owner"], {"owner": owner})
                 if not outcomes:
                     conn.execute(Q["claim_without_flush"])
                 recorded = conn.execute(Q["record"], _recorded(outcomes, owner)) \
@@ -263,6 +265,7 @@ class PostgresStore(QueryStore):
             dropped = [outcome.task_id for outcome in outcomes if outcome.task_id not in done]
             if not claiming:
                 return Exchange(dropped, [])
+            self._renew_in_claim(conn, owner, held.fetchone())
             claimed = sorted((Claimed(*row) for row in claims.fetchall()), key=_claim_order)
             return Exchange(dropped, claimed)
 

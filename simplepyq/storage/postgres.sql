@@ -174,6 +174,13 @@ VALUES (%(owner)s, %(host)s, %(pid)s, %(pid_start)s, %(now)s, %(channels)s)
 ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
                                   channels = excluded.channels;
 
+-- name: hold_for_beat
+-- Run before a heartbeat is written: it waits for whatever holds the owner's
+-- row (a recovery) or table, so that the time written is taken once the wait
+-- is over, not before it. NO KEY UPDATE lets claims (KEY SHARE) go on.
+SELECT heartbeat_at FROM simplepyq_owners WHERE owner = %(owner)s
+FOR NO KEY UPDATE;
+
 -- name: owners
 -- Every registered queue instance, with the channels it runs workers for (JSON).
 SELECT owner, host, pid, pid_start, heartbeat_at, channels FROM simplepyq_owners;
@@ -185,6 +192,24 @@ DELETE FROM simplepyq_owners WHERE owner = %(owner)s;
 SELECT r.owner, o.host, o.pid, o.pid_start, o.heartbeat_at
 FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
 LEFT JOIN simplepyq_owners AS o ON o.owner = r.owner;
+
+-- name: judged_heartbeat
+-- Read in the recovery's transaction: an owner is recovered only if its heartbeat
+-- is still the one it was judged dead by. FOR UPDATE waits for the claims that
+-- hold the row (hold_owner) and keeps new ones out until the recovery commits, so
+-- its next statement (a new snapshot, in READ COMMITTED) sees every task the
+-- owner claimed; a claim that waited finds the row gone, and writes it again.
+SELECT heartbeat_at FROM simplepyq_owners WHERE owner = %(owner)s
+FOR UPDATE;
+
+-- name: hold_owner
+-- First in a claim's transaction: holds the claimer's owner row against a
+-- recovery (whose FOR UPDATE waits) until the claim commits, and tells whether
+-- the heartbeat must be renewed (or the row written again) before it does.
+-- KEY SHARE does not conflict with the heartbeat's own update, nor with other
+-- claims.
+SELECT heartbeat_at FROM simplepyq_owners WHERE owner = %(owner)s
+FOR KEY SHARE;
 
 -- name: recover
 -- The running tasks of a dead owner go back to pending, each run added to its

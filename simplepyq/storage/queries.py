@@ -9,14 +9,29 @@ written once, here, for both.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ClassVar, TypeVar
 
 from simplepyq.storage.base import Owner, named
 
 T = TypeVar("T")
+
+log = logging.getLogger("simplepyq")
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """How a claim renews its owner's heartbeat: ``register_owner``'s values, and the
+    age past which it must."""
+
+    values: dict[str, Any]
+    after: float
 
 
 def load(filename: str) -> dict[str, str]:
@@ -59,14 +74,47 @@ class QueryStore:
 
     # -- liveness and recovery -----------------------------
     def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
-                       now: float, channels: Sequence[str] = ()) -> None:
+                       now: float, channels: Sequence[str] = (),
+                       renew_after: float | None = None) -> None:
         values = {"owner": owner, "host": host, "pid": pid, "pid_start": pid_start, "now": now,
                   "channels": json.dumps(sorted(channels))}
-        self._write(lambda c: c.execute(self.Q["register_owner"], values), notify=False)
+
+        def beat(conn: Any) -> None:
+            # The time of the write, once the locks are had: not an old time that waited.
+            conn.execute(self.Q["hold_for_beat"], {"owner": owner})
+            conn.execute(self.Q["register_owner"], {**values, "now": max(now, time.time())})
+
+        self._write(beat, notify=False)
+        if renew_after is None:
+            self._renewals.pop(owner, None)
+        else:
+            self._renewals[owner] = Renewal(values, renew_after)
 
     def unregister_owner(self, owner: str) -> None:
+        self._renewals.pop(owner, None)
         self._write(lambda c: c.execute(self.Q["unregister_owner"], {"owner": owner}),
                     notify=False)
+
+    @functools.cached_property
+    def _renewals(self) -> dict[str, Renewal]:
+        """The owners registered here with ``renew_after``: whose heartbeat claims renew."""
+        return {}
+
+    def _renew_in_claim(self, conn: Any, owner: str, held: Sequence[Any] | None) -> None:
+        """In a claim's transaction, given the claimer's owner row as ``hold_owner`` read
+        (and, on PostgreSQL, holds) it: write its heartbeat again if the row is gone
+        (another process gave it up for dead) or older than ``renew_after``, so that no
+        task is claimed under an owner that looks dead or is not there at all."""
+        renewal = self._renewals.get(owner)
+        if renewal is None:
+            return  # not registered here to be renewed (a tool or a test claiming by hand)
+        now = time.time()
+        if held is not None and held[0] is not None and now - float(held[0]) <= renewal.after:
+            return
+        if held is None:
+            log.warning("%s was given up for dead by another process (its heartbeat was "
+                        "late); it is registered again and goes on", owner)
+        conn.execute(self.Q["register_owner"], {**renewal.values, "now": now})
 
     def running_owners(self) -> list[Owner]:
         return self._read(lambda c: [Owner(*row) for row in c.execute(self.Q["running_owners"])])
@@ -79,15 +127,19 @@ class QueryStore:
 
         return self._read(read)
 
-    def recover(self, owners: Sequence[str | None], note: str, now: float,
+    def recover(self, owners: Sequence[Owner], note: str, now: float,
                 max_recoveries: int) -> int:
         def requeue(conn: Any) -> int:
             count = 0
-            for owner in owners:
-                values = {"owner": owner, "note": note, "now": now,
+            # In one order for every process: two recoveries never wait for each other.
+            for owner in sorted(owners, key=lambda judged: judged.owner or ""):
+                row = conn.execute(self.Q["judged_heartbeat"], {"owner": owner.owner}).fetchone()
+                if (None if row is None else row[0]) != owner.heartbeat_at:
+                    continue  # it wrote a heartbeat since it was judged: alive after all
+                values = {"owner": owner.owner, "note": note, "now": now,
                           "max_recoveries": max_recoveries}
                 count += conn.execute(self.Q["recover"], values).rowcount
-                conn.execute(self.Q["unregister_owner"], {"owner": owner})
+                conn.execute(self.Q["unregister_owner"], {"owner": owner.owner})
             return count
 
         return self._write(requeue)

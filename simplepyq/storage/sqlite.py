@@ -244,6 +244,8 @@ class SQLiteStore(QueryStore):
             dropped = self._record(conn, outcomes, owner)
             if channel is None or limit <= 0:
                 return Exchange(dropped, [])
+            held = conn.execute(Q["hold_owner"], {"owner": owner}).fetchone()
+            self._renew_in_claim(conn, owner, held)
             conn.execute(Q["promote_due"], {"channel": channel, "now": now})
             rows = conn.execute(
                 Q["claim"], {"channel": channel, "owner": owner, "limit": limit, "now": now}

@@ -152,6 +152,11 @@ VALUES (:owner, :host, :pid, :pid_start, :now, :channels)
 ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
                                   channels = excluded.channels;
 
+-- name: hold_for_beat
+-- Read before a heartbeat is written, so that the time written is taken once the
+-- lock is had (in SQLite the write lock is had already, at BEGIN IMMEDIATE).
+SELECT heartbeat_at FROM simplepyq_owners WHERE owner = :owner;
+
 -- name: owners
 -- Every registered queue instance, with the channels it runs workers for (JSON).
 SELECT owner, host, pid, pid_start, heartbeat_at, channels FROM simplepyq_owners;
@@ -163,6 +168,16 @@ DELETE FROM simplepyq_owners WHERE owner = :owner;
 SELECT r.owner, o.host, o.pid, o.pid_start, o.heartbeat_at
 FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
 LEFT JOIN simplepyq_owners AS o ON o.owner = r.owner;
+
+-- name: judged_heartbeat
+-- Read in the recovery's transaction (under the write lock): an owner is recovered
+-- only if its heartbeat is still the one it was judged dead by.
+SELECT heartbeat_at FROM simplepyq_owners WHERE owner = :owner;
+
+-- name: hold_owner
+-- Read in a claim's transaction (under the write lock), to renew a heartbeat that
+-- is old, or an owner row that recovery deleted, before the claim commits.
+SELECT heartbeat_at FROM simplepyq_owners WHERE owner = :owner;
 
 -- name: recover
 -- The running tasks of a dead owner go back to pending, each run added to its
