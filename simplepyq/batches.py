@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from simplepyq.storage.base import Claimed, Outcome
 
@@ -24,6 +25,13 @@ GROUP_WINDOW = 0.002
 """The longest a finished task's outcome waits for others to share its commit."""
 HOLD_LIMIT = 0.1
 """A claimed task not started this long is released, so a busy process holds no work hostage."""
+RETRY_FIRST = 0.01
+"""Seconds before outcomes whose commit failed are tried again; doubled at each failure."""
+RETRY_LONGEST = 1.0
+"""The longest pause between tries to commit outcomes while the store keeps failing."""
+RECHECK = 1.0
+"""Seconds after a commit whose fate is unknown that orphans are looked for once more: the
+server may finish that commit after the client has seen its connection break."""
 
 
 class Pace:
@@ -82,12 +90,22 @@ class Hand:
 
 
 class Outbox:
-    """Outcomes of finished tasks that are not committed yet, in the order they came."""
+    """Outcomes of finished tasks that are not committed yet, in the order they came.
+
+    An outcome is waiting until a committer ``take``s it, then in flight until the
+    committer says it was ``settled`` or gives it back with ``restore``. While
+    commits keep failing, the next try waits longer each time (``RETRY_FIRST``
+    doubling up to ``RETRY_LONGEST``), so a full disk or a server down is not
+    hammered; the first commit that works makes outcomes due at once again.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._outcomes: list[Outcome] = []
+        self._in_flight = 0
         self._since = 0.0
+        self._retry_at = 0.0
+        self._failures = 0
 
     def add(self, outcome: Outcome) -> bool:
         """Keep ``outcome`` for the next commit; True if it is the only one waiting."""
@@ -99,16 +117,30 @@ class Outbox:
             return first
 
     def take(self) -> list[Outcome]:
-        """Every waiting outcome, for one commit."""
+        """Every waiting outcome, for one commit; they are in flight until ``settled``
+        or ``restore``d."""
         with self._lock:
             outcomes, self._outcomes = self._outcomes, []
+            self._in_flight += len(outcomes)
             return outcomes
 
-    def restore(self, outcomes: list[Outcome]) -> None:
-        """Put back outcomes whose commit failed, ahead of newer ones, to be tried again."""
-        if not outcomes:
-            return
+    def settled(self, outcomes: list[Outcome]) -> None:
+        """A commit that took ``outcomes`` (perhaps none) went through: the store works."""
         with self._lock:
+            self._in_flight -= len(outcomes)
+            self._failures = 0
+            self._retry_at = 0.0
+
+    def restore(self, outcomes: list[Outcome]) -> None:
+        """Put back outcomes whose commit failed, ahead of newer ones, to be tried again
+        after a pause that grows with each failure in a row."""
+        with self._lock:
+            self._in_flight -= len(outcomes)
+            self._failures += 1
+            pause = min(RETRY_FIRST * 2 ** min(self._failures - 1, 30), RETRY_LONGEST)
+            self._retry_at = time.monotonic() + pause
+            if not outcomes:
+                return
             if not self._outcomes:
                 self._since = time.monotonic()
             self._outcomes[:0] = outcomes
@@ -118,4 +150,96 @@ class Outbox:
         with self._lock:
             if not self._outcomes:
                 return None
-            return max(self._since + GROUP_WINDOW - now, 0.0)
+            return max(self._since + GROUP_WINDOW - now, self._retry_at - now, 0.0)
+
+    def unsettled(self) -> int:
+        """How many outcomes are not committed yet: waiting, or in a commit under way."""
+        with self._lock:
+            return len(self._outcomes) + self._in_flight
+
+
+class Ledger:
+    """Which tasks this process holds, for telling orphans from its own work after a
+    commit whose fate is unknown (the connection was lost while it committed).
+
+    A task is held from the claim that hands it to this process until its outcome
+    is committed or it is released: in a ``Hand``, being run, or in the ``Outbox``.
+    Every store call that claims, records or releases runs inside ``call()``;
+    ``audit()`` waits until none is under way and keeps new ones out while it runs,
+    so a claim half done is never taken for an orphan. Holding too much is harmless
+    (an audit leaves those tasks alone); holding too little is not.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: set[int] = set()
+        self._doubted: set[int] = set()
+        self._audits_due: list[float] = []
+        self._calls = 0
+        self._auditing = False
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Run a store call that changes which tasks are held (never inside ``audit``)."""
+        with self._cond:
+            while self._auditing:
+                self._cond.wait()
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._calls -= 1
+                if not self._calls and self._auditing:
+                    self._cond.notify_all()
+
+    def hold(self, task_ids: Iterable[int]) -> None:
+        with self._cond:
+            self._held.update(task_ids)
+
+    def drop(self, task_ids: Iterable[int]) -> set[int]:
+        """Hold these tasks no longer; those of them whose outcome was in doubt."""
+        with self._cond:
+            ids = set(task_ids)
+            self._held.difference_update(ids)
+            if not self._doubted:
+                return set()
+            doubted = ids & self._doubted
+            self._doubted.difference_update(ids)
+            return doubted
+
+    def unknown(self, outcome_ids: Iterable[int], now: float) -> None:
+        """A commit's fate is unknown: the outcomes it carried (``outcome_ids``) may be
+        recorded already, and what it claimed or released is not known. Audit now, and
+        once more ``RECHECK`` later in case the server was still committing it."""
+        with self._cond:
+            self._doubted.update(outcome_ids)
+            self._audits_due.extend((now, now + RECHECK))
+
+    def audit_due(self, now: float) -> bool:
+        """Whether an audit is owed by ``now`` (monotonic time)."""
+        if not self._audits_due:  # the common case, without taking the lock
+            return False
+        with self._cond:
+            return any(due <= now for due in self._audits_due)
+
+    @contextmanager
+    def audit(self) -> Iterator[list[int]]:
+        """The ids held, with no store call under way until the block ends; a block that
+        ends without an exception settles the audits that were due when it began."""
+        with self._cond:
+            while self._auditing:
+                self._cond.wait()
+            self._auditing = True
+            while self._calls:
+                self._cond.wait()
+            began = time.monotonic()
+            held = sorted(self._held)
+        try:
+            yield held
+            with self._cond:
+                self._audits_due = [due for due in self._audits_due if due > began]
+        finally:
+            with self._cond:
+                self._auditing = False
+                self._cond.notify_all()

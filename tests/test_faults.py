@@ -11,11 +11,17 @@ file; the lock held long happens on either backend (see ``_locked_for_writes``).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import os
+import re
+import signal
 import sqlite3
 import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -23,9 +29,12 @@ from pathlib import Path
 
 import pytest
 
-from simplepyq import SimplePyQ, StoreError
+from simplepyq import SimplePyQ, StoreError, policy
+from simplepyq.batches import GROUP_WINDOW, Outbox
+from simplepyq.failing import RepeatedFailure
+from simplepyq.storage.base import Outcome
 from tests.backends import is_postgres, raw_sql, split_location
-from tests.support import wait_until
+from tests.support import ROOT, wait_until
 
 
 @pytest.fixture
@@ -134,7 +143,8 @@ def test_full_disk_refuses_enqueues_clearly_and_workers_finish_once_space_return
             SimplePyQ(small_disk / "another.db")
 
         work.gate.set()  # the two running tasks end while the disk is full
-        wait_until(lambda: sum(work.returned.values()) == 2)
+        # (Others may run too: a WAL that a failed write left long has room to reuse.)
+        wait_until(lambda: sum(work.returned.values()) >= 2)
         filler.unlink()
         q.run_until_complete(timeout=60)
         _assert_all_done_once(q, ids, work)
@@ -236,3 +246,206 @@ def test_store_file_deleted_while_running_is_reported_not_written_to_a_ghost(
         # A task "stored" in a deleted file would vanish with the process: refuse it.
         with pytest.raises(StoreError, match="deleted"):
             q.enqueue("c", 3)
+
+
+# -- a failure that repeats is logged once, then counted --------------------------
+class FakeClock:
+    """A monotonic clock that a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_repeated_failure_logs_its_traceback_once_then_counts_repeats_at_growing_intervals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    step = RepeatedFailure("recording task outcomes", clock=clock)
+    caplog.set_level(logging.INFO, logger="simplepyq")
+    for _ in range(10_000):  # one failure every 10 ms for 100 s
+        try:
+            raise StoreError("database or disk is full")
+        except StoreError as exc:
+            step.failed(exc)
+        clock.now += 0.01
+    step.succeeded()
+    lines = [record for record in caplog.records if record.name == "simplepyq"]
+    # The first with its traceback, then one line after 1, 2, 4, ... 64 s, then recovery.
+    assert len(lines) <= 2 + math.ceil(math.log2(100)) + 1
+    assert lines[0].levelno == logging.ERROR and lines[0].exc_info is not None
+    assert "recording task outcomes failed" in lines[0].getMessage()
+    summaries = [record.getMessage() for record in lines[1:-1]]
+    assert summaries and all("still failing" in line and "database or disk is full" in line
+                             for line in summaries)
+    counted = [int(re.search(r"failing: (\d+) time", line).group(1))  # type: ignore[union-attr]
+               for line in summaries]
+    assert abs(counted[0] - 100) <= 1 and counted == sorted(counted)  # 1 s of them, then more
+    assert "after 10000 failure(s)" in lines[-1].getMessage()
+    assert all(record.exc_info is None for record in lines[1:])
+
+
+def test_repeated_failure_starts_over_after_it_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    step = RepeatedFailure("step", clock=clock)
+    for _ in range(2):
+        try:
+            raise OSError("down")
+        except OSError as exc:
+            step.failed(exc)
+            step.failed(exc)
+        step.succeeded()
+        step.succeeded()  # a success with no failure before says nothing
+    messages = [record.getMessage() for record in caplog.records]
+    assert [m.split(";")[0].split(",")[0] for m in messages] == [
+        "step failed", "step works again", "step failed", "step works again"]
+
+
+def test_housekeeping_failing_many_times_a_second_logs_a_few_lines_that_count_them(
+    store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="simplepyq")
+    # A heartbeat every 10 ms, each failing after busy_timeout while writes are locked out.
+    with SimplePyQ(store_path, poll_interval=0.005, lease=0.03, busy_timeout=0.02) as q:
+        q.add_channel("c", str)
+        q.start()
+        with _locked_for_writes(store_path):
+            wait_until(lambda: any("still failing" in r.getMessage() for r in caplog.records),
+                       timeout=30)
+        recovered = wait_until(lambda: next((r.getMessage() for r in caplog.records
+                                             if "works again" in r.getMessage()), None))
+        lines = [r for r in caplog.records if r.getMessage().startswith("housekeeping step")]
+    failures = int(re.search(r"after (\d+) failure", recovered).group(1))  # type: ignore[union-attr]
+    assert failures >= 20  # it was tried again and again ...
+    assert len(lines) <= 4  # ... and said so in a few lines: first, summaries, recovery
+    assert lines[0].exc_info is not None and "register" in lines[0].getMessage()
+
+
+# -- what a stop cannot commit -----------------------------------------------------
+def test_settle_reports_outcomes_it_cannot_commit_and_commits_them_once_it_can(
+    store_path: str,
+) -> None:
+    work = Gated()
+    with SimplePyQ(store_path, poll_interval=0.01, busy_timeout=0.05) as q:
+        q.add_channel("c", work, max_workers=2)
+        ids = q.enqueue_many("c", range(2))
+        q.start()
+        wait_until(lambda: sum(work.started.values()) == 2)
+        scheduler = q._scheduler  # settle is what stop() calls; tested here on its own
+        assert scheduler is not None
+        with _locked_for_writes(store_path):
+            work.gate.set()
+            wait_until(lambda: sum(work.returned.values()) == 2)
+            began = time.monotonic()
+            assert scheduler.settle(began + 0.5) is False
+            assert time.monotonic() - began >= 0.5  # it kept trying until the deadline
+            assert scheduler.settle(None) is False
+            assert [t.status for t in q.tasks()] == ["running", "running"]
+        assert scheduler.settle(time.monotonic() + 30) is True
+        _assert_all_done_once(q, ids, work)
+
+
+# -- a full disk -------------------------------------------------------------------
+def test_queue_works_again_by_itself_once_space_is_freed_after_the_disk_was_full(
+    small_disk: Path,
+) -> None:
+    with SimplePyQ(small_disk / "tasks.db", poll_interval=0.01) as q:
+        q.add_channel("c", str, max_workers=2)
+        for _ in range(12):  # a WAL of about 1 MB: SQLite checkpoints only past 4 MB
+            q.enqueue_many("c", range(50))
+            q.run_until_complete(timeout=30)
+        filler = _fill(small_disk)
+        with pytest.raises(StoreError, match="full"):
+            q.enqueue_many("c", range(50))
+        os.truncate(filler, os.path.getsize(filler) - 200_000)
+        # Each round writes about 80 kB to the WAL, more than the 200 kB freed: the WAL
+        # must start over, not eat the freed space and fail every write again.
+        for _ in range(8):
+            q.enqueue_many("c", range(50))
+            q.run_until_complete(timeout=30)
+        assert {t.status for t in q.tasks(limit=10_000)} == {"done"}
+
+
+WORKER_APP = """
+import os, pathlib, time
+from simplepyq import SimplePyQ
+
+q = SimplePyQ(os.environ["APP_DB"], poll_interval=0.01)
+runs = pathlib.Path(os.environ["APP_RUNS"])
+gate = pathlib.Path(os.environ["APP_GATE"])
+
+
+def work(args):
+    number, _padding = args
+    with runs.open("a") as log:
+        log.write(f"{number}\\n")
+    while not gate.exists():
+        time.sleep(0.01)
+    return number
+
+
+q.add_channel("c", work, max_workers=2)
+"""
+
+
+def test_worker_stopped_on_a_full_disk_exits_non_zero_and_its_unrecorded_tasks_run_again(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.py").write_text(WORKER_APP)
+    runs, gate = tmp_path / "runs.log", tmp_path / "gate"
+    store = small_disk / "tasks.db"
+    env = dict(os.environ, APP_DB=str(store), APP_RUNS=str(runs), APP_GATE=str(gate),
+               PYTHONPATH=os.pathsep.join([str(app), str(ROOT)]))
+    with SimplePyQ(store) as q:
+        q.add_channel("c", str)
+        # 600 kB in the WAL that the database file would need room for: once the disk
+        # is full, no checkpoint can make room for the outcomes either.
+        ids = q.enqueue_many("c", [(n, "x" * 120_000) for n in range(5)])
+    command = [sys.executable, "-m", "simplepyq", "worker", "app:q"]
+    worker = subprocess.Popen(command, cwd=app, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: runs.exists() and len(runs.read_text().split()) == 2, timeout=30)
+        filler = _fill(small_disk)
+        gate.touch()  # both tasks end while nothing can be written
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=90)
+    finally:
+        worker.kill()
+    assert worker.returncode not in (0, None), err
+    assert "could not be recorded" in err
+    filler.unlink()
+    ran_first = [int(n) for n in runs.read_text().split()]
+    with SimplePyQ(store) as q:
+        # No outcome was committed: the tasks are not shown done, they run again.
+        assert [q.get_task(ids[n]).status for n in ran_first] == ["running"] * 2  # type: ignore[union-attr]
+    drained = subprocess.run([*command, "--burst"], cwd=app, env=env, capture_output=True,
+                             text=True, timeout=90, check=False)
+    assert drained.returncode == 0, drained.stderr
+    with SimplePyQ(store) as q:
+        tasks = [q.get_task(task_id) for task_id in ids]
+    assert [(t.status, t.attempts) for t in tasks if t] == [
+        ("done", 2 if n in ran_first else 1) for n in range(5)]
+    assert Counter(int(n) for n in runs.read_text().split()) == Counter(
+        {n: 2 if n in ran_first else 1 for n in range(5)})
+
+
+def test_outcomes_whose_commit_keeps_failing_are_tried_again_less_and_less_often() -> None:
+    outbox = Outbox()
+    outbox.add(Outcome(1, policy.succeeded(0, None, time.time())))
+    pauses = []
+    for _ in range(10):
+        outcomes = outbox.take()
+        outbox.restore(outcomes)  # the commit failed
+        pauses.append(outbox.due_in(time.monotonic()) or 0.0)
+    assert pauses[0] <= 0.011 and pauses[-1] >= 0.9  # from 10 ms up to about a second
+    assert all(b >= a * 1.5 for a, b in itertools.pairwise(pauses) if b < 0.9)
+    assert max(pauses) <= 1.0
+    outbox.settled(outbox.take())  # a commit that went through: due at once again
+    outbox.add(Outcome(2, policy.succeeded(0, None, time.time())))
+    assert outbox.due_in(time.monotonic() + GROUP_WINDOW) == 0.0
+    assert outbox.unsettled() == 1

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.storage import queries
-from simplepyq.storage.base import Claimed, Exchange, Outcome
+from simplepyq.storage.base import Claimed, CommitUnknownError, Exchange, Outcome
 from simplepyq.storage.queries import QueryStore
 from simplepyq.task import Status
 
@@ -141,6 +141,7 @@ class PostgresStore(QueryStore):
                         if not conn.broken or time.monotonic() > deadline:
                             raise
                         raise _ConnectionLost from exc
+                    self._commit(conn)
                     return outcome
             except _ConnectionLost as lost:
                 log.info("store %s: connection lost (%s); retrying", self.location,
@@ -159,6 +160,23 @@ class PostgresStore(QueryStore):
                                  f"free within busy_timeout={self._busy_timeout}s") from exc
             except psycopg.Error as exc:
                 raise self._failed(exc) from exc
+
+    def _commit(self, conn: Connection) -> None:
+        """Commit, telling a commit that failed from one whose answer was lost.
+
+        When the connection breaks after COMMIT was sent, the server may have
+        committed or not: redoing the work could do it twice, and calling it failed
+        could make the caller redo it, so ``CommitUnknownError`` says exactly that.
+        """
+        try:
+            conn.commit()
+        except psycopg.OperationalError as exc:
+            if not conn.broken:
+                raise
+            raise CommitUnknownError(
+                f"the connection to the task store {self.location!r} was lost while it "
+                f"committed ({exc}): the transaction may have been committed or not"
+            ) from exc
 
     def _failed(self, exc: Exception) -> StoreError:
         return StoreError(f"the task store {self.location!r} failed: {exc}")

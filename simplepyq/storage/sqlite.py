@@ -42,6 +42,10 @@ class SQLiteStore(QueryStore):
     """Tasks in one SQLite file; safe to share between threads and processes."""
 
     Q = Q  # its statements, for the methods of QueryStore
+    _wal_unemptied = False
+    """Set when a write found the disk full; cleared by the next checkpoint that empties
+    the WAL (see ``_empty_wal``)."""
+
 
     def __init__(self, path: str, busy_timeout: float = 30.0, power_safe: bool = False) -> None:
         self.location = _checked_path(path)
@@ -122,9 +126,11 @@ class SQLiteStore(QueryStore):
         return self._retrying(work, write=True)
 
     def _retrying(self, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        """Run ``work`` in one transaction, retrying while another process holds the lock."""
+        """Run ``work`` in one transaction, retrying while another process holds the lock,
+        and once more after emptying the WAL if the disk is full."""
         deadline = time.monotonic() + self._busy_timeout
         pause = FIRST_PAUSE
+        room_made = make_room = False
         while True:
             conn = self._lend()
             try:
@@ -133,20 +139,53 @@ class SQLiteStore(QueryStore):
                 conn.execute("BEGIN IMMEDIATE")
                 outcome = work(conn)
                 conn.execute("COMMIT")
+                if self._wal_unemptied:  # the first write since the disk was full
+                    self._wal_unemptied = not self._empty_wal()
                 return outcome
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):  # a full or read-only disk, an I/O error: say where
+                full = write and _is_full(exc)
+                if full:
+                    self._wal_unemptied = True
+                if full and not room_made:
+                    room_made = make_room = True
+                elif not _is_busy(exc):  # a full or read-only disk, an I/O error: say where
                     raise StoreError(f"the task store {self.location!r} failed: {exc}") from exc
-                if time.monotonic() > deadline:
+                elif time.monotonic() > deadline:
                     raise StoreError(
                         f"the task store {self.location!r} stayed locked by another "
                         f"connection for more than busy_timeout={self._busy_timeout}s"
                     ) from exc
-                log.debug("store %s busy (%s); retrying", self.location, exc)
+                else:
+                    log.debug("store %s busy (%s); retrying", self.location, exc)
             finally:
                 self._return(conn)
+            if make_room:
+                make_room = False
+                self._empty_wal()
+                continue
             time.sleep(pause)
             pause = min(pause * 1.5, 0.01)
+
+    def _empty_wal(self) -> bool:
+        """Copy the WAL into the database file and truncate it to nothing; whether it could.
+
+        SQLite checkpoints on its own only once the WAL passes 1000 pages, and the
+        WAL grows until a checkpoint lets it start over: on a disk that filled up,
+        space freed later would go to the WAL again before any checkpoint came, and
+        every write would keep failing. So this runs when a write finds the disk
+        full (the write is tried once more), and after the first write that works
+        again, while the freed space is still free.
+        """
+        conn = self._lend()
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            log.debug("store %s: emptying the WAL failed (%s)", self.location, exc)
+            return False
+        finally:
+            self._return(conn)
+        log.debug("store %s: emptied the WAL%s", self.location, " partly" if busy else "")
+        return not busy
 
     def close(self) -> None:
         # Only idle connections close here: closing one that another thread is
@@ -334,6 +373,12 @@ def _file_id(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return found.st_dev, found.st_ino
+
+
+def _is_full(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` is SQLite's "database or disk is full" (its result code 13)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11 and later
+    return code == 13 if code is not None else "full" in str(exc).lower()
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
