@@ -1,6 +1,7 @@
 """Quick start: enqueue tasks, run them with retries and a deferral, then show the results.
 
-Run it with ``python examples/quickstart.py``; it keeps its store in a temporary directory.
+Run it with ``python examples/quickstart.py``; it keeps its store in a temporary
+directory, removed when it ends.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def notify(args: dict[str, str]) -> str:
 
 
 def main() -> None:
-    store = os.path.join(tempfile.mkdtemp(), "tasks.db")
-    with SimplePyQ(store) as queue:
+    with tempfile.TemporaryDirectory() as directory, \
+            SimplePyQ(os.path.join(directory, "tasks.db")) as queue:
         queue.add_channel("resize", resize, max_workers=2)
         queue.add_channel("notify", notify)
 
