@@ -408,13 +408,15 @@ def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
     except Stop as stop:
         reason = str(stop)
         if not args.burst:  # (run_until_complete has stopped and shown the end already)
-            clean = queue.stop()  # running tasks finish; a second signal exits at once instead
+            # Running tasks finish; a second signal exits at once instead. (A burst's
+            # stop that cannot record every outcome raises StoreError: exit 1 too.)
+            clean = queue.stop()
             progress.close()
     events.say("stopped", f"worker {os.getpid()} stopped ({reason})", reason=reason)
     if not clean:
-        raise CommandError("the worker did not stop cleanly: a task was still running, or the "
-                           "store refused to record the outcomes of finished tasks; the next "
-                           "worker runs those tasks again")
+        raise CommandError("the store refused the outcomes of tasks that finished while the "
+                           "worker stopped; those tasks will run again once this process is "
+                           "gone")
     return EXIT_OK
 
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pty
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
@@ -24,14 +28,16 @@ from typing import Any
 
 import pytest
 
-from simplepyq import SimplePyQ, __version__
-from simplepyq.cli import main
+from simplepyq import SimplePyQ, __version__, scheduler
+from simplepyq.cli import CommandError, _work, build_parser, main
 from simplepyq.progress import display_width
 from tests.backends import (
     drop_schema,
+    is_postgres,
     new_schema_location,
     postgres_url,
     raw_sql,
+    split_location,
     store_exists,
 )
 from tests.support import ROOT, wait_until
@@ -698,6 +704,66 @@ def test_worker_refuses_a_db_other_than_its_queues_store(app: App) -> None:
                  env=app_env(app))
     assert result.returncode == 1
     assert "give the same one, or neither" in result.stderr
+
+
+@contextmanager
+def store_locked(location: str) -> Iterator[None]:
+    """Hold the store's tasks locked against writers, from another connection."""
+    if not is_postgres(location):
+        conn = sqlite3.connect(location, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+            conn.close()
+        return
+    import psycopg
+
+    url, schema = split_location(location)
+    with psycopg.connect(url, options=f"-c search_path={schema}") as pg:
+        pg.execute("LOCK TABLE tasks IN EXCLUSIVE MODE")
+        yield
+        pg.rollback()
+
+
+def test_worker_exits_1_when_its_stop_cannot_record_the_outcomes_of_finished_tasks(
+        store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduler, "SETTLE_LIMIT", 0.5)  # how long a stop insists
+    started, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def work(args: object) -> str:
+        started.set()
+        release.wait(30)
+        return "done"
+
+    queue = SimplePyQ(store_path, poll_interval=0.01, busy_timeout=0.05)
+    queue.add_channel("work", work)
+    enqueue(store_path, "work", 1)
+    args = build_parser().parse_args(["worker", "app:q"])
+    args.json, args.debug, args.db = False, False, None
+
+    def meanwhile() -> None:
+        started.wait(30)
+        with store_locked(store_path):
+            os.kill(os.getpid(), signal.SIGTERM)  # the worker stops gracefully...
+            release.set()  # ...its task finishes, and the store refuses its outcome
+            returned.wait(30)
+
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    level = logging.getLogger("simplepyq").level
+    helper = threading.Thread(target=meanwhile)
+    helper.start()
+    try:
+        with pytest.raises(CommandError, match="refused the outcomes"):
+            _work(args, queue)
+    finally:
+        returned.set()
+        helper.join(30)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        logging.getLogger("simplepyq").setLevel(level)
+        queue.close()
 
 
 # -- the library's progress ----------------------------------
