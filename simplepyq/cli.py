@@ -391,7 +391,7 @@ def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
     events = _Events(args, names)
     progress = Progress(queue.stats, names, events.view)
     events.say("started", f"worker {os.getpid()} started on {queue.store_path} for channels "
-               f"{', '.join(names)}" + (" (burst)" if args.burst else ""),
+               f"{', '.join(map(printable, names))}" + (" (burst)" if args.burst else ""),
                pid=os.getpid(), store=queue.store_path, channels=names, burst=args.burst)
     shutdown = _Shutdown(events)
     reason, clean = "drained", True

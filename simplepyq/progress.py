@@ -256,7 +256,7 @@ class LogView:
     def show(self, channels: Sequence[ChannelProgress], elapsed: float) -> None:
         for channel in channels:
             if channel.changed:
-                self._log.info("channel %s: %s", channel.name, channel.describe())
+                self._log.info("channel %s: %s", printable(channel.name), channel.describe())
 
     def close(self) -> None:
         pass
