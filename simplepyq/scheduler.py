@@ -209,14 +209,14 @@ class Scheduler:
                     self._solo.leave()
                     self._signals.idle.notify()
                     channel.wake.wait_past(seen, timeout=None)
-                elif task.recoveries:
-                    self._solo.leave()
-                    loop = self._run_alone(channel, hand, task, loop)
-                else:
-                    try:
+                    continue
+                try:
+                    if task.recoveries:
+                        loop = self._run_alone(channel, hand, task, loop)
+                    else:
                         loop = self._run(channel, hand, task, loop)
-                    finally:
-                        self._solo.leave()
+                finally:
+                    self._solo.leave()
         finally:
             self._give_back(hand)
             self._flush(due_only=False)
@@ -226,7 +226,8 @@ class Scheduler:
     def _run_alone(self, channel: Channel, hand: Hand, task: Claimed,
                    loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
         """Run a suspect (see ``solo``) with nothing else of this process in flight, its
-        outcome committed at once; if another suspect runs alone already, give it back."""
+        outcome committed at once; if another suspect runs alone already, give it back.
+        The caller is in the gate, so a suspect runs only once it has given this back."""
         if not self._solo.begin():
             hand.put([task])
             self._give_back(hand)
@@ -364,11 +365,13 @@ class Scheduler:
         self._outbox.settled(outcomes)
         self._failure("recording task outcomes").succeeded()
         doubted = self._ledger.drop(outcome.task_id for outcome in outcomes)
+        known = [task_id for task_id in dropped if task_id in doubted]
+        if known:
+            log.info("the outcomes of %d task(s) were recorded already, by a commit whose "
+                     "answer was lost (or the tasks were taken from this worker): %s",
+                     len(known), _ids(known))
         for task_id in dropped:
-            if task_id in doubted:
-                log.info("the outcome of task %d was recorded already, by a commit whose "
-                         "answer was lost (or the task was taken from this worker)", task_id)
-            else:
+            if task_id not in doubted:
                 log.warning("task %d was taken from this worker (recovered or removed); "
                             "its outcome is dropped", task_id)
         if outcomes:
@@ -546,6 +549,13 @@ class Scheduler:
             return fallback
         failure.succeeded()
         return value
+
+
+def _ids(task_ids: list[int], shown: int = 20) -> str:
+    """Task ids for a log line: ``task 1, 2, 3``, the first ``shown`` of many and a count."""
+    listed = ", ".join(str(task_id) for task_id in task_ids[:shown])
+    more = len(task_ids) - shown
+    return f"task {listed}" + (f" and {more} more" if more > 0 else "")
 
 
 def _step_name(work: Callable[[], Any]) -> str:

@@ -9,9 +9,9 @@ its process in flight: no other task running, none claimed and waiting, no outco
 uncommitted. If the process dies then, the suspect alone is recovered; if it
 succeeds, its count starts again from zero.
 
-``SoloGate`` is the process's side of that rule: every ordinary task and claim
-enters the gate (a lock and a counter, cheap), and a suspect waits for the gate
-to empty and keeps others out until it has run.
+``SoloGate`` is the process's side of that rule: every claim and every task
+taken from a hand is in the gate (a lock and a counter, cheap), and a suspect waits
+for the gate to hold nothing but itself, and keeps others out until it has run.
 """
 
 from __future__ import annotations
@@ -39,17 +39,21 @@ class SoloGate:
         """End what ``enter`` started."""
         with self._cond:
             self._active -= 1
-            if self._alone and not self._active:
+            if self._alone and self._active <= 1:
                 self._cond.notify_all()
 
     def begin(self) -> bool:
-        """Keep others out and wait until nothing else runs; False (and nothing done) if
-        another suspect has the gate already."""
+        """From inside the gate (after ``enter``): keep others out and wait until nothing
+        else runs; False (and nothing done) if another suspect has the gate already.
+
+        Whoever holds a task when a suspect begins is still in the gate, and gives the
+        task back before leaving, so that the suspect starts with none held but its own.
+        """
         with self._cond:
             if self._alone:
                 return False
             self._alone = True
-            while self._active:
+            while self._active > 1:
                 self._cond.wait()
             return True
 
