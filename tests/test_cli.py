@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timezone
@@ -30,7 +30,7 @@ import pytest
 
 from simplepyq import SimplePyQ, __version__, scheduler
 from simplepyq.cli import CommandError, _work, build_parser, main
-from simplepyq.progress import display_width
+from simplepyq.progress import ChannelProgress, TerminalView, display_width
 from tests.backends import (
     drop_schema,
     is_postgres,
@@ -785,6 +785,49 @@ def test_run_until_complete_with_progress_draws_on_a_terminal(
         "channel", "pending", "running", "delayed", "done", "failed", "tasks/s"]
     assert last_table.split("\n")[1].split()[:6] == ["email", "0", "0", "0", "5", "0"]
     assert "5 finished" in last_table
+
+
+class InterruptedTerminal(io.TextIOWrapper):
+    """A terminal (a pipe, here) whose first write is interrupted by a signal handler
+    that has a line to print."""
+
+    def __init__(self, fd: int, view: Callable[[], TerminalView]) -> None:
+        super().__init__(os.fdopen(fd, "wb"), encoding="utf-8", write_through=True)
+        self._view = view
+        self.interrupted = False
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if not self.interrupted:
+            self.interrupted = True
+            self._view().interrupt(b"SIGTERM: stopping\n")
+        return written
+
+
+def test_terminal_table_aligns_any_channel_name_and_a_line_from_a_signal_goes_above_it() -> None:
+    reading, writing = os.pipe()
+    view: list[TerminalView] = []
+    screen = InterruptedTerminal(writing, lambda: view[0])
+    view.append(TerminalView(screen))
+    names = ["\u65e5\u672c\u8a9e", "a\nb", "x" * 300]
+    channels = [ChannelProgress(name, {"pending": 1}, 0, 0.0, True) for name in names]
+    view[0].show(channels, 1.0)  # interrupted in the middle of its write
+    view[0].show(channels, 2.0)
+    view[0].close()
+    view[0].above("stopped")
+    screen.close()
+    with os.fdopen(reading, "rb") as pipe:
+        lines = screen_after(pipe.read())
+    assert lines[0] == "SIGTERM: stopping" and lines[-1] == "stopped", lines
+    header, *rows, elapsed = lines[1:-1]
+    assert len(rows) == len(names) and elapsed.startswith("0:02 elapsed")
+    pending_column = display_width(header[:header.index("pending") + len("pending")])
+    for row in rows:
+        assert display_width(row[:row.index(" 1 ") + 2]) == pending_column, lines
+    assert rows[1].startswith("a\\nb ") and rows[2].startswith("x" * 39 + "\u2026")
 
 
 def test_run_until_complete_with_progress_off_a_terminal_logs_changes(
