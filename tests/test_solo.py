@@ -23,7 +23,7 @@ def test_a_suspect_waits_until_every_other_holder_has_left() -> None:
     assert gate.enter()  # another worker, holding a task
     assert gate.enter()  # the suspect's worker
     began = threading.Event()
-    suspect = threading.Thread(target=lambda: gate.begin() and began.set())
+    suspect = threading.Thread(target=_begin_then_set, args=(gate, began))
     suspect.start()
     wait_until(lambda: _keeps_others_out(gate), timeout=5)
     assert not began.is_set()  # the other worker still holds its task
@@ -37,7 +37,7 @@ def test_a_second_suspect_is_turned_away_while_one_has_the_gate() -> None:
     gate = SoloGate()
     assert gate.enter() and gate.enter()
     done = threading.Event()
-    first = threading.Thread(target=lambda: gate.begin() and done.set())
+    first = threading.Thread(target=_begin_then_set, args=(gate, done))
     first.start()
     wait_until(lambda: _keeps_others_out(gate), timeout=5)
 
@@ -53,3 +53,8 @@ def _keeps_others_out(gate: SoloGate) -> bool:
         gate.leave()
         return False
     return True
+
+
+def _begin_then_set(gate: SoloGate, began: threading.Event) -> None:
+    if gate.begin():
+        began.set()
