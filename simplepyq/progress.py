@@ -186,10 +186,12 @@ class TerminalView:
 
         A handler may run in the middle of a draw, and buffered streams refuse to
         be re-entered: if a draw is under way, the line waits for its end;
-        otherwise it goes straight to the file descriptor.
+        otherwise it goes straight to the file descriptor. (A draw by another
+        thread ends within the short wait; one that this handler interrupted ends
+        only after the handler returns.)
         """
         self._interruptions.append(line)
-        if self._lock.acquire(blocking=False):
+        if self._lock.acquire(timeout=0.05):
             try:
                 self._write_interruptions()
             finally:
