@@ -32,6 +32,7 @@ import pytest
 from simplepyq import SimplePyQ, StoreError, policy
 from simplepyq.batches import GROUP_WINDOW, Outbox
 from simplepyq.failing import RepeatedFailure
+from simplepyq.storage import open_store
 from simplepyq.storage.base import Outcome
 from tests.backends import is_postgres, raw_sql, split_location
 from tests.support import ROOT, wait_until
@@ -449,3 +450,25 @@ def test_outcomes_whose_commit_keeps_failing_are_tried_again_less_and_less_often
     outbox.add(Outcome(2, policy.succeeded(0, None, time.time())))
     assert outbox.due_in(time.monotonic() + GROUP_WINDOW) == 0.0
     assert outbox.unsettled() == 1
+
+
+# -- after a commit whose fate is unknown ------------------------------------------
+def test_reconcile_returns_the_owners_running_tasks_it_does_not_hold_as_if_never_claimed(
+    store_path: str,
+) -> None:
+    with SimplePyQ(store_path) as q:
+        q.declare("c")
+        ids = q.enqueue_many("c", range(4))
+    store = open_store(store_path, 30.0, False)
+    try:
+        mine = store.exchange("me", [], "c", 3, time.time()).claimed
+        theirs = store.exchange("other", [], "c", 1, time.time()).claimed
+        held = [mine[0].id]
+        assert store.reconcile("me", held) == 2
+        assert store.reconcile("me", held) == 0  # again: nothing more to return
+    finally:
+        store.close()
+    with SimplePyQ(store_path) as q:
+        tasks = {t.id: (t.status, t.attempts) for t in q.tasks()}
+    assert tasks == {ids[0]: ("running", 1), ids[1]: ("pending", 0), ids[2]: ("pending", 0),
+                     theirs[0].id: ("running", 1)}
