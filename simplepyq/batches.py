@@ -133,17 +133,22 @@ class Outbox:
 
     def restore(self, outcomes: list[Outcome]) -> None:
         """Put back outcomes whose commit failed, ahead of newer ones, to be tried again
-        after a pause that grows with each failure in a row."""
+        after a pause that grows with each failure in a row (a failed commit that carried
+        no outcome does not count)."""
+        if not outcomes:
+            return
         with self._lock:
             self._in_flight -= len(outcomes)
             self._failures += 1
             pause = min(RETRY_FIRST * 2 ** min(self._failures - 1, 30), RETRY_LONGEST)
             self._retry_at = time.monotonic() + pause
-            if not outcomes:
-                return
             if not self._outcomes:
                 self._since = time.monotonic()
             self._outcomes[:0] = outcomes
+
+    def pausing(self, now: float) -> bool:
+        """Whether commits failed lately and the pause before the next try lasts at ``now``."""
+        return self._retry_at > now
 
     def due_in(self, now: float) -> float | None:
         """Seconds until the oldest waiting outcome must be committed; None if none waits."""

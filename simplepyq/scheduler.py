@@ -250,7 +250,9 @@ class Scheduler:
             task = hand.take()
             if task is not None:
                 return task
-            outcomes = self._outbox.take()
+            # While commits of outcomes fail, they are tried at a growing pause, not with
+            # every claim.
+            outcomes = [] if self._outbox.pausing(time.monotonic()) else self._outbox.take()
             limit = 0 if self._stopping.is_set() or channel.removed else hand.wanted()
             try:
                 with self._ledger.call():
