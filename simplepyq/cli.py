@@ -273,6 +273,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     for key, value in fields:
         print(f"{key:<12} {value}")
+    print(f"{'history':<12} {'-' if not task.history else ''}".rstrip())
+    for attempt in task.history:
+        print(f"  #{attempt.number}  {_when(attempt.started_at)} to {_when(attempt.ended_at)}  "
+              f"{attempt.outcome}: {printable(attempt.error or '-')}")
     print(f"{'error':<12} {'-' if task.error is None else ''}".rstrip())
     if task.error is not None:
         print(task.error.rstrip("\n"))
@@ -407,10 +411,10 @@ def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
                 time.sleep(progress.interval)
     except Stop as stop:
         reason = str(stop)
-        if not args.burst:  # (run_until_complete has stopped and shown the end already)
-            # Running tasks finish; a second signal exits at once instead. (A burst's
-            # stop that cannot record every outcome raises StoreError: exit 1 too.)
-            clean = queue.stop()
+        # Running tasks finish; a second signal exits at once instead. A burst's
+        # run_until_complete has stopped already: this says whether it was clean.
+        clean = queue.stop()
+        if not args.burst:  # (run_until_complete has shown the end already)
             progress.close()
     events.say("stopped", f"worker {os.getpid()} stopped ({reason})", reason=reason)
     if not clean:
@@ -611,7 +615,10 @@ def _task_dict(task: Task) -> dict[str, Any]:
         "retries": task.retries, "attempts": task.attempts, "priority": task.priority,
         "created_at": _iso(task.created_at), "run_at": _iso(task.run_at),
         "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
-        "error": task.error,
+        "error": task.error, "recoveries": task.recoveries,
+        "history": [{"attempt": a.number, "started_at": _iso(a.started_at),
+                     "ended_at": _iso(a.ended_at), "outcome": a.outcome, "error": a.error}
+                    for a in task.history],
     }
 
 

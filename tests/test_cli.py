@@ -380,6 +380,31 @@ def test_bytes_in_args_are_told_apart_from_a_dict_that_looks_like_them(db: str) 
             '{"$dict": {"$dict": 1}}, {"$bytes": 1, "n": 2}]\n') in text
 
 
+def test_show_lists_the_runs_that_did_not_succeed_before_the_one_that_did(db: str) -> None:
+    tries: list[int] = []
+
+    def flaky(args: object) -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ValueError("first try breaks")
+        return "sent"
+
+    with SimplePyQ(db, poll_interval=0.01) as q:
+        q.add_channel("flaky", flaky)
+        task_id = q.enqueue("flaky", None, retries=1)
+        q.run_until_complete(timeout=30)
+
+    shown = json_of(cli("show", str(task_id), "--json", db=db))
+    assert (shown["status"], shown["error"], shown["recoveries"]) == ("done", None, 0)
+    (attempt,) = shown["history"]
+    assert (attempt["attempt"], attempt["outcome"], attempt["error"]) == (
+        1, "error", "ValueError: first try breaks")
+    assert attempt["started_at"].endswith("+00:00") and attempt["ended_at"].endswith("+00:00")
+    text = cli("show", str(task_id), db=db).stdout
+    assert re.search(r"^history\n  #1  \S+ \S+Z to \S+ \S+Z  error: ValueError: first try "
+                     r"breaks\nerror        -$", text, re.MULTILINE), text
+
+
 def test_show_of_a_missing_task_exits_1(db: str) -> None:
     result = cli("show", "999", db=db)
     assert (result.returncode, result.stdout) == (1, "")
