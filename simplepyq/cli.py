@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--limit", type=_count, default=100, metavar="N",
                      help="at most N tasks (default 100)")
 
-    sub = command("show", cmd_show, "One task in full: args, result, times, error traceback.")
+    sub = command("show", cmd_show,
+                  "One task in full: args, result, times, history, error traceback.")
     sub.add_argument("id", type=int, metavar="ID")
 
     sub = command("requeue-failed", cmd_requeue_failed, "Make failed tasks pending again.")
