@@ -176,7 +176,10 @@ class SQLiteStore(QueryStore):
         full (the write is tried once more), and after the first write that works
         again, while the freed space is still free.
         """
-        conn = self._lend()
+        try:
+            conn = self._lend()
+        except StoreError:  # closed meanwhile: the write that got here went through
+            return False
         try:
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.DatabaseError as exc:
