@@ -5,7 +5,10 @@ So a worker claims a batch sized to a few milliseconds of the channel's measured
 work, and the outcomes of finished tasks share one commit, made together with the
 next claim. Both waits are bounded: an outcome waits at most ``GROUP_WINDOW`` for
 company, and a claimed task that no worker of this process starts within
-``HOLD_LIMIT`` is released for other processes to take.
+``HOLD_LIMIT`` is released for other processes to take. While commits fail, the
+outcomes wait longer between tries (``RETRY_FIRST`` up to ``RETRY_LONGEST``). The
+``Ledger`` knows which claimed tasks this process holds, so that after a commit
+whose fate is unknown the claimed tasks that nobody holds can be told apart.
 """
 
 from __future__ import annotations
