@@ -66,8 +66,9 @@ def check_timeout(value: object, name: str = "timeout") -> None:
     if value is None:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool):
+        hint = "; give its .total_seconds()" if isinstance(value, timedelta) else ""
         raise TypeError(f"{name} must be a number of seconds or None (no limit), not "
-                        f"{type(value).__name__} {value!r}")
+                        f"{type(value).__name__} {value!r}{hint}")
     if not value >= 0:  # negative, or NaN
         raise ValueError(f"{name} must be a number of seconds >= 0 or None (no limit), "
                          f"got {value!r}")

@@ -26,6 +26,16 @@ class Status(str, Enum):
     FAILED = "failed"
     """Out of retries (or unrunnable); ``error`` holds the reason and traceback."""
 
+    # Python 3.11 made str() and format() of a str-mixin Enum print "Status.PENDING";
+    # a status prints as the string it is stored as, on every Python.
+    def __str__(self) -> str:
+        """The stored string: ``str(Status.PENDING) == "pending"``."""
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        """Formatted as the stored string, so that f-strings and messages show it."""
+        return format(self.value, spec)
+
 
 FINISHED = (Status.DONE, Status.FAILED)
 

@@ -268,6 +268,108 @@ def test_unencodable_args_raise_naming_the_type_and_write_nothing(
     assert _count(store_path) == 1
 
 
+@pytest.mark.parametrize(("args_list", "named"), [
+    ("abc", "str 'abc'"), (b"xy", "bytes b'xy'"), (bytearray(b"xy"), "bytearray"),
+    ({"a": 1}, "mapping (dict)"), (5, "int 5"), (None, "NoneType None"),
+], ids=["str", "bytes", "bytearray", "dict", "int", "none"])
+def test_enqueue_many_refuses_what_is_not_a_collection_of_args_naming_its_type(
+    queue: SimplePyQ, store_path: str, args_list: object, named: str
+) -> None:
+    queue.add_channel("c", print)
+    with pytest.raises(TypeError, match=r"args_list must be an iterable of args") as refused:
+        queue.enqueue_many("c", args_list)  # type: ignore[arg-type]
+    assert named in str(refused.value)
+    assert _count(store_path) == 0
+
+
+@pytest.mark.parametrize(("args", "part"), [({(1, 2): "x"}, "the dict key (1, 2)"),
+                                            ([{"ok": 1}, {"k": {(): 0}}], "the dict key ()")],
+                         ids=["tuple-key", "nested-empty-tuple-key"])
+def test_args_that_could_not_be_read_back_are_refused_at_enqueue_and_write_nothing(
+    queue: SimplePyQ, store_path: str, args: object, part: str
+) -> None:
+    queue.add_channel("c", print)
+    with pytest.raises(TypeError, match=re.escape(part) + ".* read back as a list"):
+        queue.enqueue("c", args)
+    with pytest.raises(TypeError, match=r"#1 for channel 'c'.*" + re.escape(part)):
+        queue.enqueue_many("c", ["fine", args])
+    assert _count(store_path) == 0
+
+
+def _contains_itself() -> list[object]:
+    value: list[object] = []
+    value.append(value)
+    return value
+
+
+def _nested_100_000_deep() -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(100_000):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(("make", "said"), [(_contains_itself, "contains itself"),
+                                            (_nested_100_000_deep, "more than 1024 deep")],
+                         ids=["cycle", "deep"])
+def test_args_that_contain_themselves_or_nest_too_deep_are_refused_fast(
+    queue: SimplePyQ, store_path: str, make: Callable[[], object], said: str
+) -> None:
+    queue.add_channel("c", print)
+    args = make()
+    began = time.process_time()
+    with pytest.raises(TypeError, match=said):
+        queue.enqueue("c", args)
+    assert time.process_time() - began < 2.0  # (it takes milliseconds)
+    assert _count(store_path) == 0
+
+
+def _returns_what_it_is_told(kind: str) -> object:
+    return {"cycle": _contains_itself, "deep": _nested_100_000_deep}.get(kind, lambda: kind)()
+
+
+def test_a_task_returning_a_value_that_cannot_be_stored_fails_saying_why_and_the_worker_runs_on(
+    queue: SimplePyQ,
+) -> None:
+    queue.add_channel("c", _returns_what_it_is_told)  # one worker, so the same thread
+    ids = queue.enqueue_many("c", ["cycle", "deep", "after"])
+    queue.run_until_complete(timeout=60)
+    cycle, deep, after = (queue.get_task(task_id) for task_id in ids)
+    assert cycle is not None and cycle.status == "failed" and cycle.error is not None
+    assert "the task's return value cannot be stored: it contains itself" in cycle.error
+    assert deep is not None and deep.status == "failed" and deep.error is not None
+    assert "more than 1024 deep" in deep.error
+    assert after is not None and (after.status, after.result) == ("done", "after")
+
+
+def test_a_process_whose_task_returned_a_value_containing_itself_exits_promptly_and_quietly(
+    store_path: str,
+) -> None:
+    child = spawn_python("""
+        import sys
+        from simplepyq import SimplePyQ
+
+        def task(args):
+            value = []
+            value.append(value)
+            return value
+
+        q = SimplePyQ(sys.argv[1], poll_interval=0.01)
+        q.add_channel("c", task)
+        q.enqueue("c", None)
+        q.run_until_complete(timeout=30)
+        print(q.tasks("c")[0].status)
+        q.close()
+    """, store_path)
+    try:
+        out, err = child.communicate(timeout=90)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err[-2000:]
+    assert out.strip() == "failed"
+    assert len(err) < 10_000  # a log line at most, not a traceback of a thousand frames
+
+
 def test_unknown_channel_is_refused_listing_the_known_ones(queue: SimplePyQ) -> None:
     with pytest.raises(ValueError, match=r"'email'.*known channels: none"):
         queue.enqueue("email", None)
@@ -431,6 +533,69 @@ def test_wait_refuses_a_missing_task_and_times_out_on_an_unfinished_one(
     task_id = queue.enqueue("c", None)  # no worker runs in this test
     with pytest.raises(TimeoutError, match=str(task_id)):
         queue.wait(task_id, timeout=0.05)
+
+
+_BAD_TIMEOUTS = [("5", TypeError), (True, TypeError), (timedelta(seconds=5), TypeError),
+                 (-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError)]
+_BAD_TIMEOUT_IDS = ["str", "bool", "timedelta", "negative", "nan", "inf"]
+
+
+@pytest.mark.parametrize(("timeout", "error"), _BAD_TIMEOUTS, ids=_BAD_TIMEOUT_IDS)
+def test_wait_refuses_a_bad_timeout_naming_it(
+    queue: SimplePyQ, timeout: object, error: type[Exception]
+) -> None:
+    queue.add_channel("c", print)
+    task_id = queue.enqueue("c", None)
+    with pytest.raises(error, match=r"^timeout .*" + re.escape(repr(timeout))):
+        queue.wait(task_id, timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("timeout", "error"), _BAD_TIMEOUTS, ids=_BAD_TIMEOUT_IDS)
+def test_run_until_complete_refuses_a_bad_timeout_before_it_starts_anything(
+    queue: SimplePyQ, timeout: object, error: type[Exception]
+) -> None:
+    ran: list[object] = []
+    queue.add_channel("c", ran.append)
+    task_id = queue.enqueue("c", "not run")
+    with pytest.raises(error, match=r"^timeout .*" + re.escape(repr(timeout))):
+        queue.run_until_complete(timeout=timeout)  # type: ignore[arg-type]
+    task = queue.get_task(task_id)
+    assert task is not None and task.status == "pending"
+    queue.close()  # (would wait for a worker, had one started)
+    assert ran == []
+
+
+@pytest.mark.parametrize(("timeout", "error"), _BAD_TIMEOUTS, ids=_BAD_TIMEOUT_IDS)
+def test_stop_refuses_a_bad_timeout_and_leaves_the_workers_running(
+    queue: SimplePyQ, timeout: object, error: type[Exception]
+) -> None:
+    queue.add_channel("c", lambda args: args)
+    queue.start()
+    with pytest.raises(error, match=r"^timeout .*" + re.escape(repr(timeout))):
+        queue.stop(timeout=timeout)  # type: ignore[arg-type]
+    task_id = queue.enqueue("c", "still served")
+    assert queue.wait(task_id, timeout=30).result == "still served"
+    assert queue.stop(timeout=30) is True
+
+
+def test_a_timeout_of_zero_or_none_is_accepted_everywhere(queue: SimplePyQ) -> None:
+    queue.add_channel("c", lambda args: args)
+    task_id = queue.enqueue("c", "x")
+    with pytest.raises(TimeoutError):
+        queue.wait(task_id, timeout=0)
+    queue.run_until_complete(timeout=None)
+    assert queue.wait(task_id, timeout=None).status == "done"
+    assert queue.stop(timeout=0) is True
+
+
+def test_the_status_in_waits_timeout_message_is_the_stored_string(queue: SimplePyQ) -> None:
+    queue.add_channel("c", print)
+    task_id = queue.enqueue("c", None)  # no worker runs in this test
+    with pytest.raises(TimeoutError) as timed_out:
+        queue.wait(task_id, timeout=0.01)
+    assert f"task {task_id} was still pending after" in str(timed_out.value)
+    task = queue.get_task(task_id)
+    assert task is not None and f"{task.status}" == str(task.status) == "pending"
 
 
 def test_tasks_lists_by_channel_status_and_limit(queue: SimplePyQ) -> None:
@@ -703,6 +868,58 @@ def test_unreachable_database_is_refused_naming_it_without_its_password(scheme: 
 def test_directory_is_refused_as_a_store_naming_it(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=re.escape(str(tmp_path)) + ".*directory"):
         SimplePyQ(tmp_path)
+
+
+@pytest.mark.parametrize(("location", "named"), [
+    (None, "not None (an environment variable that is not set?)"),
+    (123, "not int 123"),
+    (b"x.db", "not bytes b'x.db'; decode it to a str"),
+    (bytearray(b"x.db"), "not bytearray"),
+], ids=["none", "int", "bytes", "bytearray"])
+def test_a_store_location_that_is_not_a_str_or_path_is_refused_before_anything_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, location: object, named: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a file named after the value would appear
+    with pytest.raises(TypeError, match=r"^store_path must be a str or a path") as refused:
+        SimplePyQ(location)  # type: ignore[arg-type]
+    assert named in str(refused.value)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(("location", "hint"), [
+    ("mysql://app:s3cret@db.example.com/tasks", ""),
+    ("redis+tls://cache:6379/0", ""),
+    ("sqlite:///tasks.db", "; for SQLite give the file's path itself, e.g. 'tasks.db'"),
+    ("sqlite:////var/lib/app/tasks.db", ", e.g. '/var/lib/app/tasks.db'"),
+    ("file:///tmp/tasks.db", ", e.g. '/tmp/tasks.db'"),
+    ("PostgreSQL://app@db/tasks", "; write the scheme in lower case: postgresql://"),
+], ids=["mysql", "redis", "sqlalchemy-relative", "sqlalchemy-absolute", "file", "upper-case"])
+def test_a_url_of_an_unsupported_scheme_is_refused_naming_it_and_the_supported_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, location: str, hint: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    scheme = location.partition("://")[0]
+    with pytest.raises(ValueError, match=(
+        rf"^store_path '{re.escape(scheme)}://\.\.\.': the scheme '{re.escape(scheme)}' is not "
+        r"supported; a store is a SQLite file's path, or a postgresql:// \(or postgres://\) URL"
+    )) as refused:
+        SimplePyQ(location)
+    assert str(refused.value).endswith(hint)
+    assert "s3cret" not in str(refused.value)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.sqlite_only  # about files
+def test_a_path_object_and_a_file_name_with_a_colon_are_store_locations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SimplePyQ(tmp_path / "as-path.db") as queue:
+        assert queue.store_path == str(tmp_path / "as-path.db")
+    (tmp_path / "a:").mkdir()
+    with SimplePyQ("a:/b.db"):  # no "://": a relative path like any other
+        pass
+    assert (tmp_path / "a:" / "b.db").exists()
 
 
 @pytest.mark.parametrize(("setting", "error"), [({"poll_interval": 0}, ValueError),

@@ -48,6 +48,15 @@ def test_a_status_is_interchangeable_with_its_plain_string(text: str) -> None:
     assert status in {text} and text in {status}
 
 
+@pytest.mark.parametrize("status", list(Status), ids=[status.value for status in Status])
+def test_a_status_prints_as_its_stored_string_on_every_python(status: Status) -> None:
+    text = status.value
+    logged = "%s" % status  # noqa: UP031 (logging formats its arguments so)
+    assert (str(status), f"{status}", logged, format(status)) == (text,) * 4
+    assert f"{status:>8}|{status:.3}" == f"{text:>8}|{text:.3}"
+    assert repr(status) == f"<Status.{status.name}: {text!r}>"  # repr still says what it is
+
+
 def test_an_unknown_status_string_is_not_a_status() -> None:
     with pytest.raises(ValueError, match="'archived'"):
         Status("archived")
