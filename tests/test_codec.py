@@ -160,12 +160,13 @@ def test_pack_each_names_the_first_value_it_refuses_by_its_index() -> None:
 @pytest.mark.parametrize(("value", "read_back"), [
     ({"to": "a@example.com", "n": 3}, {"to": "a@example.com", "n": 3}),
     ((1, "two", (3.0, None)), [1, "two", [3.0, None]]),
+    ((b"\x00\xff", "text"), [b"\x00\xff", "text"]),
     ({1: "int key", b"k": "bytes key", 2.5: True, None: [], False: {}},
      {1: "int key", b"k": "bytes key", 2.5: True, None: [], False: {}}),
     ({msgpack.ExtType(5, b"x"): 1}, {msgpack.ExtType(5, b"x"): 1}),
     (bytearray(b"\x00\x01"), b"\x00\x01"),
     (b"\xff" * 100_000, b"\xff" * 100_000),
-], ids=["dict", "tuples", "scalar-keys", "ext-key", "bytearray", "large-bytes"])
+], ids=["dict", "tuples", "bytes-in-a-tuple", "scalar-keys", "ext-key", "bytearray", "large-bytes"])
 def test_a_stored_value_reads_back_as_msgpack_gives_it(value: Any, read_back: Any) -> None:
     blob = codec.pack(value, "args")
     assert blob == msgpack.packb(value, use_bin_type=True)  # the bytes of 0.1.3, unchanged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import re
@@ -346,7 +347,9 @@ def test_a_process_whose_task_returned_a_value_containing_itself_exits_promptly_
     store_path: str,
 ) -> None:
     child = spawn_python("""
+        import json
         import sys
+        import time
         from simplepyq import SimplePyQ
 
         def task(args):
@@ -358,15 +361,19 @@ def test_a_process_whose_task_returned_a_value_containing_itself_exits_promptly_
         q.add_channel("c", task)
         q.enqueue("c", None)
         q.run_until_complete(timeout=30)
-        print(q.tasks("c")[0].status)
+        [task] = q.tasks("c")
         q.close()
+        print(json.dumps([task.status, task.error, time.process_time()]))
     """, store_path)
     try:
         out, err = child.communicate(timeout=90)
     finally:
         child.kill()
     assert child.returncode == 0, err[-2000:]
-    assert out.strip() == "failed"
+    status, error, cpu = json.loads(out)
+    assert status == "failed"
+    assert "the task's return value cannot be stored: it contains itself" in error
+    assert cpu < 5.0  # (under a second; the search for the culprit took ~9 s)
     assert len(err) < 10_000  # a log line at most, not a traceback of a thousand frames
 
 
