@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "simplepyq"
 MAX_CONNECTIONS = 8
 """Connections a store may open besides its listener (workers share them)."""
@@ -403,6 +403,9 @@ def _recorded(outcomes: Sequence[Outcome], owner: str) -> dict[str, Any]:
         "results": [d.result for d in decisions],
         "errors": [d.error for d in decisions],
         "finished": [d.finished_at for d in decisions],
+        "outcomes": [d.outcome for d in decisions],
+        "notes": [d.note for d in decisions],
+        "ended": [d.ended_at for d in decisions],
     }
 
 

@@ -26,7 +26,7 @@ from simplepyq.task import Status
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FIRST_PAUSE = 0.0001
 """Seconds a write first waits when the lock is taken; each wait is half again as long."""
 ADD_CHUNK = 500
@@ -45,7 +45,6 @@ class SQLiteStore(QueryStore):
     _wal_unemptied = False
     """Set when a write found the disk full; cleared by the next checkpoint that empties
     the WAL (see ``_empty_wal``)."""
-
 
     def __init__(self, path: str, busy_timeout: float = 30.0, power_safe: bool = False) -> None:
         self.location = _checked_path(path)
@@ -252,6 +251,10 @@ class SQLiteStore(QueryStore):
                 conn.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
         conn.execute(Q["create_channels"])
         conn.execute(Q["create_owners"])
+        owner_columns = {row[1] for row in conn.execute("PRAGMA table_info(simplepyq_owners)")}
+        for column in Q["added_owner_columns"].splitlines():
+            if column.split()[0] not in owner_columns:
+                conn.execute(f"ALTER TABLE simplepyq_owners ADD COLUMN {column}")
         for statement in [*Q["retired_indexes"].split(";"), *Q["create_indexes"].split(";")]:
             if statement.strip():
                 conn.execute(statement)
@@ -359,6 +362,7 @@ def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
         "id": outcome.task_id, "owner": owner, "status": decision.status.value,
         "retries": decision.retries, "run_at": decision.run_at, "result": decision.result,
         "error": decision.error, "finished_at": decision.finished_at,
+        "outcome": decision.outcome, "note": decision.note, "ended_at": decision.ended_at,
     }
 
 
