@@ -44,7 +44,7 @@ from simplepyq.progress import (
     printable,
 )
 from simplepyq.queue import SimplePyQ
-from simplepyq.storage import is_database_url, open_store
+from simplepyq.storage import is_database_url, open_store, store_location
 from simplepyq.task import Status, Task
 
 log = logging.getLogger("simplepyq.cli")
@@ -577,6 +577,7 @@ def _opened(args: argparse.Namespace, create: bool = False) -> Iterator[SimplePy
     path = args.db or os.environ.get(DB_ENV)
     if not path:
         raise UsageError(f"no task store given: pass --db PATH or set ${DB_ENV}")
+    store_location(path)  # a URL of another database is refused without showing it whole
     if not create and not _exists(path):
         raise CommandError(f"there is no task store at {_shown(path)!r} (only enqueue and worker "
                            "create one); check --db or $" + DB_ENV)

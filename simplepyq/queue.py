@@ -179,7 +179,8 @@ class SimplePyQ:
         local time) hold it back; higher ``priority`` runs first, FIFO among equals.
         The channel must be registered here or by a process sharing the store
         (checked in the insert's transaction), else ``ValueError`` lists the known
-        ones. Raises ``TypeError`` for args msgpack cannot encode, writing nothing.
+        ones. Raises ``TypeError`` for args msgpack cannot encode (or could not read
+        back as they were), writing nothing.
         """
         return self.enqueue_many(channel, [args], retries, delay=delay, run_at=run_at,
                                  priority=priority)[0]

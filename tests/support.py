@@ -3,8 +3,10 @@ host names too), and the run log they write outside the store."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -42,13 +44,22 @@ def spawn_python(code: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: what it forks can be killed with it
     )
 
 
 def run_python(code: str, *args: str, timeout: float = 60.0) -> str:
-    """Run ``code`` in a child interpreter to completion; return its stdout, failing on error."""
+    """Run ``code`` in a child interpreter to completion; return its stdout, failing on error.
+    A child still running after ``timeout`` is killed, with its process group, so that no
+    test leaves one behind."""
     child = spawn_python(code, *args)
-    out, err = child.communicate(timeout=timeout)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
     assert child.returncode == 0, f"child failed ({child.returncode}):\n{err}"
     return out
 

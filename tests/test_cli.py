@@ -510,6 +510,16 @@ def test_a_missing_store_is_an_error_and_is_not_created(store_path: str,
     assert not store_exists(store_path)
 
 
+@pytest.mark.parametrize("command", [["stats"], ["enqueue", "email", "{}"]])
+def test_a_store_url_of_another_database_is_refused_without_showing_its_password(
+    command: list[str],
+) -> None:
+    result = cli(*command, db="mysql://ada:hunter2@db.example/app")
+    assert result.returncode == 1
+    assert "'mysql'" in result.stderr and "postgresql://" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
 def test_enqueue_may_create_the_store(store_path: str) -> None:
     result = cli("enqueue", "email", "{}", db=store_path)
     assert store_exists(store_path)
