@@ -126,3 +126,33 @@ def spawn_on_host(host: str, code: str, *args: str) -> subprocess.Popen[str]:
                sys.executable, "-c", textwrap.dedent(code), *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+
+
+# Drains channel "c" with 2 workers, each task taking TASK_SECONDS, once the file "go"
+# appears in the signal directory (after it wrote "ready-LABEL" there, holding its host
+# id and pid). Each run logs "start ID LABEL TIME" and "end ID LABEL TIME" (LABEL names
+# the process: pids repeat across namespaces); a task's args are its id.
+# argv: store, log, signal directory, label, lease, busy_timeout, task seconds.
+LABELLED_DRAINER = """
+    import os, pathlib, sys, time
+    from simplepyq import SimplePyQ
+    from simplepyq.identity import host_id
+
+    log = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    signals, label, task_seconds = pathlib.Path(sys.argv[3]), sys.argv[4], float(sys.argv[7])
+
+    def work(task_id):
+        os.write(log, f"start {task_id} {label} {time.time()!r}\\n".encode())
+        time.sleep(task_seconds)
+        os.write(log, f"end {task_id} {label} {time.time()!r}\\n".encode())
+        return task_id
+
+    with SimplePyQ(sys.argv[1], lease=float(sys.argv[5]), busy_timeout=float(sys.argv[6]),
+                   poll_interval=0.01) as q:
+        q.add_channel("c", work, max_workers=2)
+        (signals / f"ready-{label}").write_text(f"{host_id()} {os.getpid()}")
+        deadline = time.monotonic() + 120
+        while not (signals / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        q.run_until_complete(timeout=300)
+"""

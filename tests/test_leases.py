@@ -35,6 +35,7 @@ from simplepyq.storage.base import Owner
 from tests.backends import is_postgres, raw_sql
 from tests.soak import report, scaled
 from tests.support import (
+    LABELLED_DRAINER,
     finish_all,
     needs_host_names,
     read_runs,
@@ -287,33 +288,6 @@ STALL_LEASE = 1.0
 STALL = 3.0
 """Seconds the store stays unwritable: three leases."""
 
-# Drains channel "c" with 2 workers, lease STALL_LEASE, under the host id of its
-# label (so the workers judge each other by heartbeats), starting on "go". Each
-# run logs "start ID LABEL TIME" and "end ID LABEL TIME"; a task's args are its id.
-# argv: store, log, directory of signal files, label, lease, busy_timeout.
-STALL_WORKER = """
-    import os, pathlib, sys, time
-    from simplepyq import SimplePyQ
-
-    log = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    signals, label = pathlib.Path(sys.argv[3]), sys.argv[4]
-
-    def work(task_id):
-        os.write(log, f"start {task_id} {label} {time.time()!r}\\n".encode())
-        time.sleep(0.005)
-        os.write(log, f"end {task_id} {label} {time.time()!r}\\n".encode())
-        return task_id
-
-    with SimplePyQ(sys.argv[1], lease=float(sys.argv[5]), busy_timeout=float(sys.argv[6]),
-                   poll_interval=0.01) as q:
-        q.add_channel("c", work, max_workers=2)
-        (signals / f"ready-{label}").touch()
-        deadline = time.monotonic() + 120
-        while not (signals / "go").exists() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        q.run_until_complete(timeout=300)
-"""
-
 # Takes SQLite's write lock and freezes itself holding it; rolls back when continued.
 # argv: store.
 FREEZE_HOLDING_THE_WRITE_LOCK = """
@@ -338,9 +312,9 @@ def test_stall_longer_than_the_lease_that_stopped_every_heartbeat_makes_no_task_
     # On PostgreSQL a heartbeat that cannot get its lock fails (as in an outage) and
     # is tried again a third of a lease later; on SQLite it waits for the lock.
     busy_timeout = 0.5 if is_postgres(store_path) else 30.0
-    children = [_spawn_with_host_id(f"stall-host-{label}", STALL_WORKER, store_path, str(log),
-                                    str(signals), str(label), str(STALL_LEASE),
-                                    str(busy_timeout))
+    children = [_spawn_with_host_id(f"stall-host-{label}", LABELLED_DRAINER, store_path,
+                                    str(log), str(signals), str(label), str(STALL_LEASE),
+                                    str(busy_timeout), "0.005")
                 for label in (1, 2)]
     try:
         wait_until(lambda: _running(children) and all(

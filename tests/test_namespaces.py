@@ -36,6 +36,7 @@ from simplepyq.storage.base import Owner
 from tests.backends import raw_sql
 from tests.soak import report, scaled
 from tests.support import (
+    LABELLED_DRAINER,
     ROOT,
     finish_all,
     needs_host_names,
@@ -47,35 +48,6 @@ from tests.support import (
 
 LEASE = 2.0
 """Long enough that a live worker's heartbeat (every LEASE/3) is never late on a busy box."""
-WORKERS = 2
-
-# Drains channel "c" with WORKERS workers and the lease LEASE, starting once both
-# processes are ready. Each run logs "start ID LABEL TIME" and "end ID LABEL TIME"
-# (LABEL: a number naming the process, since pids repeat across namespaces). A
-# task's args are its id. argv: store, log, directory of signal files, label, lease.
-DRAINER = """
-    import os, pathlib, sys, time
-    from simplepyq import SimplePyQ
-    from simplepyq.identity import host_id
-
-    log = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    signals, label = pathlib.Path(sys.argv[3]), sys.argv[4]
-
-    def work(task_id):
-        os.write(log, f"start {task_id} {label} {time.time()!r}\\n".encode())
-        time.sleep(0.002)
-        os.write(log, f"end {task_id} {label} {time.time()!r}\\n".encode())
-        return task_id
-
-    with SimplePyQ(sys.argv[1], lease=float(sys.argv[5]), poll_interval=0.01) as q:
-        q.add_channel("c", work, max_workers=2)
-        (signals / f"ready-{label}").write_text(f"{host_id()} {os.getpid()}")
-        deadline = time.monotonic() + 120
-        while not (signals / "go").exists() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        q.run_until_complete(timeout=300)
-"""
-
 
 # -- the judgement itself ------------------------------------------------------
 
@@ -193,8 +165,8 @@ def test_workers_in_other_pid_namespaces_under_one_host_name_run_each_task_once(
     signals.mkdir()
     # The first is pid 1 of its namespace; the second starts after other processes
     # there, so the two pids differ and each is a pid the other's namespace may not have.
-    children = [_spawn_in_pid_namespace(DRAINER, store_path, str(log), str(signals), str(label),
-                                        str(LEASE), pids_before=burn)
+    children = [_spawn_in_pid_namespace(LABELLED_DRAINER, store_path, str(log), str(signals),
+                                        str(label), str(LEASE), "30", "0.002", pids_before=burn)
                 for label, burn in ((1, 0), (2, 40))]
     try:
         wait_until(lambda: _all_running(children) and all(
