@@ -9,7 +9,7 @@ import logging
 from simplepyq.errors import DelayException, StoreError
 from simplepyq.policy import Backoff
 from simplepyq.queue import SimplePyQ
-from simplepyq.task import Status, Task
+from simplepyq.task import Attempt, Status, Task
 
 __version__ = "1.0.0"
 
@@ -17,4 +17,7 @@ __version__ = "1.0.0"
 # would print the library's warnings to stderr when the application set up nothing.
 logging.getLogger("simplepyq").addHandler(logging.NullHandler())
 
-__all__ = ["Backoff", "DelayException", "SimplePyQ", "Status", "StoreError", "Task", "__version__"]
+__all__ = [
+    "Attempt", "Backoff", "DelayException", "SimplePyQ", "Status", "StoreError", "Task",
+    "__version__",
+]
