@@ -1010,7 +1010,8 @@ def test_nothing_is_printed_when_the_application_configured_no_logging(store_pat
 
 def test_public_names_are_exactly_those_listed_and_each_is_importable() -> None:
     assert sorted(simplepyq.__all__) == sorted(
-        ["Backoff", "DelayException", "SimplePyQ", "Status", "StoreError", "Task", "__version__"])
+        ["Attempt", "Backoff", "DelayException", "SimplePyQ", "Status", "StoreError", "Task",
+         "__version__"])
     for name in simplepyq.__all__:
         namespace: dict[str, object] = {}
         exec(f"from simplepyq import {name}", namespace)
