@@ -62,8 +62,9 @@ class SimplePyQ:
     A task whose worker's process dies while running it is run again by the next
     process, up to ``max_recoveries`` times in a row: then it is taken to be what
     kills its workers (a segfault, an OOM kill) and fails, so that it cannot keep
-    the queue in a crash loop. A recovered task runs alone in its process, so that
-    only the task that kills a process is counted.
+    the queue in a crash loop. A recovered task runs alone in its process, and
+    after its first recovery only deaths while it ran alone count, so that only
+    the task that kills a process is blamed.
     """
 
     def __init__(self, store_path: str | PathLike[str] = "simplepyq_tasks.db", *,

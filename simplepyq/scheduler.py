@@ -237,6 +237,7 @@ class Scheduler:
                 self._give_back(other)
             settle_by = time.monotonic() + self._settings.lease
             self.settle(settle_by)
+            self._safe(lambda: self._store.run_alone(self._identity.owner, task.id), None)
             loop = self._run(channel, hand, task, loop)
             self.settle(settle_by + self._settings.lease)
         finally:

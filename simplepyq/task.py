@@ -78,7 +78,8 @@ class Task:
     msgpack; an undecodable blob is kept as the raw ``bytes``. Times are aware
     UTC datetimes, ``None`` where the row has none (e.g. rows made by 0.1.3).
     ``history`` lists its last runs that did not succeed, oldest first (at most
-    10); ``recoveries`` counts the times in a row its worker died while running it.
+    10); ``recoveries`` counts the times in a row its worker died while running it
+    (its first recovery, then those while it ran alone: see ``SimplePyQ``).
     """
 
     id: int

@@ -11,11 +11,13 @@ child interpreters killing themselves; every test runs on both backends.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
 
 from simplepyq import DelayException, SimplePyQ, Status
+from simplepyq.storage.base import Owner
 from tests.support import read_runs, spawn_python, wait_until
 
 # Drains channel "c" with 4 workers: "bomb" SIGKILLs its own process, anything else is
@@ -200,3 +202,29 @@ def test_retry_wait_is_said_in_seconds_when_the_channel_backs_off(
         queue.stop()
     (line,) = [r.getMessage() for r in caplog.records if f"task {task_id} " in r.getMessage()]
     assert line.endswith("; retrying in 60.0 s (1 retry left)")
+
+
+def test_after_its_first_recovery_a_task_is_blamed_only_for_deaths_while_it_ran_alone(
+    queue: SimplePyQ,
+) -> None:
+    queue.add_channel("c", print)
+    task_id = queue.enqueue("c", None)
+    store = queue._store
+
+    def dies(owner: str, alone: bool) -> tuple[str, int]:
+        (claimed,) = store.exchange(owner, [], "c", 1, time.time()).claimed
+        if alone:
+            store.run_alone(owner, claimed.id)
+        store.recover([Owner(owner, None, None, None, None)], f"{owner} died", time.time(), 3)
+        task = queue.get_task(task_id)
+        assert task is not None
+        return task.status, task.recoveries
+
+    assert dies("first", alone=False) == (Status.PENDING, 1)  # the first always counts
+    assert dies("claimed it only", alone=False) == (Status.PENDING, 1)
+    assert dies("ran it alone", alone=True) == (Status.PENDING, 2)
+    assert dies("claimed it only again", alone=False) == (Status.PENDING, 2)
+    assert dies("ran it alone again", alone=True) == (Status.FAILED, 3)
+    task = queue.get_task(task_id)
+    assert task is not None and len(task.history) == 5
+    assert "died 3 times in a row" in (task.error or "")

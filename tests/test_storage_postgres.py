@@ -180,7 +180,8 @@ def test_a_schema_1_store_gains_recoveries_history_and_owner_channels_keeping_it
     with SimplePyQ(location) as q:
         q.add_channel("kept", lambda args: args * 2)
         task_id = q.enqueue("kept", 21)
-    raw_sql(location, "ALTER TABLE tasks DROP COLUMN recoveries, DROP COLUMN history")
+    raw_sql(location, "ALTER TABLE tasks DROP COLUMN recoveries, DROP COLUMN history, "
+                      "DROP COLUMN alone")
     raw_sql(location, "ALTER TABLE simplepyq_owners DROP COLUMN channels")
     raw_sql(location, "UPDATE simplepyq_schema SET version = 1")
 
@@ -192,7 +193,7 @@ def test_a_schema_1_store_gains_recoveries_history_and_owner_channels_keeping_it
     columns = set(raw_sql(location, "SELECT table_name, column_name FROM "
                                     "information_schema.columns WHERE table_schema = "
                                     "current_schema()"))
-    assert {("tasks", "recoveries"), ("tasks", "history"),
+    assert {("tasks", "recoveries"), ("tasks", "history"), ("tasks", "alone"),
             ("simplepyq_owners", "channels")} <= columns
 
 

@@ -97,7 +97,7 @@ def test_schema_2_store_gains_recoveries_history_and_owner_channels_keeping_its_
         task_id = q.enqueue("kept", 21)
     with closing(sqlite3.connect(store_path, isolation_level=None)) as conn:
         for table, column in [("tasks", "recoveries"), ("tasks", "history"),
-                              ("simplepyq_owners", "channels")]:
+                              ("tasks", "alone"), ("simplepyq_owners", "channels")]:
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.execute("PRAGMA user_version = 2")
 
@@ -110,7 +110,7 @@ def test_schema_2_store_gains_recoveries_history_and_owner_channels_keeping_its_
         owner_columns = {row[1] for row in conn.execute("PRAGMA table_info(simplepyq_owners)")}
         task_columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
     assert "channels" in owner_columns
-    assert {"recoveries", "history"} <= task_columns
+    assert {"recoveries", "history", "alone"} <= task_columns
 
 
 def test_opening_an_existing_store_twice_changes_nothing_and_keeps_its_tasks(

@@ -157,12 +157,17 @@ class Store(Protocol):
     def recover(self, owners: Sequence[Owner], note: str, now: float,
                 max_recoveries: int) -> int:
         """Return the running tasks of dead ``owners`` to pending, or fail those that this
-        makes ``max_recoveries`` recoveries in a row; forget those owners.
+        makes ``max_recoveries`` counted recoveries in a row (a task's first, and any
+        while it ran alone); forget those owners.
 
         Each owner is recovered only if its heartbeat is still the one it was judged
         by (``Owner.heartbeat_at``; None for an owner with no row): one that renewed
         since keeps its tasks.
         """
+
+    def run_alone(self, owner: str, task_id: int) -> None:
+        """Note that ``owner`` now runs the recovered task ``task_id`` alone, so that its
+        next recovery counts towards ``max_recoveries`` (see ``recover``)."""
 
     # -- inspection ----------------------------------------
     def get(self, task_id: int) -> tuple[Any, ...] | None:

@@ -61,11 +61,13 @@ CREATE INDEX IF NOT EXISTS tasks_failed ON tasks (channel) WHERE status = 'faile
 
 -- name: migrate_2
 -- Schema 2: each task counts its recoveries in a row and keeps a short history of
--- the runs that did not succeed (a JSON array); each owner says which channels it runs.
+-- the runs that did not succeed (a JSON array), and notes when it runs alone after a
+-- recovery; each owner says which channels it runs.
 ALTER TABLE tasks ADD COLUMN IF NOT EXISTS recoveries BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN IF NOT EXISTS history JSONB
     CHECK (history IS NULL OR jsonb_typeof(history) = 'array');
 ALTER TABLE simplepyq_owners ADD COLUMN IF NOT EXISTS channels TEXT;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS alone INTEGER NOT NULL DEFAULT 0;
 
 -- name: set_version
 DELETE FROM simplepyq_schema;
@@ -134,7 +136,7 @@ RETURNING t.id, t.args, t.retries, t.attempts, t.priority, t.recoveries;
 -- recoveries.
 UPDATE tasks AS t
 SET status = o.status, retries = o.retries, delay_until = o.run_at, result = o.result,
-    error = o.error, finished_at = o.finished_at, owner = NULL, recoveries = 0,
+    error = o.error, finished_at = o.finished_at, owner = NULL, recoveries = 0, alone = 0,
     history = CASE WHEN o.outcome IS NULL THEN t.history ELSE (
         (CASE WHEN jsonb_array_length(COALESCE(t.history, '[]')) >= 10
                  THEN t.history - 0 ELSE COALESCE(t.history, '[]') END
@@ -213,17 +215,24 @@ FOR KEY SHARE;
 
 -- name: recover
 -- The running tasks of a dead owner go back to pending, each run added to its
--- history, unless this makes %(max_recoveries)s recoveries in a row: then the task
--- itself is taken to kill its workers, and fails.
+-- history. A task's first recovery counts, and a later one only if the task ran
+-- alone in its process (alone, set by run_alone), so that tasks that were merely
+-- claimed or running beside the culprit are not blamed; the recovery that makes
+-- max_recoveries counted in a row fails the task, taken to kill its workers.
 UPDATE tasks AS t
-SET status = CASE WHEN t.recoveries + 1 >= %(max_recoveries)s THEN 'failed' ELSE 'pending' END,
-    finished_at = CASE WHEN t.recoveries + 1 >= %(max_recoveries)s
+SET status = CASE WHEN (t.recoveries = 0 OR t.alone = 1)
+                       AND t.recoveries + 1 >= %(max_recoveries)s
+                  THEN 'failed' ELSE 'pending' END,
+    finished_at = CASE WHEN (t.recoveries = 0 OR t.alone = 1)
+                            AND t.recoveries + 1 >= %(max_recoveries)s
                        THEN %(now)s::double precision END,
-    error = CASE WHEN t.recoveries + 1 >= %(max_recoveries)s
+    error = CASE WHEN (t.recoveries = 0 OR t.alone = 1)
+                      AND t.recoveries + 1 >= %(max_recoveries)s
                  THEN 'failed for good: its worker died ' || (t.recoveries + 1)
                       || ' times in a row while running it (last: ' || %(note)s::text || ')'
                  ELSE %(note)s::text END,
-    recoveries = t.recoveries + 1,
+    recoveries = t.recoveries + CASE WHEN t.recoveries = 0 OR t.alone = 1 THEN 1 ELSE 0 END,
+    alone = 0,
     owner = NULL,
     history = ((CASE WHEN jsonb_array_length(COALESCE(t.history, '[]')) >= 10
                  THEN t.history - 0 ELSE COALESCE(t.history, '[]') END
@@ -232,6 +241,12 @@ SET status = CASE WHEN t.recoveries + 1 >= %(max_recoveries)s THEN 'failed' ELSE
                 'ended_at', %(now)s::double precision, 'outcome', 'recovered',
                 'error', %(note)s::text))))
 WHERE t.status = 'running' AND t.owner IS NOT DISTINCT FROM %(owner)s::text;
+
+-- name: run_alone
+-- A recovered task starts running alone in its process: if that process dies now,
+-- the task is to blame (see recover).
+UPDATE tasks SET alone = 1
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'running';
 
 -- name: get
 SELECT id, channel, args, status, retries, attempts, priority, result, error,

@@ -148,6 +148,10 @@ class QueryStore:
         values = {"owner": owner, "held": json.dumps(list(held))}
         return self._write(lambda c: int(c.execute(self.Q["reconcile"], values).rowcount))
 
+    def run_alone(self, owner: str, task_id: int) -> None:
+        values = {"owner": owner, "id": task_id}
+        self._write(lambda c: c.execute(self.Q["run_alone"], values), notify=False)
+
     # -- inspection ----------------------------------------
     def get(self, task_id: int) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._read(

@@ -25,6 +25,7 @@ finished_at REAL
 owner TEXT
 recoveries INTEGER NOT NULL DEFAULT 0
 history TEXT
+alone INTEGER NOT NULL DEFAULT 0
 
 -- name: create_channels
 CREATE TABLE IF NOT EXISTS simplepyq_channels (
@@ -115,7 +116,7 @@ RETURNING id, args, CAST(COALESCE(retries, 0) AS INTEGER), CAST(attempts AS INTE
 -- series of recoveries.
 UPDATE tasks
 SET status = :status, retries = :retries, delay_until = :run_at, result = :result,
-    error = :error, finished_at = :finished_at, owner = NULL, recoveries = 0,
+    error = :error, finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0,
     history = CASE WHEN :outcome IS NULL THEN history ELSE json_insert(
         CASE WHEN history IS NULL OR NOT json_valid(history)
                   OR json_type(history) <> 'array' THEN '[]'
@@ -181,18 +182,25 @@ SELECT heartbeat_at FROM simplepyq_owners WHERE owner = :owner;
 
 -- name: recover
 -- The running tasks of a dead owner go back to pending, each run added to its
--- history, unless this makes :max_recoveries recoveries in a row: then the task
--- itself is taken to kill its workers, and fails.
+-- history. A task's first recovery counts, and a later one only if the task ran
+-- alone in its process (:alone, set by run_alone), so that tasks that were merely
+-- claimed or running beside the culprit are not blamed; the recovery that makes
+-- :max_recoveries counted in a row fails the task, taken to kill its workers.
 UPDATE tasks
-SET status = CASE WHEN COALESCE(recoveries, 0) + 1 >= :max_recoveries
+SET status = CASE WHEN (COALESCE(recoveries, 0) = 0 OR alone = 1)
+                       AND COALESCE(recoveries, 0) + 1 >= :max_recoveries
                   THEN 'failed' ELSE 'pending' END,
-    finished_at = CASE WHEN COALESCE(recoveries, 0) + 1 >= :max_recoveries
+    finished_at = CASE WHEN (COALESCE(recoveries, 0) = 0 OR alone = 1)
+                            AND COALESCE(recoveries, 0) + 1 >= :max_recoveries
                        THEN :now ELSE NULL END,
-    error = CASE WHEN COALESCE(recoveries, 0) + 1 >= :max_recoveries
+    error = CASE WHEN (COALESCE(recoveries, 0) = 0 OR alone = 1)
+                      AND COALESCE(recoveries, 0) + 1 >= :max_recoveries
                  THEN 'failed for good: its worker died ' || (COALESCE(recoveries, 0) + 1)
                       || ' times in a row while running it (last: ' || :note || ')'
                  ELSE :note END,
-    recoveries = COALESCE(recoveries, 0) + 1,
+    recoveries = COALESCE(recoveries, 0)
+                 + CASE WHEN COALESCE(recoveries, 0) = 0 OR alone = 1 THEN 1 ELSE 0 END,
+    alone = 0,
     owner = NULL,
     history = json_insert(
         CASE WHEN history IS NULL OR NOT json_valid(history)
@@ -202,6 +210,11 @@ SET status = CASE WHEN COALESCE(recoveries, 0) + 1 >= :max_recoveries
         '$[#]', json_object('attempt', COALESCE(attempts, 0), 'started_at', started_at,
                             'ended_at', :now, 'outcome', 'recovered', 'error', :note))
 WHERE status = 'running' AND owner IS :owner;
+
+-- name: run_alone
+-- A recovered task starts running alone in its process: if that process dies now,
+-- the task is to blame (see recover).
+UPDATE tasks SET alone = 1 WHERE id = :id AND owner = :owner AND status = 'running';
 
 -- name: get
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
