@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from simplepyq.errors import seconds_from
 from simplepyq.task import Status
@@ -58,9 +59,8 @@ NOTE_LENGTH = 200
 """The longest error summary a history entry keeps (the full error is in ``error``)."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The row update that records one run of a task.
+class Decision(NamedTuple):
+    """The row update that records one run of a task (a tuple: one is made per run).
 
     ``outcome`` says how a run that did not succeed ended (``"error"`` or
     ``"deferred"``), for the task's history, with ``note`` its one-line summary;

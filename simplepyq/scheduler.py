@@ -283,7 +283,7 @@ class Scheduler:
                                          time.time())
         else:
             decision, loop = self._call(channel, task, args, loop)
-        if os.getpid() != self._pid:
+        if _forks_seen and os.getpid() != self._pid:
             _leave_forked_child(task.id)
         channel.pace.ran(time.perf_counter() - began)
         if self._outbox.add(Outcome(task.id, decision)):
@@ -301,7 +301,7 @@ class Scheduler:
         except DelayException as delay:
             return policy.deferred(task.retries, delay.delay_seconds, time.time()), loop
         except BaseException as exc:  # the task's failure, whatever it is, is recorded
-            if os.getpid() != self._pid:
+            if _forks_seen and os.getpid() != self._pid:
                 _leave_forked_child(task.id)
             decision = policy.raised(task.retries, task.attempts, traceback.format_exc(),
                                      channel.backoff, time.time())
@@ -572,6 +572,19 @@ def _step_name(work: Callable[[], Any]) -> str:
         if index < len(names):
             return str(names[index])
     return name.lstrip("_")
+
+
+_forks_seen = False
+"""True in a process forked from another: only then can a worker find itself in a copy
+of its parent (``os.getpid()`` is a system call, too dear to make for every task)."""
+
+
+def _note_fork() -> None:
+    global _forks_seen
+    _forks_seen = True
+
+
+os.register_at_fork(after_in_child=_note_fork)
 
 
 def _leave_forked_child(task_id: int) -> None:

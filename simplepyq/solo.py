@@ -23,13 +23,16 @@ class SoloGate:
     """Lets many ordinary tasks run at once, or one suspect alone."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Ordinary tasks take the lock itself (cheaper than the condition's methods);
+        # only a suspect waits on the condition.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = 0
         self._alone = False
 
     def enter(self) -> bool:
         """Start an ordinary task or claim; False while a suspect runs or waits to run."""
-        with self._cond:
+        with self._lock:
             if self._alone:
                 return False
             self._active += 1
@@ -37,7 +40,7 @@ class SoloGate:
 
     def leave(self) -> None:
         """End what ``enter`` started."""
-        with self._cond:
+        with self._lock:
             self._active -= 1
             if self._alone and self._active <= 1:
                 self._cond.notify_all()

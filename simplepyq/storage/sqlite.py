@@ -304,18 +304,26 @@ class SQLiteStore(QueryStore):
 
     @staticmethod
     def _record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> list[int]:
-        """Apply outcomes of tasks ``owner`` still runs; the ids of those it no longer runs."""
-        rows = [_recorded(outcome, owner) for outcome in outcomes]
-        if not rows:
+        """Apply outcomes of tasks ``owner`` still runs; the ids of those it no longer runs.
+
+        Successes, most outcomes, take a statement of their own that leaves the
+        history alone: binding and evaluating the history's values costs every row.
+        """
+        if not outcomes:
             return []
+        done = [_recorded_done(o, owner) for o in outcomes if o.decision.outcome is None]
+        other = [_recorded(o, owner) for o in outcomes if o.decision.outcome is not None]
+        batches = [(Q["record_done"], done), (Q["record"], other)]
         conn.execute("SAVEPOINT outcomes")
-        if conn.executemany(Q["record"], rows).rowcount == len(rows):
+        if sum(conn.executemany(query, rows).rowcount
+               for query, rows in batches if rows) == len(outcomes):
             conn.execute("RELEASE outcomes")
             return []
         # Rare: some task was recovered or deleted meanwhile. Redo one by one to tell which.
         conn.execute("ROLLBACK TO outcomes")
         conn.execute("RELEASE outcomes")
-        return [row["id"] for row in rows if conn.execute(Q["record"], row).rowcount != 1]
+        return [row["id"] for query, rows in batches for row in rows
+                if conn.execute(query, row).rowcount != 1]
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         def give_back(conn: sqlite3.Connection) -> int:
@@ -364,6 +372,12 @@ def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
         "error": decision.error, "finished_at": decision.finished_at,
         "outcome": decision.outcome, "note": decision.note, "ended_at": decision.ended_at,
     }
+
+
+def _recorded_done(outcome: Outcome, owner: str) -> dict[str, Any]:
+    decision = outcome.decision
+    return {"id": outcome.task_id, "owner": owner, "retries": decision.retries,
+            "result": decision.result, "finished_at": decision.finished_at}
 
 
 def _no_more_calls() -> None:

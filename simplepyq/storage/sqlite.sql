@@ -127,6 +127,13 @@ SET status = :status, retries = :retries, delay_until = :run_at, result = :resul
     END
 WHERE id = :id AND owner = :owner AND status = 'running';
 
+-- name: record_done
+-- The same for a run that succeeded (the common case): no history to add.
+UPDATE tasks
+SET status = 'done', retries = :retries, delay_until = NULL, result = :result, error = NULL,
+    finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0
+WHERE id = :id AND owner = :owner AND status = 'running';
+
 -- name: release
 -- A claimed task that was never started goes back as if it had not been claimed.
 UPDATE tasks
