@@ -64,6 +64,25 @@ def run_python(code: str, *args: str, timeout: float = 60.0) -> str:
     return out
 
 
+def all_running(children: Sequence[subprocess.Popen[str]]) -> bool:
+    """True while every child runs; fails the test with its stderr if one has ended."""
+    for child in children:
+        assert child.poll() is None, child.communicate()[1]
+    return True
+
+
+def enqueue_numbered(store: str, total: int) -> list[int]:
+    """Enqueue ``total`` tasks on channel "c" of a new store, each task's args its own id
+    (so that a run log can name tasks by their args); the ids, 1 to ``total``."""
+    from simplepyq import SimplePyQ
+
+    with SimplePyQ(store) as q:
+        q.add_channel("c", lambda args: args)
+        ids = q.enqueue_many("c", range(1, total + 1))
+    assert ids == list(range(1, total + 1))
+    return ids
+
+
 def finish_all(children: Sequence[subprocess.Popen[str]],
                timeout: float = 90.0) -> list[tuple[str, str]]:
     """Wait for every child at once; their (stdout, stderr). Kills any left on the way out."""

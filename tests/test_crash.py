@@ -111,14 +111,26 @@ def test_workers_killed_at_random_moments_lose_nothing_and_rerun_only_killed_run
         crew.kill_all()
 
     runs = read_runs(crew.log)
-    rows = raw_sql(store_path, "SELECT id, status, result FROM tasks")
+    rows = raw_sql(store_path, "SELECT id, status, result, error FROM tasks")
     assert len(rows) == total
-    assert {status for _, status, _ in rows} == {"done"}, "lost or stuck tasks"
-    assert {task_id for task_id, _, _ in rows} == set(ids)
-    assert all(msgpack.unpackb(result) == task_id for task_id, _, result in rows)
+    assert {task_id for task_id, *_ in rows} == set(ids)
+    # Every task is done, but for those failed by the crash-loop rule: three processes
+    # that ran it were killed in a row, the last two while it ran alone. At this kill
+    # rate (one every 0.02-0.3 s, mostly just after a process started, when it runs the
+    # recovered tasks one by one) that can happen by chance; every run of such a task
+    # was in a process the test killed.
+    looped = {task_id for task_id, status, _, error in rows
+              if status == "failed" and "times in a row while running it" in (error or "")}
+    assert {status for task_id, status, *_ in rows if task_id not in looped} == {"done"}, (
+        "lost or stuck tasks")
+    assert all(msgpack.unpackb(result) == task_id for task_id, status, result, _ in rows
+               if status == "done")
+    for task_id in looped:
+        assert all(run.pid in crew.killed_at for run in runs[task_id]), (
+            f"task {task_id} failed as a crash loop, but a live process ran it")
 
     repeated = 0
-    for task_id in ids:
+    for task_id in sorted(set(ids) - looped):
         executions = runs[task_id]
         assert executions, f"task {task_id} is done but never ran"
         *earlier, last = executions
@@ -130,10 +142,11 @@ def test_workers_killed_at_random_moments_lose_nothing_and_rerun_only_killed_run
                 f"task {task_id} ran again after run by live pid {before.pid}")
             assert after.started >= crew.killed_at[before.pid]
         repeated += len(earlier)
-    mid_task = sum(1 for task_id in ids for run in runs[task_id] if not run.ended)
+    mid_task = sum(1 for task_id in set(ids) - looped for run in runs[task_id] if not run.ended)
     report("crash", tasks=total, kills=len(crew.killed_at), processes=crew.started,
            reruns=repeated, killed_mid_task=mid_task,
-           killed_after_end_before_commit=repeated - mid_task, duplicates=0, lost=0)
+           killed_after_end_before_commit=repeated - mid_task, duplicates=0, lost=0,
+           failed_as_crash_loops=len(looped))
     assert len(crew.killed_at) >= min(kills, 3)  # the test did kill
 
 

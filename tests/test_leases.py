@@ -36,6 +36,8 @@ from tests.backends import is_postgres, raw_sql
 from tests.soak import report, scaled
 from tests.support import (
     LABELLED_DRAINER,
+    all_running,
+    enqueue_numbered,
     finish_all,
     needs_host_names,
     read_runs,
@@ -303,10 +305,7 @@ def test_stall_longer_than_the_lease_that_stopped_every_heartbeat_makes_no_task_
     store_path: str, tmp_path: Path
 ) -> None:
     total = scaled(1000)
-    with SimplePyQ(store_path) as q:
-        q.add_channel("c", lambda args: args)
-        ids = q.enqueue_many("c", range(1, total + 1))
-    assert ids == list(range(1, total + 1))  # so each task's args are its id
+    ids = enqueue_numbered(store_path, total)
     log, signals = tmp_path / "runs.log", tmp_path / "signals"
     signals.mkdir()
     # On PostgreSQL a heartbeat that cannot get its lock fails (as in an outage) and
@@ -317,11 +316,11 @@ def test_stall_longer_than_the_lease_that_stopped_every_heartbeat_makes_no_task_
                                     str(busy_timeout), "0.005")
                 for label in (1, 2)]
     try:
-        wait_until(lambda: _running(children) and all(
+        wait_until(lambda: all_running(children) and all(
             (signals / f"ready-{label}").exists() for label in (1, 2)), timeout=60)
         (signals / "go").touch()
         # Given both processes in the middle of the drain,
-        wait_until(lambda: _running(children) and all(
+        wait_until(lambda: all_running(children) and all(
             count >= 20 for count in _runs_per_label(log, (1, 2)).values()), timeout=60)
         # when the store stays unwritable for three leases,
         stalled_at = time.time()
@@ -400,9 +399,3 @@ def _runs_per_label(log: Path, labels: tuple[int, ...]) -> dict[int, int]:
             counts[int(line.split()[2])] += 1
     return counts
 
-
-def _running(children: list[subprocess.Popen[str]]) -> bool:
-    """True while every child runs; fails the test with its stderr if one has ended."""
-    for child in children:
-        assert child.poll() is None, child.communicate()[1]
-    return True

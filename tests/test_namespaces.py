@@ -38,6 +38,8 @@ from tests.soak import report, scaled
 from tests.support import (
     LABELLED_DRAINER,
     ROOT,
+    all_running,
+    enqueue_numbered,
     finish_all,
     needs_host_names,
     read_runs,
@@ -158,10 +160,7 @@ def test_workers_in_other_pid_namespaces_under_one_host_name_run_each_task_once(
 ) -> None:
     _needs_pid_namespaces()
     total = scaled(2000)
-    with SimplePyQ(store_path) as q:
-        q.add_channel("c", lambda args: args)
-        ids = q.enqueue_many("c", range(1, total + 1))
-    assert ids == list(range(1, total + 1))  # so each task's args are its id
+    ids = enqueue_numbered(store_path, total)
     log, signals = tmp_path / "runs.log", tmp_path / "signals"
     signals.mkdir()
     # The first is pid 1 of its namespace; the second starts after other processes
@@ -170,7 +169,7 @@ def test_workers_in_other_pid_namespaces_under_one_host_name_run_each_task_once(
                                         str(label), str(LEASE), "30", "0.002", pids_before=burn)
                 for label, burn in ((1, 0), (2, 40))]
     try:
-        wait_until(lambda: _all_running(children) and all(
+        wait_until(lambda: all_running(children) and all(
             (signals / f"ready-{label}").exists() for label in (1, 2)), timeout=60)
         hosts = {}
         for label in (1, 2):
@@ -231,12 +230,6 @@ def _spawn_in_pid_namespace(code: str, *args: str, pids_before: int) -> subproce
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
-
-def _all_running(children: list[subprocess.Popen[str]]) -> bool:
-    """True while every child runs; fails the test with its stderr if one has ended."""
-    for child in children:
-        assert child.poll() is None, child.communicate()[1]
-    return True
 
 
 def _a_pid_nobody_has() -> int:
