@@ -616,15 +616,8 @@ def test_burst_worker_on_a_terminal_shows_live_counts_and_rate(app: App) -> None
                              env=app_env(app), stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=terminal)
     os.close(terminal)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = bytearray()
+    _read_all(controller, seen)
     os.close(controller)
     assert child.wait(timeout=30) == 0
     text = seen.decode()
