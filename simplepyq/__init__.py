@@ -6,10 +6,12 @@ of worker threads. See README.rst for the guarantees and the API.
 
 import logging
 
-from simplepyq.errors import DelayException, StoreError
+from simplepyq.context import TaskContext, current_task
+from simplepyq.errors import DelayException, StoreError, TaskCancelled, TaskTimeout
+from simplepyq.limits import Limits, Rate
 from simplepyq.policy import Backoff
 from simplepyq.queue import SimplePyQ
-from simplepyq.task import Attempt, Status, Task
+from simplepyq.task import Attempt, Status, Task, TaskId
 
 __version__ = "1.0.0"
 
@@ -18,6 +20,7 @@ __version__ = "1.0.0"
 logging.getLogger("simplepyq").addHandler(logging.NullHandler())
 
 __all__ = [
-    "Attempt", "Backoff", "DelayException", "SimplePyQ", "Status", "StoreError", "Task",
-    "__version__",
+    "Attempt", "Backoff", "DelayException", "Limits", "Rate", "SimplePyQ", "Status",
+    "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskId", "TaskTimeout",
+    "__version__", "current_task",
 ]

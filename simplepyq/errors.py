@@ -23,6 +23,23 @@ class DelayException(Exception):
         super().__init__(f"task deferred for {self.delay_seconds:g}s")
 
 
+class TaskCancelled(BaseException):
+    """Raised in a task by ``current_task().check()`` once its cancel was requested.
+
+    A ``BaseException``, like ``asyncio.CancelledError``, so that a task's own
+    ``except Exception`` does not swallow it. A run that ends by raising after a
+    cancel was requested leaves its task ``cancelled``, never retried.
+    """
+
+
+class TaskTimeout(BaseException):
+    """Raised in a task that ran past its time limit: in a sync task's thread by the
+    queue itself (at the next Python instruction it runs), or by
+    ``current_task().check()``. A ``BaseException``, so that ``except Exception``
+    in the task does not swallow it. The run counts as a failure (retried while
+    retries last)."""
+
+
 class UnknownChannelError(ValueError):
     """Tasks were enqueued for a channel that no process sharing the store has registered."""
 

@@ -62,9 +62,10 @@ NOTE_LENGTH = 200
 class Decision(NamedTuple):
     """The row update that records one run of a task (a tuple: one is made per run).
 
-    ``outcome`` says how a run that did not succeed ended (``"error"`` or
-    ``"deferred"``), for the task's history, with ``note`` its one-line summary;
-    both are None for a success. ``ended_at`` is when the run ended.
+    ``outcome`` says how a run that did not succeed ended (``"error"``,
+    ``"timeout"``, ``"deferred"`` or ``"cancelled"``), for the task's history, with
+    ``note`` its one-line summary; both are None for a success. ``ended_at`` is when
+    the run ended; ``progress`` the last progress the run reported (msgpack), if any.
     """
 
     status: Status
@@ -76,6 +77,7 @@ class Decision(NamedTuple):
     outcome: str | None = None
     note: str | None = None
     ended_at: float | None = None
+    progress: bytes | None = None
 
 
 def succeeded(retries: int, result: bytes | None, now: float) -> Decision:
@@ -97,6 +99,23 @@ def raised(retries: int, attempts: int, error: str, backoff: Backoff, now: float
     return Decision(Status.DELAYED if wait > 0 else Status.PENDING, retries - 1,
                     run_at=now + wait if wait > 0 else None, error=error, outcome="error",
                     note=summary(error), ended_at=now)
+
+
+def timed_out(retries: int, attempts: int, limit: float, error: str, backoff: Backoff,
+              now: float) -> Decision:
+    """The run passed its time limit: a failure like any other (retried while retries
+    last), whose error says so first."""
+    decision = raised(retries, attempts, f"time limit of {limit:g} s exceeded\n{error}",
+                      backoff, now)
+    return decision._replace(outcome="timeout",
+                             note=f"time limit of {limit:g} s exceeded")
+
+
+def cancelled(retries: int, error: str | None, now: float) -> Decision:
+    """The task's cancel was requested and its run raised (or it never started): it ends
+    cancelled, never retried."""
+    return Decision(Status.CANCELLED, retries, error=error or "cancelled", finished_at=now,
+                    outcome="cancelled", note="cancelled", ended_at=now)
 
 
 def unrunnable(retries: int, error: str, now: float) -> Decision:

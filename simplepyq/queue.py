@@ -27,14 +27,18 @@ from simplepyq.errors import (
     seconds_from,
 )
 from simplepyq.identity import ProcessIdentity, is_dead
+from simplepyq.limits import Limits, Rate, check_max_running, check_time_limit, parse_rate
 from simplepyq.policy import Backoff
 from simplepyq.progress import Progress
 from simplepyq.scheduler import Channel, Scheduler, Settings, Signals
 from simplepyq.storage import open_store, store_location
-from simplepyq.task import Status, Task
+from simplepyq.storage.base import LimitChange
+from simplepyq.task import Status, Task, TaskId
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("simplepyq")
+UNCHANGED: Any = object()
+"""``set_limits``' default: leave this limit as it is."""
 
 _OPEN: weakref.WeakSet[SimplePyQ] = weakref.WeakSet()
 """The queues of this process not closed yet: their workers stop at exit."""
@@ -92,11 +96,20 @@ class SimplePyQ:
 
     # -- channels ------------------------------------------
     def add_channel(self, name: str, func: Callable[[Any], Any], max_workers: int = 1, *,
-                    backoff: Backoff | float | timedelta = 0) -> None:
+                    backoff: Backoff | float | timedelta = 0,
+                    time_limit: float | timedelta | None = None,
+                    rate_limit: str | Rate | None = None,
+                    max_running: int | None = None) -> None:
         """Bind ``func`` to channel ``name``, run by ``max_workers`` threads.
 
         ``backoff`` is the wait before a failed task's retry: seconds, a timedelta
         or a ``Backoff`` (fixed or exponential with a cap); 0 retries at once.
+        ``time_limit`` (seconds or a timedelta) bounds each run of its tasks in this
+        process (a task's own ``time_limit`` comes first): see README, Time limits.
+        ``rate_limit`` (``"10/s"``, also ``/m``, ``/h``, ``/d``) and ``max_running``
+        are stored on the channel and obeyed by every process sharing the store
+        (see ``set_limits``); given here, they are set as the channel registers,
+        and left as stored when not given.
         A channel added while the scheduler runs starts its workers at once.
         """
         _check_name(name)
@@ -107,11 +120,17 @@ class SimplePyQ:
             raise TypeError(f"max_workers must be an int, not {type(max_workers).__name__}")
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
-        channel = Channel(name, func, max_workers, Backoff.coerce(backoff))
+        limit = None if time_limit is None else check_time_limit(time_limit)
+        change = LimitChange(
+            set_rate=rate_limit is not None,
+            rate=None if rate_limit is None else parse_rate(rate_limit),
+            set_max_running=max_running is not None,
+            max_running=None if max_running is None else check_max_running(max_running))
+        channel = Channel(name, func, max_workers, Backoff.coerce(backoff), time_limit=limit)
         with self._lock:
             if name in self._channels:
                 raise ValueError(f"Channel '{name}' already exists")
-            self._store.register_channel(name, time.time())
+            self._store.register_channel(name, time.time(), change)
             self._channels[name] = channel
             if self._scheduler is not None and (self._running is self._channels
                                                 or name in self._running):
@@ -119,14 +138,49 @@ class SimplePyQ:
                 self._scheduler.add(channel)
 
     def channel(self, name: str, max_workers: int = 1, *,
-                backoff: Backoff | float | timedelta = 0) -> Callable[[F], F]:
+                backoff: Backoff | float | timedelta = 0,
+                time_limit: float | timedelta | None = None,
+                rate_limit: str | Rate | None = None,
+                max_running: int | None = None) -> Callable[[F], F]:
         """Decorator form of ``add_channel``: ``@q.channel("email", max_workers=2)``."""
 
         def register(func: F) -> F:
-            self.add_channel(name, func, max_workers, backoff=backoff)
+            self.add_channel(name, func, max_workers, backoff=backoff, time_limit=time_limit,
+                             rate_limit=rate_limit, max_running=max_running)
             return func
 
         return register
+
+    def set_limits(self, channel: str, *, rate_limit: str | Rate | None = UNCHANGED,
+                   max_running: int | None = UNCHANGED) -> Limits:
+        """Change the limits of ``channel`` in the store, for every process at once; the
+        limits it has now. A limit not given stays as it is; None removes it.
+
+        ``rate_limit="10/s"``: in any window of that length, at most that many of its
+        tasks start, counted across every process and host sharing the store.
+        ``max_running=3``: at most that many of its tasks run at once, anywhere.
+        Both are enforced in the transaction that claims tasks; a task held back
+        stays pending and spends no retry. The channel must be registered.
+        """
+        _check_name(channel)
+        change = LimitChange(
+            set_rate=rate_limit is not UNCHANGED,
+            rate=None if rate_limit is UNCHANGED or rate_limit is None
+            else parse_rate(rate_limit),
+            set_max_running=max_running is not UNCHANGED,
+            max_running=None if max_running is UNCHANGED or max_running is None
+            else check_max_running(max_running))
+        limits = self._store.set_limits(channel, change)
+        self._wake(channel, 1)  # a limit raised may let idle workers start tasks
+        return limits
+
+    def limits(self, channel: str) -> Limits:
+        """The limits stored for ``channel`` (``UnknownChannelError`` if not registered)."""
+        _check_name(channel)
+        found = self._store.limits()
+        if channel not in found:
+            raise UnknownChannelError(channel, set(found))
+        return found[channel]
 
     def declare(self, *names: str) -> None:
         """Make channel names known to the store without binding functions to them.
@@ -172,40 +226,76 @@ class SimplePyQ:
     # -- enqueueing ----------------------------------------
     def enqueue(self, channel: str, args: Any, retries: int = 0, *,
                 delay: float | timedelta | None = None, run_at: datetime | None = None,
-                priority: int = 0) -> int:
+                priority: int = 0, key: str | None = None,
+                time_limit: float | timedelta | None = None) -> TaskId:
         """Store a task for ``channel`` and return its id.
 
         ``args`` is passed to the channel's function after a msgpack round trip.
         ``delay`` (seconds or timedelta) or ``run_at`` (a datetime; naive means
         local time) hold it back; higher ``priority`` runs first, FIFO among equals.
+        ``key`` makes it unique: while an unfinished (pending, delayed or running)
+        task of the channel holds the key, nothing is written and that task's id is
+        returned, with ``created`` False (the id is an ``int`` that says so).
+        ``time_limit`` bounds its runs, in place of its channel's.
         The channel must be registered here or by a process sharing the store
         (checked in the insert's transaction), else ``ValueError`` lists the known
         ones. Raises ``TypeError`` for args msgpack cannot encode (or could not read
         back as they were), writing nothing.
         """
         return self.enqueue_many(channel, [args], retries, delay=delay, run_at=run_at,
-                                 priority=priority)[0]
+                                 priority=priority, time_limit=time_limit,
+                                 keys=None if key is None else [key])[0]
 
     def enqueue_many(self, channel: str, args_list: Iterable[Any], retries: int = 0, *,
                      delay: float | timedelta | None = None, run_at: datetime | None = None,
-                     priority: int = 0) -> list[int]:
+                     priority: int = 0, keys: Iterable[str | None] | None = None,
+                     time_limit: float | timedelta | None = None) -> list[TaskId]:
         """Store one task per item of ``args_list`` in a single transaction; return the ids.
 
-        All or nothing: if any item cannot be encoded, no task is written.
+        ``keys``, if given, has one key (or None) per item, as ``enqueue``'s ``key``;
+        an item whose key is held, by an earlier item of the list too, returns the
+        holder's id with ``created`` False. All or nothing: if any item cannot be
+        encoded, no task is written.
         """
         _check_name(channel)
         _check_args_list(args_list)
         _check_count(retries, "retries")
         _check_int(priority, "priority")
         when = _run_at(delay, run_at)
+        limit = None if time_limit is None else check_time_limit(time_limit)
         payloads = codec.pack_each(args_list,
                                    lambda index: f"args #{index} for channel {channel!r}")
+        key_list = None if keys is None else _checked_keys(keys, len(payloads))
         with self._lock:
             local = channel in self._channels
         ids = self._store.add(channel, payloads, retries, when, priority, time.time(),
-                              register=local)
+                              register=local, time_limit=limit, keys=key_list)
         self._wake(channel, len(ids))
         return ids
+
+    # -- task control --------------------------------------
+    def cancel(self, task_id: int) -> bool:
+        """Cancel a task; whether it was unfinished.
+
+        A pending or delayed task becomes ``cancelled`` at once and never runs. A
+        running one is asked to stop: an ``async def`` task is cancelled at its next
+        ``await``; a sync task sees ``current_task().cancelled()`` turn True (its
+        process learns of it within about a poll interval on SQLite, within
+        milliseconds on PostgreSQL). If that run then ends by raising, the task is
+        ``cancelled``, never retried; if it returns, it is ``done``. A task already
+        finished is left as it is (False). ``ValueError`` if there is no such task.
+        """
+        _check_int(task_id, "task_id")
+        found = self._store.cancel(task_id, time.time())
+        if found is None:
+            raise ValueError(f"there is no task with id {task_id}")
+        changed, status = found
+        if changed and status == Status.RUNNING.value:
+            with self._lock:
+                schedulers = [*self._draining, *([self._scheduler] if self._scheduler else [])]
+            for scheduler in schedulers:
+                scheduler.cancel_here(task_id)
+        return changed
 
     # -- running -------------------------------------------
     def start(self, channels: Iterable[str] | None = None) -> None:
@@ -421,18 +511,27 @@ class SimplePyQ:
         return self._store.clear_failed(channel)
 
     def requeue_failed(self, channel: str | None = None, retries: int | None = None) -> int:
-        """Make failed tasks pending again, with ``retries`` if given; return how many."""
+        """Make failed tasks pending again, with ``retries`` if given; return how many.
+
+        A failed task with a key stays failed while an unfinished task of its channel
+        holds the key (of several failed tasks sharing a key, only the newest is
+        requeued): a warning names each one left failed.
+        """
         if channel is not None:
             _check_name(channel)
         if retries is not None:
             _check_count(retries, "retries")
-        count = self._store.requeue_failed(channel, retries)
+        requeued = self._store.requeue_failed(channel, retries)
+        if requeued.kept:
+            log.warning("%d failed task(s) stay failed: an unfinished task holds their key "
+                        "(%s)", len(requeued.kept), ", ".join(
+                            f"task {task_id} key {key!r}" for task_id, key in requeued.kept[:20]))
         for name in [channel] if channel is not None else list(self._channels):
-            self._wake(name, count)
-        return count
+            self._wake(name, requeued.requeued)
+        return requeued.requeued
 
     def purge(self, older_than: float | timedelta, channel: str | None = None) -> int:
-        """Delete done and failed tasks that finished more than ``older_than`` ago.
+        """Delete done, failed and cancelled tasks that finished more than ``older_than`` ago.
 
         ``older_than`` is seconds or a timedelta; returns how many were deleted.
         """
@@ -442,21 +541,35 @@ class SimplePyQ:
         return self._store.purge(channel, time.time() - age)
 
     # -- closing -------------------------------------------
-    def close(self) -> None:
-        """Stop the workers, wait for every running task to end, and release the store.
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the workers, wait for running tasks to end (up to ``timeout`` s), and
+        release the store.
 
-        Refused from inside a task of this queue (``RuntimeError``): the task would
-        wait for itself, and its outcome could never be recorded. Raises
-        ``StoreError`` if outcomes of finished tasks could not be committed; the
-        store is released all the same.
+        Tasks past their time limit and stuck (see README, Time limits) are not
+        waited for, nor are any tasks once ``timeout`` passes: a warning says so, and
+        their outcomes can no longer be recorded here (they run again once this
+        process is gone). Refused from inside a task of this queue
+        (``RuntimeError``): the task would wait for itself. Raises ``StoreError`` if
+        outcomes of finished tasks could not be committed; the store is released
+        all the same.
         """
         self._refuse_from_a_task("close()")
+        check_timeout(timeout)
         try:
-            if not self.stop():
-                raise StoreError(f"the outcomes of some tasks could not be recorded in "
-                                 f"{self.store_path!r}; those tasks will run again")
+            if not self.stop(timeout):
+                with self._lock:
+                    unsettled = sum(each.unsettled() for each in self._draining)
+                if unsettled:
+                    raise StoreError(f"the outcomes of some tasks could not be recorded in "
+                                     f"{self.store_path!r}; those tasks will run again")
+                log.warning("closing %s while some of its tasks still run; their outcomes "
+                            "cannot be recorded, and they will run again once this process "
+                            "is gone", self.store_path)
         finally:
             _OPEN.discard(self)
+            with self._lock:
+                for scheduler in self._draining:
+                    scheduler.store_closed()
             self._store.close()
 
     def __enter__(self) -> SimplePyQ:
@@ -551,6 +664,26 @@ def _remaining(deadline: float | None) -> float | None:
 
 def _shorter(remaining: float | None, interval: float) -> float:
     return interval if remaining is None else min(remaining, interval)
+
+
+def _checked_keys(keys: Iterable[str | None], count: int) -> list[str | None]:
+    """``enqueue_many``'s keys, one per task: each a non-empty str or None."""
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(f"keys must be a list with one key per task, not the "
+                        f"{type(keys).__name__} {codec.short_repr(keys)}")
+    checked = list(keys)
+    if len(checked) != count:
+        raise ValueError(f"keys has {len(checked)} item(s) for {count} task(s); give one "
+                         f"key (or None) per task")
+    for key in checked:
+        if key is None:
+            continue
+        if not isinstance(key, str):
+            raise TypeError(f"a key must be a str, not {type(key).__name__} "
+                            f"{codec.short_repr(key)}")
+        if not key:
+            raise ValueError("a key must not be empty, got ''")
+    return checked
 
 
 def _check_args_list(args_list: object) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
+import math
 import os
 import sys
 import threading
@@ -27,12 +27,15 @@ from typing import Any
 
 from simplepyq import codec, policy
 from simplepyq.batches import RETRY_FIRST, RETRY_LONGEST, Hand, Ledger, Outbox, Pace
+from simplepyq.context import ProgressBox
 from simplepyq.errors import DelayException
 from simplepyq.failing import RepeatedFailure
 from simplepyq.identity import Heartbeats, ProcessIdentity, is_dead
 from simplepyq.policy import Backoff, Decision
+from simplepyq.runs import CURRENT, Run
 from simplepyq.solo import SoloGate
-from simplepyq.storage.base import Claimed, CommitUnknownError, Outcome, Owner, Store
+from simplepyq.storage.base import Claimed, CommitUnknownError, Exchange, Outcome, Owner, Store
+from simplepyq.watchdog import Watchdog
 
 log = logging.getLogger("simplepyq")
 
@@ -40,6 +43,11 @@ SETTLE_LIMIT = 30.0
 """Seconds a stop without a timeout keeps trying to commit outcomes the store refuses."""
 FORKED_CHILD_EXIT = 70
 """The exit code of a forked child that returned into a worker (EX_SOFTWARE)."""
+FULL_RECHECK = 1.0
+"""Seconds at most that idle workers of a channel at its ``max_running`` wait before they
+look again (a task ending anywhere wakes them sooner)."""
+PROGRESS_EVERY = 0.5
+"""Seconds between writes of the progress values that running tasks report."""
 
 
 class Wakeup:
@@ -77,9 +85,15 @@ class Channel:
     func: Callable[[Any], Any]
     max_workers: int
     backoff: Backoff
+    time_limit: float | None = None
+    """Seconds a run of its tasks may take (a task's own limit comes first); None: no limit."""
     wake: Wakeup = field(default_factory=Wakeup)
     pace: Pace = field(default_factory=Pace)
     removed: bool = False
+    not_before: float = 0.0
+    """Its rate limit lets no task start before this time (``time.monotonic()``)."""
+    full: bool = False
+    """Its last claim found it at its ``max_running``."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +133,20 @@ class Scheduler:
         self._ledger = Ledger()
         self._failures: dict[str, RepeatedFailure] = {}
         self._workers: list[threading.Thread] = []
+        self._live: set[threading.Thread] = set()
+        self._abandoned: set[threading.Thread] = set()
         self._started: dict[str, Channel] = {}
         self._solo = SoloGate()
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)
+        """Notified when a worker ends or is abandoned (``stop`` waits on it)."""
+        self._runs: dict[int, Run] = {}
+        self._cancels: set[int] = set()
+        """Tasks claimed here whose cancel was requested, until their run ends."""
+        self._progress = ProgressBox()
+        self._watchdog = Watchdog(self._abandon)
+        self._store_closed = False
         self._housekeeper = threading.Thread(
             target=self._housekeep, name="simplepyq-housekeeper", daemon=True
         )
@@ -158,16 +182,38 @@ class Scheduler:
             channel.wake.notify()
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
-        with self._lock:
-            others = [w for w in self._workers if w is not threading.current_thread()]
-        for worker in others:
-            worker.join(None if deadline is None else max(deadline - time.monotonic(), 0))
-        ended = not any(worker.is_alive() for worker in others)
+        me = threading.current_thread()
+        with self._ended:
+            # Abandoned workers (see ``watchdog``) are not waited for: they are stuck.
+            while self._live - self._abandoned - {me}:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._ended.wait(remaining)
+            ended = not self._live - {me}
         settled = self.settle(deadline if deadline is not None
                               else max(start, time.monotonic()) + SETTLE_LIMIT)
         if not self._busy():
             self._housekeeper.join()
         return ended and settled
+
+    def cancel_here(self, task_id: int) -> None:
+        """A cancel of ``task_id`` was requested: if this process runs it, tell the run;
+        if it holds it unstarted, it ends cancelled without running."""
+        self._cancels.add(task_id)
+        run = self._runs.get(task_id)
+        if run is not None:
+            run.request_cancel()
+
+    def store_closed(self) -> None:
+        """The queue closed the store while workers of this scheduler still run (stuck
+        past their time limit): housekeeping ends, as nothing more can be written."""
+        self._store_closed = True
+        self._nudge.notify()
+
+    def unsettled(self) -> int:
+        """How many outcomes of finished tasks are not committed yet."""
+        return self._outbox.unsettled()
 
     def runs_in(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` is one of this scheduler's workers (a task runs in it)."""
@@ -177,14 +223,30 @@ class Scheduler:
     def _start_workers(self, channel: Channel) -> None:
         self._started[channel.name] = channel
         self._hands[channel.name] = Hand(channel.max_workers, channel.pace)
-        for number in range(channel.max_workers):
-            worker = threading.Thread(
-                target=self._work, args=(channel,), daemon=True,
-                name=f"simplepyq-{channel.name}-{number}",
-            )
-            self._workers.append(worker)
-            worker.start()
+        for _ in range(channel.max_workers):
+            self._start_worker(channel)
 
+    def _start_worker(self, channel: Channel) -> None:
+        """Start one worker of ``channel`` (the caller holds the lock)."""
+        worker = threading.Thread(
+            target=self._work, args=(channel,), daemon=True,
+            name=f"simplepyq-{channel.name}-{len(self._workers)}",
+        )
+        self._workers.append(worker)
+        self._live.add(worker)
+        worker.start()
+
+    def _abandon(self, run: Run) -> None:
+        """The watchdog gave up on ``run`` (its thread is stuck past its time limit): let
+        its thread finish alone and start a worker in its place. Its place in the solo
+        gate is given up now, so that no suspect waits for it."""
+        with self._lock:
+            self._abandoned.add(run.thread)
+            self._ended.notify_all()
+            channel = self._started.get(run.channel)
+            if channel is not None and not channel.removed and not self._stopping.is_set():
+                self._start_worker(channel)
+        self._solo.leave()
     # -- the worker loop -----------------------------------
     def _work(self, channel: Channel) -> None:
         hand = self._hands[channel.name]
@@ -208,7 +270,7 @@ class Scheduler:
                 if task is None:
                     self._solo.leave()
                     self._signals.idle.notify()
-                    channel.wake.wait_past(seen, timeout=None)
+                    channel.wake.wait_past(seen, timeout=_throttled_for(channel))
                     continue
                 try:
                     if task.recoveries:
@@ -216,12 +278,24 @@ class Scheduler:
                     else:
                         loop = self._run(channel, hand, task, loop)
                 finally:
-                    self._solo.leave()
+                    if not self._left_behind():
+                        self._solo.leave()
+                if self._left_behind():
+                    break  # another worker took this one's place
         finally:
-            self._give_back(hand)
+            if not self._left_behind():
+                self._give_back(hand)
             self._flush(due_only=False)
             if loop is not None:
                 loop.close()
+            with self._ended:
+                self._live.discard(threading.current_thread())
+                self._ended.notify_all()
+            self._nudge.notify()  # the housekeeper ends once the last worker has
+
+    def _left_behind(self) -> bool:
+        """Whether the calling worker was abandoned (see ``_abandon``)."""
+        return bool(self._abandoned) and threading.current_thread() in self._abandoned
 
     def _run_alone(self, channel: Channel, hand: Hand, task: Claimed,
                    loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
@@ -254,7 +328,8 @@ class Scheduler:
             # While commits of outcomes fail, they are tried at a growing pause, not with
             # every claim.
             outcomes = [] if self._outbox.pausing(time.monotonic()) else self._outbox.take()
-            limit = 0 if self._stopping.is_set() or channel.removed else hand.wanted()
+            limit = 0 if self._stopping.is_set() or channel.removed or (
+                channel.not_before and channel.not_before > time.monotonic()) else hand.wanted()
             try:
                 with self._ledger.call():
                     exchange = self._store.exchange(self._identity.owner, outcomes,
@@ -266,6 +341,8 @@ class Scheduler:
                     self._commit_unknown(outcomes)
                 raise
             self._settled(outcomes, exchange.dropped)
+            if limit:
+                _throttle(channel, exchange)
             hand.put(exchange.claimed)
             if len(exchange.claimed) > 1 and channel.max_workers > 1:
                 # Other workers may be asleep: wake as many as there are tasks for.
@@ -276,16 +353,22 @@ class Scheduler:
              loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
         """Run one claimed task and keep its outcome for the next commit; never raises."""
         began = time.perf_counter()
-        try:
-            args = None if task.args is None else codec.unpack(task.args)
-        except ValueError as exc:
-            decision = policy.unrunnable(task.retries, f"args could not be decoded: {exc}",
-                                         time.time())
+        if self._cancels and task.id in self._cancels:
+            decision = policy.cancelled(task.retries, "cancelled before it ran", time.time())
         else:
-            decision, loop = self._call(channel, task, args, loop)
+            try:
+                args = None if task.args is None else codec.unpack(task.args)
+            except ValueError as exc:
+                decision = policy.unrunnable(task.retries, f"args could not be decoded: {exc}",
+                                             time.time())
+            else:
+                decision, loop = self._call(channel, task, args, loop)
+        if self._cancels:
+            self._cancels.discard(task.id)
         if _forks_seen and os.getpid() != self._pid:
             _leave_forked_child(task.id)
         channel.pace.ran(time.perf_counter() - began)
+        channel.full = False  # one of its tasks ended: below max_running, if it has one
         if self._outbox.add(Outcome(task.id, decision)):
             self._nudge.notify()  # the housekeeper commits it if no worker does in time
         return loop
@@ -293,29 +376,53 @@ class Scheduler:
     def _call(self, channel: Channel, task: Claimed, args: Any,
               loop: asyncio.AbstractEventLoop | None
               ) -> tuple[Decision, asyncio.AbstractEventLoop | None]:
+        limit = task.time_limit if task.time_limit is not None else channel.time_limit
+        run = Run(task.id, channel.name, task.attempts, limit, self._progress.put)
+        self._runs[task.id] = run
+        if self._cancels and task.id in self._cancels:
+            run.cancel_requested = True
+        if limit is not None:
+            self._watchdog.watch(run)
+        token = CURRENT.set(run)
         try:
-            value = channel.func(args)
-            if inspect.isawaitable(value):
-                loop = loop or asyncio.new_event_loop()
-                value = loop.run_until_complete(_awaited(value))
-        except DelayException as delay:
-            return policy.deferred(task.retries, delay.delay_seconds, time.time()), loop
-        except BaseException as exc:  # the task's failure, whatever it is, is recorded
-            if _forks_seen and os.getpid() != self._pid:
-                _leave_forked_child(task.id)
-            decision = policy.raised(task.retries, task.attempts, traceback.format_exc(),
-                                     channel.backoff, time.time())
-            log.warning("task %d of channel %r raised %s: %s; %s", task.id, channel.name,
-                        type(exc).__name__, exc, policy.explained(decision, task.attempts))
-            return decision, loop
-        try:
-            result = None if value is None else codec.pack(value, "the task's return value")
-        except Exception as exc:  # whatever encoding refuses, the worker lives on
-            log.warning("task %d of channel %r returned a value that cannot be stored (%s); "
-                        "failed", task.id, channel.name, exc)
-            return policy.unrunnable(task.retries, f"{type(exc).__name__}: {exc}",
-                                     time.time()), loop
-        return policy.succeeded(task.retries, result, time.time()), loop
+            value, error, loop = run.call(channel.func, args, loop)
+        finally:
+            CURRENT.reset(token)
+            del self._runs[task.id]
+        decision = self._decided(channel, task, run, value, error)
+        progress = self._progress.end(task.id)
+        return (decision if progress is None else decision._replace(progress=progress)), loop
+
+    def _decided(self, channel: Channel, task: Claimed, run: Run, value: Any,
+                 error: BaseException | None) -> Decision:
+        """What the run came to: ``value`` returned, or ``error`` raised."""
+        if error is None:
+            try:
+                result = None if value is None else codec.pack(value, "the task's return value")
+            except Exception as exc:  # whatever encoding refuses, the worker lives on
+                log.warning("task %d of channel %r returned a value that cannot be stored "
+                            "(%s); failed", task.id, channel.name, exc)
+                return policy.unrunnable(task.retries, f"{type(exc).__name__}: {exc}",
+                                         time.time())
+            return policy.succeeded(task.retries, result, time.time())
+        if _forks_seen and os.getpid() != self._pid:
+            _leave_forked_child(task.id)
+        now = time.time()
+        if run.cancel_requested:
+            log.info("task %d of channel %r was cancelled (it raised %s)", task.id,
+                     channel.name, type(error).__name__)
+            return policy.cancelled(task.retries, _traceback(error), now)
+        if isinstance(error, DelayException) and not run.timed_out:
+            return policy.deferred(task.retries, error.delay_seconds, now)
+        if run.timed_out:
+            decision = policy.timed_out(task.retries, task.attempts, run.limit or 0,
+                                        _traceback(error), channel.backoff, now)
+        else:
+            decision = policy.raised(task.retries, task.attempts, _traceback(error),
+                                     channel.backoff, now)
+        log.warning("task %d of channel %r raised %s: %s; %s", task.id, channel.name,
+                    type(error).__name__, error, policy.explained(decision, task.attempts))
+        return decision
 
     def _flush(self, due_only: bool) -> None:
         """Commit the waiting outcomes (only once the oldest has waited GROUP_WINDOW, or
@@ -455,18 +562,25 @@ class Scheduler:
         seen = self._nudge.generation
         last_token = self._safe(self._store.change_token, 0)
         next_due = self._next_due()
-        next_beat = next_sweep = time.monotonic()
-        while not (self._stopping.is_set() and not self._busy()):
+        next_beat = next_sweep = next_progress = time.monotonic()
+        while not (self._stopping.is_set() and (self._store_closed or not self._busy())):
             self._pause(poll, seen)
+            if self._store_closed:
+                break
             seen = self._nudge.generation
             self._flush(due_only=True)
             self._release_stale()
             token = self._safe(self._store.change_token, last_token)
             if token != last_token or (next_due is not None and next_due <= time.time()):
+                if token != last_token and self._runs:
+                    self._safe(self._look_for_cancels, None)
                 last_token = token
                 self._wake_all()
                 next_due = self._next_due()
             now = time.monotonic()
+            if now >= next_progress:
+                self._safe(self._save_progress, None)
+                next_progress = now + PROGRESS_EVERY
             if now >= next_beat:
                 self._safe(self._register, None)
                 next_beat = now + beat_every
@@ -474,15 +588,31 @@ class Scheduler:
                 self._safe(self.recover_dead, 0)
                 next_sweep = now + sweep_every
         unwatch()
-        self._flush(due_only=False)
-        self._safe(lambda: self._store.unregister_owner(self._identity.owner), None)
+        self._watchdog.stop()
+        if not self._store_closed:
+            self._flush(due_only=False)
+            self._safe(lambda: self._store.unregister_owner(self._identity.owner), None)
+
+    def _look_for_cancels(self) -> None:
+        """Tell the runs here whose cancel another process (or thread) requested."""
+        requested = self._store.cancel_requests(self._identity.owner)
+        for task_id in requested:
+            self.cancel_here(task_id)
+        self._cancels.intersection_update(requested)
+
+    def _save_progress(self) -> None:
+        """Write the progress values that running tasks reported since the last write."""
+        unsaved = self._progress.unsaved()
+        if unsaved:
+            self._store.save_progress(self._identity.owner, unsaved)
 
     def _pause(self, poll: float, seen: int) -> None:
         """Sleep for ``poll``, or less when a waiting outcome falls due sooner or a nudge
-        came after generation ``seen``."""
+        came after generation ``seen``. While stopping it still sleeps between passes
+        (tasks may run on long after a stop that timed out); each worker that ends
+        nudges it."""
         due_in = self._outbox.due_in(time.monotonic())
-        if not self._stopping.is_set():
-            self._nudge.wait_past(seen, poll if due_in is None else min(poll, due_in))
+        self._nudge.wait_past(seen, poll if due_in is None else min(poll, due_in))
 
     def _release_stale(self) -> None:
         now = time.monotonic()
@@ -492,8 +622,9 @@ class Scheduler:
                 self._give_back(hand)
 
     def _busy(self) -> bool:
+        """Whether a worker has not ended yet (abandoned ones included)."""
         with self._lock:
-            return any(worker.is_alive() for worker in self._workers)
+            return bool(self._live)
 
     def _wake_all(self) -> None:
         for channel in list(self._channels.values()):
@@ -603,5 +734,26 @@ def _nothing() -> None:
     """Stands in for what stops a watch that could not start."""
 
 
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+def _traceback(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _throttle(channel: Channel, exchange: Exchange) -> None:
+    """After a claim: note whether the channel's limits held it back, and until when."""
+    throttle = exchange.throttle
+    if throttle is None:
+        channel.full = False
+    elif math.isinf(throttle):
+        channel.full = True
+    else:
+        channel.not_before = time.monotonic() + throttle
+
+
+def _throttled_for(channel: Channel) -> float | None:
+    """How long an idle worker of ``channel`` sleeps unless woken: until its rate limit
+    lets a task start, a moment if it is at its ``max_running``, else until woken."""
+    if channel.not_before:
+        wait = channel.not_before - time.monotonic()
+        if wait > 0:
+            return wait
+    return FULL_RECHECK if channel.full else None

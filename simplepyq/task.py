@@ -25,6 +25,8 @@ class Status(str, Enum):
     """Finished; ``result`` holds what the function returned."""
     FAILED = "failed"
     """Out of retries (or unrunnable); ``error`` holds the reason and traceback."""
+    CANCELLED = "cancelled"
+    """Cancelled by ``cancel()``: before it started, or while it ran and then raised."""
 
     # Python 3.11 made str() and format() of a str-mixin Enum print "Status.PENDING";
     # a status prints as the string it is stored as, on every Python.
@@ -37,7 +39,27 @@ class Status(str, Enum):
         return format(self.value, spec)
 
 
-FINISHED = (Status.DONE, Status.FAILED)
+FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
+"""The statuses a task never leaves by itself."""
+
+
+class TaskId(int):
+    """A task's id, as ``enqueue`` returns it: an ``int`` that also tells whether the
+    call created the task (``created``), which is False when the task was enqueued
+    with a key that an unfinished task of the channel held: then this is that task."""
+
+    created: bool
+
+    def __new__(cls, value: int, created: bool = True) -> TaskId:
+        task_id = super().__new__(cls, value)
+        task_id.created = created
+        return task_id
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return TaskId, (int(self), self.created)
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,10 @@ class Task:
     ``history`` lists its last runs that did not succeed, oldest first (at most
     10); ``recoveries`` counts the times in a row its worker died while running it
     (its first recovery, then those while it ran alone: see ``SimplePyQ``).
+    ``key`` is the unique key it was enqueued with, ``time_limit`` its own time
+    limit in seconds (None: its channel's), ``cancel_requested`` whether
+    ``cancel()`` was called for it, and ``progress`` the last value it reported with
+    ``current_task().set_progress()``.
     """
 
     id: int
@@ -97,13 +123,17 @@ class Task:
     finished_at: datetime | None
     recoveries: int = 0
     history: tuple[Attempt, ...] = ()
+    key: str | None = None
+    time_limit: float | None = None
+    cancel_requested: bool = False
+    progress: Any = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Task:
         """Build a Task from a row laid out as ``storage.base.TASK_COLUMNS``."""
         (task_id, channel, args, status, retries, attempts, priority,
          result, error, created_at, run_at, started_at, finished_at,
-         recoveries, history) = row
+         recoveries, history, key, time_limit, cancel_requested, progress) = row
         return cls(
             id=task_id,
             channel=channel,
@@ -120,11 +150,15 @@ class Task:
             finished_at=_time(finished_at),
             recoveries=recoveries if isinstance(recoveries, int) else 0,
             history=_history(history),
+            key=key if isinstance(key, str) else None,
+            time_limit=float(time_limit) if isinstance(time_limit, (int, float)) else None,
+            cancel_requested=bool(cancel_requested),
+            progress=_decoded_or_raw(progress),
         )
 
     @property
     def finished(self) -> bool:
-        """True once the task is ``done`` or ``failed``."""
+        """True once the task is ``done``, ``failed`` or ``cancelled``."""
         return self.status in FINISHED
 
 

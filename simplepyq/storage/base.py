@@ -7,17 +7,19 @@ above this line, so every backend shares those rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from simplepyq.errors import StoreError
+from simplepyq.limits import Limits, Rate
 from simplepyq.policy import Decision
+from simplepyq.task import TaskId
 
 TASK_COLUMNS = (
     "id", "channel", "args", "status", "retries", "attempts", "priority",
     "result", "error", "created_at", "delay_until", "started_at", "finished_at",
-    "recoveries", "history",
+    "recoveries", "history", "key", "time_limit", "cancel_requested", "progress",
 )
 """The order of columns in the rows that ``get``/``list`` return (see ``Task.from_row``)."""
 
@@ -37,6 +39,8 @@ class Claimed(NamedTuple):
     priority: int = 0
     recoveries: int = 0
     """How many times in a row the task was recovered from a dead worker: a suspect if > 0."""
+    time_limit: float | None = None
+    """The task's own time limit in seconds, if it was enqueued with one."""
 
 
 class Outcome(NamedTuple):
@@ -58,6 +62,28 @@ class Exchange(NamedTuple):
     """Outcomes not recorded: their task was no longer running under the owner."""
     claimed: list[Claimed]
     """Tasks newly claimed, highest priority first, then oldest."""
+    throttle: float | None = None
+    """Set when the channel's limits allowed fewer tasks than asked for: seconds until
+    its rate limit lets the next one start, or ``math.inf`` when it waits for one of
+    its running tasks to end (``max_running``)."""
+
+
+class LimitChange(NamedTuple):
+    """Which limits of a channel ``set_limits`` changes, to what (None removes one)."""
+
+    set_rate: bool = False
+    rate: Rate | None = None
+    set_max_running: bool = False
+    max_running: int | None = None
+
+
+class Requeued(NamedTuple):
+    """What ``requeue_failed`` did."""
+
+    requeued: int
+    """Failed tasks made pending."""
+    kept: list[tuple[int, str]]
+    """(id, key) of the failed tasks left failed: an unfinished task holds their key."""
 
 
 @dataclass(frozen=True)
@@ -79,20 +105,26 @@ class Store(Protocol):
     location: str
 
     # -- channels ------------------------------------------
-    def register_channel(self, name: str, now: float) -> None:
-        """Remember that ``name`` is a channel, so other processes may enqueue to it."""
+    def register_channel(self, name: str, now: float,
+                         limits: LimitChange | None = None) -> None:
+        """Remember that ``name`` is a channel, so other processes may enqueue to it,
+        and change its limits as ``limits`` says, in the same transaction."""
 
     def known_channels(self) -> set[str]:
         """Every channel registered by any process sharing this store."""
 
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
-            run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
+            run_at: float | None, priority: int, now: float, register: bool,
+            time_limit: float | None = None,
+            keys: Sequence[str | None] | None = None) -> list[TaskId]:
         """Insert tasks in one transaction and return their ids, in order.
 
         With ``register`` the channel is (re)registered in the same transaction;
         otherwise it must be registered already, or ``UnknownChannelError`` is raised
-        and nothing is written.
+        and nothing is written. ``keys`` gives each task a key or None: a key that an
+        unfinished task of the channel holds (one inserted by this call included)
+        inserts nothing, and that task's id comes back with ``created`` False.
         """
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
@@ -107,7 +139,8 @@ class Store(Protocol):
         """
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
-        """Return claimed but unstarted tasks to pending, as if never claimed; how many."""
+        """Return claimed but unstarted tasks to pending, as if never claimed (cancelled,
+        if a cancel was requested meanwhile); how many."""
 
     def reconcile(self, owner: str, held: Sequence[int]) -> int:
         """Return to pending, as if never claimed, the tasks running under ``owner`` that
@@ -130,6 +163,26 @@ class Store(Protocol):
         A backend that cannot tell (SQLite) never calls it: its users poll
         ``change_token`` instead, which they do anyway as a fallback.
         """
+
+    # -- task control --------------------------------------
+    def cancel(self, task_id: int, now: float) -> tuple[bool, str] | None:
+        """Cancel a task: (True, its status now), ``"cancelled"`` if it had not started
+        (it never will), ``"running"`` if it runs (its cancel is requested: its owner
+        finds it with ``cancel_requests``); (False, its status) if it had finished
+        already; None if there is no such task."""
+
+    def cancel_requests(self, owner: str) -> list[int]:
+        """The ids of the tasks running under ``owner`` whose cancel was requested."""
+
+    def save_progress(self, owner: str, progress: Mapping[int, bytes]) -> None:
+        """Store the progress reported by tasks running under ``owner`` (by id)."""
+
+    def set_limits(self, channel: str, change: LimitChange) -> Limits:
+        """Change a registered channel's limits as ``change`` says; the limits it has now.
+        ``UnknownChannelError`` if the channel is not registered."""
+
+    def limits(self) -> dict[str, Limits]:
+        """The limits of every registered channel."""
 
     # -- liveness and recovery -----------------------------
     def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
@@ -183,14 +236,17 @@ class Store(Protocol):
     def clear_failed(self, channel: str | None) -> int:
         """Delete failed tasks; return how many."""
 
-    def requeue_failed(self, channel: str | None, retries: int | None) -> int:
-        """Make failed tasks pending again, optionally with new retries; return how many."""
+    def requeue_failed(self, channel: str | None, retries: int | None) -> Requeued:
+        """Make failed tasks pending again, optionally with new retries; a failed task
+        whose key an unfinished task holds stays failed (one of several failed tasks
+        sharing a free key, the newest, is requeued)."""
 
     def remove_channel(self, name: str) -> int:
         """Forget a channel and delete all its tasks; return how many tasks."""
 
     def purge(self, channel: str | None, finished_before: float) -> int:
-        """Delete done and failed tasks that finished before the given time; return how many."""
+        """Delete done, failed and cancelled tasks that finished before the given time;
+        return how many."""
 
     # -- moving between stores -----------------------------
     def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],

@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from simplepyq.errors import StoreError, UnknownChannelError
+from simplepyq.limits import Limits
 from simplepyq.storage import queries
 from simplepyq.storage.base import Claimed, CommitUnknownError, Exchange, Outcome
 from simplepyq.storage.queries import QueryStore
-from simplepyq.task import Status
+from simplepyq.task import Status, TaskId
 
 try:
     import psycopg
@@ -38,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_SCHEMA = "simplepyq"
 MAX_CONNECTIONS = 8
 """Connections a store may open besides its listener (workers share them)."""
@@ -48,8 +49,14 @@ IDLE_FLOOR = 10.0
 """Seconds at least that a transaction may sit idle before the server ends it."""
 LISTEN_TIMEOUT = 1.0
 """Seconds the listener waits for a notification before checking whether to stop."""
-RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
-"""Errors after which PostgreSQL has rolled the whole transaction back: safe to redo."""
+RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
+             pg_errors.UniqueViolation)
+"""Errors after which PostgreSQL has rolled the whole transaction back: safe to redo. A
+unique violation is a key taken by a transaction that committed while this one ran
+(``requeue_failed``): redone, the statement sees it and leaves the key alone."""
+KEY_TRIES = 100
+"""How many times an enqueue with a key tries again when the task holding the key
+finished between its insert and its look for the holder."""
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 Q = queries.load("postgres.sql")
@@ -237,16 +244,27 @@ class PostgresStore(QueryStore):
 
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
-            run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
+            run_at: float | None, priority: int, now: float, register: bool,
+            time_limit: float | None = None,
+            keys: Sequence[str | None] | None = None) -> list[TaskId]:
         status = Status.DELAYED.value if run_at is not None and run_at > now else "pending"
         shared = {"channel": channel, "status": status, "retries": retries, "run_at": run_at,
-                  "priority": priority, "now": now}
+                  "priority": priority, "now": now, "time_limit": time_limit}
+        keyed = keys is not None and any(key is not None for key in keys)
 
-        def insert(conn: Connection) -> list[int]:
+        def insert(conn: Connection) -> list[TaskId]:
             if not register and conn.execute(Q["channel_exists"],
                                              {"name": channel}).fetchone() is None:
                 known = {row[0] for row in conn.execute(Q["known_channels"])}
                 raise UnknownChannelError(channel, known)
+            if keyed:
+                assert keys is not None
+                if register:
+                    conn.execute(Q["register_channel"], {"name": channel, "now": now})
+                ids = [self._add_one(conn, shared, payload, key)
+                       for payload, key in zip(payloads, keys, strict=True)]
+                conn.execute(Q["notify"], {"topic": self._topic})
+                return ids
             with conn.pipeline():  # one round trip for the statements, one to commit
                 if register:
                     conn.execute(Q["register_channel"], {"name": channel, "now": now})
@@ -255,10 +273,29 @@ class PostgresStore(QueryStore):
                     for start in range(0, len(payloads), ADD_CHUNK)]
                 conn.execute(Q["notify"], {"topic": self._topic})
             # Identity values are drawn in row order, whatever order RETURNING uses.
-            return [task_id for cursor in inserts
+            return [TaskId(task_id) for cursor in inserts
                     for task_id in sorted(row[0] for row in cursor.fetchall())]
 
         return self._write(insert, notify=False)
+
+    @staticmethod
+    def _add_one(conn: Connection, shared: dict[str, Any], payload: bytes,
+                 key: str | None) -> TaskId:
+        """Insert one task, or find the unfinished one that holds its key."""
+        if key is None:
+            row = conn.execute(Q["add"], {**shared, "payloads": [payload]}).fetchone()
+            assert row is not None  # an insert returns its id
+            return TaskId(row[0])
+        for _ in range(KEY_TRIES):
+            row = conn.execute(Q["add_keyed"], {**shared, "args": payload, "key": key}).fetchone()
+            if row is not None:
+                return TaskId(row[0])
+            holder = conn.execute(Q["key_holder"], {"channel": shared["channel"],
+                                                    "key": key}).fetchone()
+            if holder is not None:
+                return TaskId(holder[0], created=False)
+        raise StoreError(f"key {key!r} of channel {shared['channel']!r} kept changing hands "
+                         f"({KEY_TRIES} tries): no task was enqueued")
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
                  limit: int, now: float) -> Exchange:
@@ -269,6 +306,7 @@ class PostgresStore(QueryStore):
             with conn.pipeline():
                 if claiming:  # first: the owner row is locked before any task row
                     held = conn.execute(Q["hold_owner"], {"owner": owner})
+                    limited = conn.execute(Q["channel_limits"], {"channel": channel})
                 if not outcomes:
                     conn.execute(Q["claim_without_flush"])
                 recorded = conn.execute(Q["record"], _recorded(outcomes, owner)) \
@@ -284,8 +322,18 @@ class PostgresStore(QueryStore):
             if not claiming:
                 return Exchange(dropped, [])
             self._renew_in_claim(conn, owner, held.fetchone())
-            claimed = sorted((Claimed(*row) for row in claims.fetchall()), key=_claim_order)
-            return Exchange(dropped, claimed)
+            rows, throttle = claims.fetchall(), None
+            stored = limited.fetchone()
+            if channel is not None and stored is not None and (
+                    stored[0] is not None or stored[2] is not None):
+                # claim took nothing: the channel has limits, or had when it ran
+                locked = conn.execute(Q["lock_limits"], {"channel": channel}).fetchone()
+                if locked is not None:
+                    rows, throttle = self._claim_within(
+                        conn, owner, channel, limit, Limits.from_stored(*locked[:3]),
+                        float(locked[3]))
+            claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
+            return Exchange(dropped, claimed, throttle)
 
         if not outcomes and not claiming:
             return Exchange([], [])
@@ -294,7 +342,7 @@ class PostgresStore(QueryStore):
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         if not task_ids:
             return 0
-        values = {"ids": list(task_ids), "owner": owner}
+        values = {"ids": list(task_ids), "owner": owner, "now": time.time()}
         return self._write(lambda c: c.execute(Q["release"], values).rowcount)
 
     def next_due(self, channels: Iterable[str]) -> float | None:
@@ -406,6 +454,7 @@ def _recorded(outcomes: Sequence[Outcome], owner: str) -> dict[str, Any]:
         "outcomes": [d.outcome for d in decisions],
         "notes": [d.note for d in decisions],
         "ended": [d.ended_at for d in decisions],
+        "progress": [d.progress for d in decisions],
     }
 
 

@@ -69,6 +69,31 @@ ALTER TABLE tasks ADD COLUMN IF NOT EXISTS history JSONB
 ALTER TABLE simplepyq_owners ADD COLUMN IF NOT EXISTS channels TEXT;
 ALTER TABLE tasks ADD COLUMN IF NOT EXISTS alone INTEGER NOT NULL DEFAULT 0;
 
+-- name: migrate_3
+-- Schema 3: task control. Tasks can be cancelled (and, later, blocked), carry a key
+-- (at most one unfinished task per key and channel), a time limit and a progress
+-- value; channels carry limits, and the starts of rate-limited channels are logged.
+ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_status_check;
+ALTER TABLE tasks ADD CONSTRAINT tasks_status_check CHECK (status IN (
+    'pending', 'delayed', 'running', 'done', 'failed', 'cancelled', 'blocked'));
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS key TEXT;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS time_limit DOUBLE PRECISION;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS cancel_requested INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS progress BYTEA;
+ALTER TABLE simplepyq_channels ADD COLUMN IF NOT EXISTS rate_count INTEGER;
+ALTER TABLE simplepyq_channels ADD COLUMN IF NOT EXISTS rate_period DOUBLE PRECISION;
+ALTER TABLE simplepyq_channels ADD COLUMN IF NOT EXISTS max_running INTEGER;
+CREATE TABLE IF NOT EXISTS simplepyq_starts (
+    channel TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS simplepyq_starts_channel ON simplepyq_starts (channel, started_at);
+-- The same unique and partial indexes as SQLite's (see sqlite.sql).
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks (channel, key)
+    WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked');
+CREATE INDEX IF NOT EXISTS tasks_cancel ON tasks (owner)
+    WHERE cancel_requested = 1 AND status = 'running';
+
 -- name: set_version
 DELETE FROM simplepyq_schema;
 INSERT INTO simplepyq_schema (version) VALUES (%(version)s);
@@ -90,11 +115,34 @@ SELECT name FROM simplepyq_channels;
 -- name: add
 -- Tasks sharing everything but their args, in one statement; ids are drawn in
 -- the order of the args.
-INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at)
-SELECT %(channel)s, payload, %(status)s, %(retries)s, %(run_at)s, %(priority)s, 0, %(now)s
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at,
+                   time_limit)
+SELECT %(channel)s, payload, %(status)s, %(retries)s, %(run_at)s, %(priority)s, 0, %(now)s,
+       %(time_limit)s
 FROM unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS given (payload, position)
 ORDER BY position
 RETURNING id;
+
+-- name: add_keyed
+-- One task with a key; nothing if an unfinished task of the channel holds the key
+-- (the conflict target names the partial unique index tasks_key). One that is being
+-- inserted by another transaction is waited for: it holds the key once committed.
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at,
+                   time_limit, key)
+VALUES (%(channel)s, %(args)s, %(status)s, %(retries)s, %(run_at)s, %(priority)s, 0, %(now)s,
+        %(time_limit)s, %(key)s)
+ON CONFLICT (channel, key)
+    WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked')
+DO NOTHING
+RETURNING id;
+
+-- name: key_holder
+-- The unfinished task of a channel that holds a key (a new snapshot, in READ
+-- COMMITTED: it sees the holder that made add_keyed do nothing, unless that one
+-- finished since, and then the insert is tried again).
+SELECT id FROM tasks
+WHERE channel = %(channel)s AND key = %(key)s
+  AND status IN ('pending', 'delayed', 'running', 'blocked');
 
 -- name: promote_due
 -- Delayed tasks whose time has come become pending (a NULL time is due). Rows
@@ -116,6 +164,57 @@ SET LOCAL synchronous_commit = off;
 -- Marks the next due tasks running for %(owner)s. SKIP LOCKED passes over rows
 -- that another transaction is claiming, so each task goes to one claimer and
 -- claimers never wait for each other.
+-- A channel with limits is claimed only by claim_limited, under its channel row's
+-- lock: this statement claims nothing for it.
+UPDATE tasks AS t
+SET status = 'running', owner = %(owner)s, started_at = %(now)s, finished_at = NULL,
+    attempts = t.attempts + 1
+FROM (SELECT id FROM tasks
+      WHERE channel = %(channel)s AND status = 'pending'
+        AND NOT EXISTS (SELECT 1 FROM simplepyq_channels
+                        WHERE name = %(channel)s AND (rate_count IS NOT NULL
+                                                     OR max_running IS NOT NULL))
+      ORDER BY priority DESC, id
+      LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) AS next
+WHERE t.id = next.id
+RETURNING t.id, t.args, t.retries, t.attempts, t.priority, t.recoveries, t.time_limit;
+
+-- name: channel_limits
+-- Read in every claim's pipeline, without a lock: if the channel has limits, the
+-- claim goes on with lock_limits and claim_limited.
+SELECT rate_count, rate_period, max_running FROM simplepyq_channels WHERE name = %(channel)s;
+
+-- name: lock_limits
+-- Serialises the claims of a limited channel, in every process and host: each next
+-- statement (a new snapshot, in READ COMMITTED) sees every task the previous
+-- claimer marked running and every start it logged, since it committed before
+-- releasing this lock. The time is the server's, one clock for every host.
+SELECT rate_count, rate_period, max_running,
+       EXTRACT(EPOCH FROM clock_timestamp())::double precision
+FROM simplepyq_channels WHERE name = %(channel)s
+FOR UPDATE;
+
+-- name: running_count
+SELECT COUNT(*) FROM tasks WHERE channel = %(channel)s AND status = 'running';
+
+-- name: forget_starts
+DELETE FROM simplepyq_starts WHERE channel = %(channel)s AND started_at <= %(since)s;
+
+-- name: recent_starts
+-- The starts of the current window (forget_starts ran first): how many, and the oldest.
+SELECT COUNT(*), MIN(started_at) FROM simplepyq_starts WHERE channel = %(channel)s;
+
+-- name: note_starts
+INSERT INTO simplepyq_starts (channel, started_at)
+SELECT %(channel)s, %(now)s FROM generate_series(1, %(count)s);
+
+-- name: forget_all_starts
+DELETE FROM simplepyq_starts WHERE channel = %(channel)s;
+
+-- name: claim_limited
+-- claim, for a channel with limits, under lock_limits: at most %(limit)s, which the
+-- limits allow.
 UPDATE tasks AS t
 SET status = 'running', owner = %(owner)s, started_at = %(now)s, finished_at = NULL,
     attempts = t.attempts + 1
@@ -125,7 +224,20 @@ FROM (SELECT id FROM tasks
       LIMIT %(limit)s
       FOR UPDATE SKIP LOCKED) AS next
 WHERE t.id = next.id
-RETURNING t.id, t.args, t.retries, t.attempts, t.priority, t.recoveries;
+RETURNING t.id, t.args, t.retries, t.attempts, t.priority, t.recoveries, t.time_limit;
+
+-- name: set_limits
+-- Each limit changes only if set_rate / set_max say so; NULL removes it.
+UPDATE simplepyq_channels
+SET rate_count = CASE WHEN %(set_rate)s THEN %(rate_count)s::integer ELSE rate_count END,
+    rate_period = CASE WHEN %(set_rate)s THEN %(rate_period)s::double precision
+                       ELSE rate_period END,
+    max_running = CASE WHEN %(set_max)s THEN %(max_running)s::integer ELSE max_running END
+WHERE name = %(channel)s
+RETURNING rate_count, rate_period, max_running;
+
+-- name: all_limits
+SELECT name, rate_count, rate_period, max_running FROM simplepyq_channels;
 
 -- name: record
 -- Only the owner of a running task may record its outcome: a task recovered
@@ -133,29 +245,43 @@ RETURNING t.id, t.args, t.retries, t.attempts, t.priority, t.recoveries;
 -- Returns the ids recorded.
 -- A run that did not succeed (its outcome is not NULL) is added to the task's
 -- history, which keeps the last 10 such runs; any recorded run ends a series of
--- recoveries.
+-- recoveries. A run of a task whose cancel was requested that did not succeed ends
+-- it cancelled, whatever its outcome asked for (see sqlite.sql); the run's progress,
+-- if it reported one, is kept.
 UPDATE tasks AS t
-SET status = o.status, retries = o.retries, delay_until = o.run_at, result = o.result,
-    error = o.error, finished_at = o.finished_at, owner = NULL, recoveries = 0, alone = 0,
+SET status = CASE WHEN t.cancel_requested = 1 AND o.status <> 'done' THEN 'cancelled'
+                  ELSE o.status END,
+    retries = o.retries, delay_until = o.run_at, result = o.result,
+    error = o.error, owner = NULL, recoveries = 0, alone = 0,
+    finished_at = CASE WHEN t.cancel_requested = 1 AND o.status <> 'done' THEN o.ended_at
+                       ELSE o.finished_at END,
+    progress = COALESCE(o.progress, t.progress),
     history = CASE WHEN o.outcome IS NULL THEN t.history ELSE (
         (CASE WHEN jsonb_array_length(COALESCE(t.history, '[]')) >= 10
                  THEN t.history - 0 ELSE COALESCE(t.history, '[]') END
          || jsonb_build_array(jsonb_build_object(
                 'attempt', t.attempts, 'started_at', t.started_at, 'ended_at', o.ended_at,
-                'outcome', o.outcome, 'error', o.note))))
+                'outcome', CASE WHEN t.cancel_requested = 1 THEN 'cancelled'
+                                ELSE o.outcome END,
+                'error', o.note))))
     END
 FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retries)s::bigint[],
             %(run_ats)s::double precision[], %(results)s::bytea[], %(errors)s::text[],
             %(finished)s::double precision[], %(outcomes)s::text[], %(notes)s::text[],
-            %(ended)s::double precision[])
-     AS o (id, status, retries, run_at, result, error, finished_at, outcome, note, ended_at)
+            %(ended)s::double precision[], %(progress)s::bytea[])
+     AS o (id, status, retries, run_at, result, error, finished_at, outcome, note, ended_at,
+           progress)
 WHERE t.id = o.id AND t.owner = %(owner)s AND t.status = 'running'
 RETURNING t.id;
 
 -- name: release
--- Claimed tasks that were never started go back as if they had not been claimed.
+-- Claimed tasks that were never started go back as if they had not been claimed
+-- (or end cancelled, if their cancel was requested meanwhile).
 UPDATE tasks
-SET status = 'pending', owner = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
+SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
+    finished_at = CASE WHEN cancel_requested = 1 THEN %(now)s::double precision END,
+    error = CASE WHEN cancel_requested = 1 THEN 'cancelled before it ran' ELSE error END,
+    owner = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
 WHERE id = ANY(%(ids)s::bigint[]) AND owner = %(owner)s AND status = 'running';
 
 -- name: next_due
@@ -218,15 +344,19 @@ FOR KEY SHARE;
 -- history. A task's first recovery counts, and a later one only if the task ran
 -- alone in its process (alone, set by run_alone), so that tasks that were merely
 -- claimed or running beside the culprit are not blamed; the recovery that makes
--- max_recoveries counted in a row fails the task, taken to kill its workers.
+-- max_recoveries counted in a row fails the task, taken to kill its workers. A task
+-- whose cancel was requested ends cancelled instead.
 UPDATE tasks AS t
-SET status = CASE WHEN (t.recoveries = 0 OR t.alone = 1)
+SET status = CASE WHEN t.cancel_requested = 1 THEN 'cancelled'
+                  WHEN (t.recoveries = 0 OR t.alone = 1)
                        AND t.recoveries + 1 >= %(max_recoveries)s
                   THEN 'failed' ELSE 'pending' END,
-    finished_at = CASE WHEN (t.recoveries = 0 OR t.alone = 1)
-                            AND t.recoveries + 1 >= %(max_recoveries)s
+    finished_at = CASE WHEN t.cancel_requested = 1
+                            OR ((t.recoveries = 0 OR t.alone = 1)
+                                AND t.recoveries + 1 >= %(max_recoveries)s)
                        THEN %(now)s::double precision END,
-    error = CASE WHEN (t.recoveries = 0 OR t.alone = 1)
+    error = CASE WHEN t.cancel_requested = 1 THEN 'cancelled; ' || %(note)s::text
+                 WHEN (t.recoveries = 0 OR t.alone = 1)
                       AND t.recoveries + 1 >= %(max_recoveries)s
                  THEN 'failed for good: its worker died ' || (t.recoveries + 1)
                       || ' times in a row while running it (last: ' || %(note)s::text || ')'
@@ -250,12 +380,14 @@ WHERE id = %(id)s AND owner = %(owner)s AND status = 'running';
 
 -- name: get
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
-       created_at, delay_until, started_at, finished_at, recoveries, history
+       created_at, delay_until, started_at, finished_at, recoveries, history,
+       key, time_limit, cancel_requested, progress
 FROM tasks WHERE id = %(id)s;
 
 -- name: list
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
-       created_at, delay_until, started_at, finished_at, recoveries, history
+       created_at, delay_until, started_at, finished_at, recoveries, history,
+       key, time_limit, cancel_requested, progress
 FROM tasks
 WHERE (%(channel)s::text IS NULL OR channel = %(channel)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -270,10 +402,27 @@ DELETE FROM tasks
 WHERE status = 'failed' AND (%(channel)s::text IS NULL OR channel = %(channel)s::text);
 
 -- name: requeue_failed
+-- A failed task with a key is requeued only if no unfinished task of its channel
+-- holds the key, and only the newest of the failed tasks sharing it. An enqueue of
+-- the key that commits meanwhile makes this fail on the unique index (and be redone).
 UPDATE tasks
 SET status = 'pending', retries = COALESCE(%(retries)s::bigint, retries), delay_until = NULL,
     finished_at = NULL, owner = NULL
-WHERE status = 'failed' AND (%(channel)s::text IS NULL OR channel = %(channel)s::text);
+WHERE status = 'failed' AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)
+  AND (key IS NULL OR (
+      NOT EXISTS (SELECT 1 FROM tasks AS held
+                  WHERE held.channel = tasks.channel AND held.key = tasks.key
+                    AND held.status IN ('pending', 'delayed', 'running', 'blocked'))
+      AND id = (SELECT MAX(id) FROM tasks AS failed
+                WHERE failed.channel = tasks.channel AND failed.key = tasks.key
+                  AND failed.status = 'failed')));
+
+-- name: kept_failed
+-- After requeue_failed: the failed tasks it left failed, because their key was held.
+SELECT id, key FROM tasks
+WHERE status = 'failed' AND key IS NOT NULL
+  AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)
+ORDER BY id;
 
 -- name: remove_channel_tasks
 DELETE FROM tasks WHERE channel = %(name)s;
@@ -283,7 +432,7 @@ DELETE FROM simplepyq_channels WHERE name = %(name)s;
 
 -- name: purge
 DELETE FROM tasks
-WHERE status IN ('done', 'failed') AND COALESCE(finished_at, 0) < %(before)s
+WHERE status IN ('done', 'failed', 'cancelled') AND COALESCE(finished_at, 0) < %(before)s
   AND (%(channel)s::text IS NULL OR channel = %(channel)s::text);
 
 -- name: pending_since
@@ -297,11 +446,18 @@ WHERE status = 'pending'
 GROUP BY channel;
 
 -- name: adopt
+-- A key already held by an unfinished task of the target is dropped from the copy.
 INSERT INTO tasks (channel, args, status, retries, attempts, priority, result, error,
-                   created_at, delay_until, started_at, finished_at, recoveries, history)
+                   created_at, delay_until, started_at, finished_at, recoveries, history,
+                   key, time_limit)
 VALUES (%(channel)s, %(args)s, %(status)s, %(retries)s, %(attempts)s, %(priority)s,
         %(result)s, %(error)s, %(created_at)s, %(delay_until)s, %(started_at)s,
-        %(finished_at)s, COALESCE(%(recoveries)s::bigint, 0), %(history)s::jsonb);
+        %(finished_at)s, COALESCE(%(recoveries)s::bigint, 0), %(history)s::jsonb,
+        CASE WHEN %(status)s::text IN ('pending', 'delayed', 'running', 'blocked') AND EXISTS (
+                 SELECT 1 FROM tasks WHERE channel = %(channel)s AND key = %(key)s::text
+                   AND status IN ('pending', 'delayed', 'running', 'blocked'))
+             THEN NULL ELSE %(key)s::text END,
+        %(time_limit)s::double precision);
 
 -- name: forget
 DELETE FROM tasks
@@ -312,6 +468,35 @@ WHERE id = %(id)s AND status = %(status)s AND attempts IS NOT DISTINCT FROM %(at
 -- nowhere (%(held)s, a JSON array of ids) were claimed by that commit and never
 -- started: they go back as if they had not been claimed, like a release.
 UPDATE tasks
-SET status = 'pending', owner = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
+SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
+    finished_at = CASE WHEN cancel_requested = 1 THEN %(now)s::double precision END,
+    error = CASE WHEN cancel_requested = 1 THEN 'cancelled before it ran' ELSE error END,
+    owner = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
 WHERE status = 'running' AND owner = %(owner)s
   AND id NOT IN (SELECT jsonb_array_elements_text(%(held)s::jsonb)::bigint);
+
+-- name: cancel
+-- A task not started yet ends cancelled at once; a running one is asked to stop (its
+-- owner looks for requests with cancel_requests, woken by the NOTIFY that follows).
+-- Returns the status it has now, or nothing if it was finished (or does not exist).
+-- A claim that holds the row makes this wait, and then see it running.
+UPDATE tasks
+SET status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END,
+    finished_at = CASE WHEN status = 'running' THEN finished_at
+                       ELSE %(now)s::double precision END,
+    error = CASE WHEN status = 'running' THEN error ELSE 'cancelled before it ran' END,
+    cancel_requested = 1
+WHERE id = %(id)s AND status IN ('pending', 'delayed', 'running', 'blocked')
+RETURNING status;
+
+-- name: task_status
+SELECT status FROM tasks WHERE id = %(id)s;
+
+-- name: cancel_requests
+-- The running tasks of an owner whose cancel was requested (served by tasks_cancel).
+SELECT id FROM tasks
+WHERE owner = %(owner)s AND cancel_requested = 1 AND status = 'running';
+
+-- name: progress
+UPDATE tasks SET progress = %(progress)s
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'running';

@@ -12,13 +12,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ClassVar, TypeVar
 
-from simplepyq.storage.base import Owner, named
+from simplepyq.errors import UnknownChannelError
+from simplepyq.limits import Limits
+from simplepyq.storage.base import LimitChange, Owner, Requeued, named
 
 T = TypeVar("T")
 
@@ -66,11 +69,72 @@ class QueryStore:
         raise NotImplementedError
 
     # -- channels ------------------------------------------
-    def register_channel(self, name: str, now: float) -> None:
-        self._write(lambda c: c.execute(self.Q["register_channel"], {"name": name, "now": now}))
+    def register_channel(self, name: str, now: float,
+                         limits: LimitChange | None = None) -> None:
+        def register(conn: Any) -> None:
+            conn.execute(self.Q["register_channel"], {"name": name, "now": now})
+            if limits is not None and (limits.set_rate or limits.set_max_running):
+                self._change_limits(conn, name, limits)
+
+        self._write(register)
 
     def known_channels(self) -> set[str]:
         return self._read(lambda c: {row[0] for row in c.execute(self.Q["known_channels"])})
+
+    # -- limits --------------------------------------------
+    def set_limits(self, channel: str, change: LimitChange) -> Limits:
+        return self._write(lambda c: self._change_limits(c, channel, change))
+
+    def limits(self) -> dict[str, Limits]:
+        return self._read(lambda c: {name: Limits.from_stored(count, period, running)
+                                     for name, count, period, running
+                                     in c.execute(self.Q["all_limits"])})
+
+    def _change_limits(self, conn: Any, channel: str, change: LimitChange) -> Limits:
+        rate = change.rate
+        row = conn.execute(self.Q["set_limits"], {
+            "channel": channel, "set_rate": change.set_rate,
+            "rate_count": None if rate is None else rate.count,
+            "rate_period": None if rate is None else rate.period,
+            "set_max": change.set_max_running, "max_running": change.max_running,
+        }).fetchone()
+        if row is None:
+            known = {found[0] for found in conn.execute(self.Q["known_channels"])}
+            raise UnknownChannelError(channel, known)
+        if change.set_rate and rate is None:
+            conn.execute(self.Q["forget_all_starts"], {"channel": channel})
+        return Limits.from_stored(*row)
+
+    def _claim_within(self, conn: Any, owner: str, channel: str, limit: int, limits: Limits,
+                      now: float) -> tuple[list[Any], float | None]:
+        """Claim up to ``limit`` tasks of a channel with ``limits``, no more than they
+        allow at ``now`` (the time, taken once the claim holds its locks): the rows
+        claimed, and the throttle (see ``Exchange.throttle``) if they allowed fewer.
+
+        ``max_running`` counts the channel's running tasks, in every process; the
+        rate counts the starts logged in the last period, and logs those made now.
+        """
+        allowed, throttle = limit, None
+        if limits.max_running is not None:
+            running = int(conn.execute(self.Q["running_count"], {"channel": channel})
+                          .fetchone()[0])
+            if limits.max_running - running < allowed:
+                allowed, throttle = max(limits.max_running - running, 0), math.inf
+        rate = limits.rate_limit
+        if rate is not None:
+            conn.execute(self.Q["forget_starts"], {"channel": channel,
+                                                   "since": now - rate.period})
+            used, oldest = conn.execute(self.Q["recent_starts"], {"channel": channel}).fetchone()
+            if rate.count - used <= allowed:
+                # Once these start the window is full, until its oldest start leaves it.
+                first = now if not used else float(oldest)
+                allowed, throttle = max(rate.count - used, 0), max(first + rate.period - now, 0)
+        rows = [] if allowed <= 0 else conn.execute(self.Q["claim_limited"], {
+            "channel": channel, "owner": owner, "limit": allowed, "now": now}).fetchall()
+        if rate is not None and rows:
+            conn.execute(self.Q["note_starts"], {"channel": channel, "now": now,
+                                                 "count": len(rows)})
+        return rows, throttle if len(rows) >= allowed else None
 
     # -- liveness and recovery -----------------------------
     def register_owner(self, owner: str, host: str, pid: int, pid_start: str | None,
@@ -145,8 +209,30 @@ class QueryStore:
         return self._write(requeue)
 
     def reconcile(self, owner: str, held: Sequence[int]) -> int:
-        values = {"owner": owner, "held": json.dumps(list(held))}
+        values = {"owner": owner, "held": json.dumps(list(held)), "now": time.time()}
         return self._write(lambda c: int(c.execute(self.Q["reconcile"], values).rowcount))
+
+    # -- task control --------------------------------------
+    def cancel(self, task_id: int, now: float) -> tuple[bool, str] | None:
+        def cancel(conn: Any) -> tuple[bool, str] | None:
+            row = conn.execute(self.Q["cancel"], {"id": task_id, "now": now}).fetchone()
+            if row is not None:
+                return True, str(row[0])
+            row = conn.execute(self.Q["task_status"], {"id": task_id}).fetchone()
+            return None if row is None else (False, str(row[0]))
+
+        return self._write(cancel)
+
+    def cancel_requests(self, owner: str) -> list[int]:
+        return self._read(lambda c: [int(row[0]) for row in c.execute(
+            self.Q["cancel_requests"], {"owner": owner})])
+
+    def save_progress(self, owner: str, progress: Mapping[int, bytes]) -> None:
+        values = [{"id": task_id, "owner": owner, "progress": value}
+                  for task_id, value in progress.items()]
+        if values:
+            self._write(lambda c: c.cursor().executemany(self.Q["progress"], values),
+                        notify=False)
 
     def run_alone(self, owner: str, task_id: int) -> None:
         values = {"owner": owner, "id": task_id}
@@ -183,9 +269,16 @@ class QueryStore:
         return self._write(
             lambda c: int(c.execute(self.Q["clear_failed"], {"channel": channel}).rowcount))
 
-    def requeue_failed(self, channel: str | None, retries: int | None) -> int:
+    def requeue_failed(self, channel: str | None, retries: int | None) -> Requeued:
         values = {"channel": channel, "retries": retries}
-        return self._write(lambda c: int(c.execute(self.Q["requeue_failed"], values).rowcount))
+
+        def requeue(conn: Any) -> Requeued:
+            count = int(conn.execute(self.Q["requeue_failed"], values).rowcount)
+            kept = [(int(task_id), str(key)) for task_id, key
+                    in conn.execute(self.Q["kept_failed"], {"channel": channel})]
+            return Requeued(count, kept)
+
+        return self._write(requeue)
 
     def remove_channel(self, name: str) -> int:
         def remove(conn: Any) -> int:
@@ -201,7 +294,8 @@ class QueryStore:
     # -- moving between stores -----------------------------
     def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
               now: float) -> int:
-        values = [{**named(row), "history": history_text(row[-1])} for row in rows]
+        values = [{**named(row), "history": history_text(named(row)["history"])}
+                  for row in rows]
 
         def insert(conn: Any) -> int:
             for name in channels:

@@ -19,14 +19,15 @@ from contextlib import closing, contextmanager
 from typing import Any, TypeVar
 
 from simplepyq.errors import StoreError, UnknownChannelError
+from simplepyq.limits import Limits
 from simplepyq.storage import queries
 from simplepyq.storage.base import Claimed, Exchange, Outcome
 from simplepyq.storage.queries import QueryStore
-from simplepyq.task import Status
+from simplepyq.task import Status, TaskId
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FIRST_PAUSE = 0.0001
 """Seconds a write first waits when the lock is taken; each wait is half again as long."""
 ADD_CHUNK = 500
@@ -36,6 +37,7 @@ T = TypeVar("T")
 
 
 Q = queries.load("sqlite.sql")
+Q["claim_limited"] = Q["claim"]  # every claim runs under the write lock already
 
 
 class SQLiteStore(QueryStore):
@@ -251,11 +253,14 @@ class SQLiteStore(QueryStore):
                 conn.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
         conn.execute(Q["create_channels"])
         conn.execute(Q["create_owners"])
-        owner_columns = {row[1] for row in conn.execute("PRAGMA table_info(simplepyq_owners)")}
-        for column in Q["added_owner_columns"].splitlines():
-            if column.split()[0] not in owner_columns:
-                conn.execute(f"ALTER TABLE simplepyq_owners ADD COLUMN {column}")
-        for statement in [*Q["retired_indexes"].split(";"), *Q["create_indexes"].split(";")]:
+        for table, added in (("simplepyq_owners", "added_owner_columns"),
+                             ("simplepyq_channels", "added_channel_columns")):
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for column in Q[added].splitlines():
+                if column.split()[0] not in columns:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        for statement in [*Q["create_starts"].split(";"), *Q["retired_indexes"].split(";"),
+                          *Q["create_indexes"].split(";")]:
             if statement.strip():
                 conn.execute(statement)
         if version == 0:
@@ -264,24 +269,47 @@ class SQLiteStore(QueryStore):
 
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
-            run_at: float | None, priority: int, now: float, register: bool) -> list[int]:
+            run_at: float | None, priority: int, now: float, register: bool,
+            time_limit: float | None = None,
+            keys: Sequence[str | None] | None = None) -> list[TaskId]:
         status = Status.DELAYED.value if run_at is not None and run_at > now else "pending"
-        shared = (channel, status, retries, run_at, priority, now)
+        shared = (channel, status, retries, run_at, priority, now, time_limit)
+        keyed = keys is not None and any(key is not None for key in keys)
 
-        def insert(conn: sqlite3.Connection) -> list[int]:
+        def insert(conn: sqlite3.Connection) -> list[TaskId]:
             if register:
                 conn.execute(Q["register_channel"], {"name": channel, "now": now})
             elif conn.execute(Q["channel_exists"], {"name": channel}).fetchone() is None:
                 known = {row[0] for row in conn.execute(Q["known_channels"])}
                 raise UnknownChannelError(channel, known)
+            if keyed:
+                assert keys is not None
+                return [self._add_one(conn, shared, payload, key)
+                        for payload, key in zip(payloads, keys, strict=True)]
             last = 0
             for start in range(0, len(payloads), ADD_CHUNK):
                 chunk = payloads[start:start + ADD_CHUNK]
                 last = conn.execute(_insert_statement(len(chunk)), (*shared, *chunk)).lastrowid or 0
             # AUTOINCREMENT under the write lock hands out consecutive ids, in row order.
-            return list(range(last - len(payloads) + 1, last + 1))
+            return [TaskId(task_id) for task_id in range(last - len(payloads) + 1, last + 1)]
 
         return self._write(insert)
+
+    @staticmethod
+    def _add_one(conn: sqlite3.Connection, shared: tuple[Any, ...], payload: bytes,
+                 key: str | None) -> TaskId:
+        """Insert one task, or find the unfinished one that holds its key."""
+        if key is None:
+            return TaskId(conn.execute(_insert_statement(1), (*shared, payload)).lastrowid or 0)
+        channel, status, retries, run_at, priority, now, time_limit = shared
+        cursor = conn.execute(Q["add_keyed"], {
+            "channel": channel, "args": payload, "status": status, "retries": retries,
+            "run_at": run_at, "priority": priority, "now": now, "time_limit": time_limit,
+            "key": key})
+        if cursor.rowcount == 1:
+            return TaskId(cursor.lastrowid or 0)
+        holder = conn.execute(Q["key_holder"], {"channel": channel, "key": key}).fetchone()
+        return TaskId(holder[0], created=False)
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
                  limit: int, now: float) -> Exchange:
@@ -292,11 +320,18 @@ class SQLiteStore(QueryStore):
             held = conn.execute(Q["hold_owner"], {"owner": owner}).fetchone()
             self._renew_in_claim(conn, owner, held)
             conn.execute(Q["promote_due"], {"channel": channel, "now": now})
-            rows = conn.execute(
-                Q["claim"], {"channel": channel, "owner": owner, "limit": limit, "now": now}
-            ).fetchall()
+            limits = Limits.from_stored(*(conn.execute(Q["channel_limits"], {"channel": channel})
+                                          .fetchone() or (None, None, None)))
+            throttle = None
+            if limits.rate_limit is None and limits.max_running is None:
+                rows = conn.execute(
+                    Q["claim"], {"channel": channel, "owner": owner, "limit": limit, "now": now}
+                ).fetchall()
+            else:  # the time of the claim, now that it holds the write lock
+                rows, throttle = self._claim_within(conn, owner, channel, limit, limits,
+                                                    time.time())
             claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
-            return Exchange(dropped, claimed)
+            return Exchange(dropped, claimed, throttle)
 
         if not outcomes and (channel is None or limit <= 0):
             return Exchange([], [])
@@ -327,8 +362,9 @@ class SQLiteStore(QueryStore):
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         def give_back(conn: sqlite3.Connection) -> int:
-            return sum(conn.execute(Q["release"], {"id": task_id, "owner": owner}).rowcount
-                       for task_id in task_ids)
+            now = time.time()
+            return sum(conn.execute(Q["release"], {"id": task_id, "owner": owner, "now": now})
+                       .rowcount for task_id in task_ids)
 
         return self._write(give_back) if task_ids else 0
 
@@ -360,7 +396,7 @@ class SQLiteStore(QueryStore):
 
 @functools.lru_cache(maxsize=8)
 def _insert_statement(rows: int) -> str:
-    values = (Q["add_row"].replace("{args}", str(7 + row)) for row in range(rows))
+    values = (Q["add_row"].replace("{args}", str(8 + row)) for row in range(rows))
     return Q["add"].replace("{rows}", ", ".join(values))
 
 
@@ -371,13 +407,15 @@ def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
         "retries": decision.retries, "run_at": decision.run_at, "result": decision.result,
         "error": decision.error, "finished_at": decision.finished_at,
         "outcome": decision.outcome, "note": decision.note, "ended_at": decision.ended_at,
+        "progress": decision.progress,
     }
 
 
 def _recorded_done(outcome: Outcome, owner: str) -> dict[str, Any]:
     decision = outcome.decision
     return {"id": outcome.task_id, "owner": owner, "retries": decision.retries,
-            "result": decision.result, "finished_at": decision.finished_at}
+            "result": decision.result, "finished_at": decision.finished_at,
+            "progress": decision.progress}
 
 
 def _no_more_calls() -> None:

@@ -26,12 +26,38 @@ owner TEXT
 recoveries INTEGER NOT NULL DEFAULT 0
 history TEXT
 alone INTEGER NOT NULL DEFAULT 0
+key TEXT
+time_limit REAL
+cancel_requested INTEGER NOT NULL DEFAULT 0
+progress BLOB
 
 -- name: create_channels
+-- Channels any process registered, with the limits every process obeys when it
+-- claims their tasks (NULL: no limit): at most rate_count starts in any
+-- rate_period seconds, at most max_running tasks running at once.
 CREATE TABLE IF NOT EXISTS simplepyq_channels (
     name TEXT PRIMARY KEY,
-    registered_at REAL
+    registered_at REAL,
+    rate_count INTEGER,
+    rate_period REAL,
+    max_running INTEGER
 );
+
+-- name: added_channel_columns
+-- Columns schema 4 adds to the channels table of older files, one per line.
+rate_count INTEGER
+rate_period REAL
+max_running INTEGER
+
+-- name: create_starts
+-- When tasks of rate-limited channels started (were claimed): a claim counts the
+-- starts of the last rate_period and deletes older ones, so the table holds at most
+-- about rate_count rows per limited channel.
+CREATE TABLE IF NOT EXISTS simplepyq_starts (
+    channel TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS simplepyq_starts_channel ON simplepyq_starts (channel, started_at);
 
 -- name: create_owners
 -- Queue instances that may hold running tasks; recovery reads them to find the dead.
@@ -59,6 +85,14 @@ CREATE INDEX IF NOT EXISTS tasks_due ON tasks (channel, COALESCE(delay_until, 0)
     WHERE status = 'delayed';
 CREATE INDEX IF NOT EXISTS tasks_running ON tasks (channel, owner) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS tasks_failed ON tasks (channel) WHERE status = 'failed';
+-- A channel holds at most one unfinished task per key: the index, not a query before
+-- the insert, decides, so concurrent enqueues of one key make one task. Tasks
+-- without a key are not in it and cost nothing.
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks (channel, key)
+    WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked');
+-- Running tasks whose cancel was requested, for their owners to find (none, usually).
+CREATE INDEX IF NOT EXISTS tasks_cancel ON tasks (owner)
+    WHERE cancel_requested = 1 AND status = 'running';
 
 -- name: retired_indexes
 -- Indexes of schema 1 that schema 2 replaced (tasks_running gained the channel).
@@ -80,14 +114,31 @@ SELECT 1 FROM simplepyq_channels WHERE name = :name;
 SELECT name FROM simplepyq_channels;
 
 -- name: add
--- Tasks sharing everything but their args, many in one statement: binding seven
--- values per row would cost more than the insert itself. ?1-?6 are the shared
--- values; {rows} stands for one such row per task, its args in ?7, ?8 and so on.
-INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at)
+-- Tasks sharing everything but their args, many in one statement: binding eight
+-- values per row would cost more than the insert itself. ?1-?7 are the shared
+-- values; {rows} stands for one such row per task, its args in ?8, ?9 and so on.
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at,
+                   time_limit)
 VALUES {rows};
 
 -- name: add_row
-(?1, ?{args}, ?2, ?3, ?4, ?5, 0, ?6)
+(?1, ?{args}, ?2, ?3, ?4, ?5, 0, ?6, ?7)
+
+-- name: add_keyed
+-- One task with a key; nothing if an unfinished task of the channel holds the key
+-- (the conflict target names the partial unique index tasks_key).
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at,
+                   time_limit, key)
+VALUES (:channel, :args, :status, :retries, :run_at, :priority, 0, :now, :time_limit, :key)
+ON CONFLICT (channel, key)
+    WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked')
+DO NOTHING;
+
+-- name: key_holder
+-- The unfinished task of a channel that holds a key.
+SELECT id FROM tasks
+WHERE channel = :channel AND key = :key
+  AND status IN ('pending', 'delayed', 'running', 'blocked');
 
 -- name: promote_due
 -- Delayed tasks whose time has come become pending, as in 0.1.3 (a NULL time is due).
@@ -106,7 +157,38 @@ WHERE id IN (SELECT id FROM tasks
              ORDER BY priority DESC, id
              LIMIT :limit)
 RETURNING id, args, CAST(COALESCE(retries, 0) AS INTEGER), CAST(attempts AS INTEGER),
-          CAST(COALESCE(priority, 0) AS INTEGER), CAST(COALESCE(recoveries, 0) AS INTEGER);
+          CAST(COALESCE(priority, 0) AS INTEGER), CAST(COALESCE(recoveries, 0) AS INTEGER),
+          time_limit;
+
+-- name: channel_limits
+-- Read first in every claim: a channel without limits is claimed as above, at no
+-- further cost; one with limits claims no more than they allow (below).
+SELECT rate_count, rate_period, max_running FROM simplepyq_channels WHERE name = :channel;
+
+-- name: running_count
+SELECT COUNT(*) FROM tasks WHERE channel = :channel AND status = 'running';
+
+-- name: forget_starts
+DELETE FROM simplepyq_starts WHERE channel = :channel AND started_at <= :since;
+
+-- name: recent_starts
+-- The starts of the current window (forget_starts ran first): how many, and the oldest.
+SELECT COUNT(*), MIN(started_at) FROM simplepyq_starts WHERE channel = :channel;
+
+-- name: forget_all_starts
+DELETE FROM simplepyq_starts WHERE channel = :channel;
+
+-- name: set_limits
+-- Each limit changes only if :set_rate / :set_max say so; NULL removes it.
+UPDATE simplepyq_channels
+SET rate_count = CASE WHEN :set_rate THEN :rate_count ELSE rate_count END,
+    rate_period = CASE WHEN :set_rate THEN :rate_period ELSE rate_period END,
+    max_running = CASE WHEN :set_max THEN :max_running ELSE max_running END
+WHERE name = :channel
+RETURNING rate_count, rate_period, max_running;
+
+-- name: all_limits
+SELECT name, rate_count, rate_period, max_running FROM simplepyq_channels;
 
 -- name: record
 -- Only the owner of a running task may record its outcome: a task recovered
@@ -114,16 +196,28 @@ RETURNING id, args, CAST(COALESCE(retries, 0) AS INTEGER), CAST(attempts AS INTE
 -- A run that did not succeed (:outcome is not NULL) is added to the task's history,
 -- which keeps the last 10 such runs; any recorded run ends a
 -- series of recoveries.
+-- A run of a task whose cancel was requested that did not succeed ends it cancelled,
+-- whatever its outcome asked for (a retry, a deferral): decided here, so that a
+-- cancel that came after the worker last looked still counts. The run's progress,
+-- if it reported one, is kept.
 UPDATE tasks
-SET status = :status, retries = :retries, delay_until = :run_at, result = :result,
-    error = :error, finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0,
+SET status = CASE WHEN cancel_requested = 1 AND :status <> 'done' THEN 'cancelled'
+                  ELSE :status END,
+    retries = :retries, delay_until = :run_at, result = :result,
+    error = :error, owner = NULL, recoveries = 0, alone = 0,
+    finished_at = CASE WHEN cancel_requested = 1 AND :status <> 'done' THEN :ended_at
+                       ELSE :finished_at END,
+    progress = COALESCE(:progress, progress),
     history = CASE WHEN :outcome IS NULL THEN history ELSE json_insert(
         CASE WHEN history IS NULL OR NOT json_valid(history)
                   OR json_type(history) <> 'array' THEN '[]'
              WHEN json_array_length(history) >= 10 THEN json_remove(history, '$[0]')
              ELSE history END,
         '$[#]', json_object('attempt', COALESCE(attempts, 0), 'started_at', started_at,
-                            'ended_at', :ended_at, 'outcome', :outcome, 'error', :note))
+                            'ended_at', :ended_at,
+                            'outcome', CASE WHEN cancel_requested = 1 THEN 'cancelled'
+                                            ELSE :outcome END,
+                            'error', :note))
     END
 WHERE id = :id AND owner = :owner AND status = 'running';
 
@@ -131,13 +225,18 @@ WHERE id = :id AND owner = :owner AND status = 'running';
 -- The same for a run that succeeded (the common case): no history to add.
 UPDATE tasks
 SET status = 'done', retries = :retries, delay_until = NULL, result = :result, error = NULL,
-    finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0
+    finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0,
+    progress = COALESCE(:progress, progress)
 WHERE id = :id AND owner = :owner AND status = 'running';
 
 -- name: release
--- A claimed task that was never started goes back as if it had not been claimed.
+-- A claimed task that was never started goes back as if it had not been claimed
+-- (or ends cancelled, if its cancel was requested meanwhile).
 UPDATE tasks
-SET status = 'pending', owner = NULL, started_at = NULL,
+SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
+    finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
+    error = CASE WHEN cancel_requested = 1 THEN 'cancelled before it ran' ELSE error END,
+    owner = NULL, started_at = NULL,
     attempts = MAX(COALESCE(attempts, 1) - 1, 0)
 WHERE id = :id AND owner = :owner AND status = 'running';
 
@@ -192,15 +291,19 @@ SELECT heartbeat_at FROM simplepyq_owners WHERE owner = :owner;
 -- history. A task's first recovery counts, and a later one only if the task ran
 -- alone in its process (:alone, set by run_alone), so that tasks that were merely
 -- claimed or running beside the culprit are not blamed; the recovery that makes
--- :max_recoveries counted in a row fails the task, taken to kill its workers.
+-- :max_recoveries counted in a row fails the task, taken to kill its workers. A task
+-- whose cancel was requested ends cancelled instead.
 UPDATE tasks
-SET status = CASE WHEN (COALESCE(recoveries, 0) = 0 OR alone = 1)
+SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
+                  WHEN (COALESCE(recoveries, 0) = 0 OR alone = 1)
                        AND COALESCE(recoveries, 0) + 1 >= :max_recoveries
                   THEN 'failed' ELSE 'pending' END,
-    finished_at = CASE WHEN (COALESCE(recoveries, 0) = 0 OR alone = 1)
-                            AND COALESCE(recoveries, 0) + 1 >= :max_recoveries
+    finished_at = CASE WHEN cancel_requested = 1
+                            OR ((COALESCE(recoveries, 0) = 0 OR alone = 1)
+                                AND COALESCE(recoveries, 0) + 1 >= :max_recoveries)
                        THEN :now ELSE NULL END,
-    error = CASE WHEN (COALESCE(recoveries, 0) = 0 OR alone = 1)
+    error = CASE WHEN cancel_requested = 1 THEN 'cancelled; ' || :note
+                 WHEN (COALESCE(recoveries, 0) = 0 OR alone = 1)
                       AND COALESCE(recoveries, 0) + 1 >= :max_recoveries
                  THEN 'failed for good: its worker died ' || (COALESCE(recoveries, 0) + 1)
                       || ' times in a row while running it (last: ' || :note || ')'
@@ -225,12 +328,14 @@ UPDATE tasks SET alone = 1 WHERE id = :id AND owner = :owner AND status = 'runni
 
 -- name: get
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
-       created_at, delay_until, started_at, finished_at, recoveries, history
+       created_at, delay_until, started_at, finished_at, recoveries, history,
+       key, time_limit, cancel_requested, progress
 FROM tasks WHERE id = :id;
 
 -- name: list
 SELECT id, channel, args, status, retries, attempts, priority, result, error,
-       created_at, delay_until, started_at, finished_at, recoveries, history
+       created_at, delay_until, started_at, finished_at, recoveries, history,
+       key, time_limit, cancel_requested, progress
 FROM tasks
 WHERE (:channel IS NULL OR channel = :channel) AND (:status IS NULL OR status = :status)
 ORDER BY id
@@ -243,10 +348,25 @@ SELECT channel, status, COUNT(*) FROM tasks GROUP BY channel, status;
 DELETE FROM tasks WHERE status = 'failed' AND (:channel IS NULL OR channel = :channel);
 
 -- name: requeue_failed
+-- A failed task with a key is requeued only if no unfinished task of its channel
+-- holds the key, and only the newest of the failed tasks sharing it.
 UPDATE tasks
 SET status = 'pending', retries = COALESCE(:retries, retries), delay_until = NULL,
     finished_at = NULL, owner = NULL
-WHERE status = 'failed' AND (:channel IS NULL OR channel = :channel);
+WHERE status = 'failed' AND (:channel IS NULL OR channel = :channel)
+  AND (key IS NULL OR (
+      NOT EXISTS (SELECT 1 FROM tasks AS held
+                  WHERE held.channel = tasks.channel AND held.key = tasks.key
+                    AND held.status IN ('pending', 'delayed', 'running', 'blocked'))
+      AND id = (SELECT MAX(id) FROM tasks AS failed
+                WHERE failed.channel = tasks.channel AND failed.key = tasks.key
+                  AND failed.status = 'failed')));
+
+-- name: kept_failed
+-- After requeue_failed: the failed tasks it left failed, because their key was held.
+SELECT id, key FROM tasks
+WHERE status = 'failed' AND key IS NOT NULL AND (:channel IS NULL OR channel = :channel)
+ORDER BY id;
 
 -- name: remove_channel_tasks
 DELETE FROM tasks WHERE channel = :name;
@@ -256,7 +376,7 @@ DELETE FROM simplepyq_channels WHERE name = :name;
 
 -- name: purge
 DELETE FROM tasks
-WHERE status IN ('done', 'failed') AND COALESCE(finished_at, 0) < :before
+WHERE status IN ('done', 'failed', 'cancelled') AND COALESCE(finished_at, 0) < :before
   AND (:channel IS NULL OR channel = :channel);
 
 -- name: pending_since
@@ -270,11 +390,18 @@ WHERE status = 'pending'
 GROUP BY channel;
 
 -- name: adopt
+-- A key already held by an unfinished task of the target is dropped from the copy.
 INSERT INTO tasks (channel, args, status, retries, attempts, priority, result, error,
-                   created_at, delay_until, started_at, finished_at, recoveries, history)
+                   created_at, delay_until, started_at, finished_at, recoveries, history,
+                   key, time_limit)
 VALUES (:channel, :args, :status, :retries, :attempts, :priority, :result, :error,
         :created_at, :delay_until, :started_at, :finished_at, COALESCE(:recoveries, 0),
-        :history);
+        :history,
+        CASE WHEN :status IN ('pending', 'delayed', 'running', 'blocked') AND EXISTS (
+                 SELECT 1 FROM tasks WHERE channel = :channel AND key = :key
+                   AND status IN ('pending', 'delayed', 'running', 'blocked'))
+             THEN NULL ELSE :key END,
+        :time_limit);
 
 -- name: forget
 DELETE FROM tasks WHERE id = :id AND status IS :status AND attempts IS :attempts;
@@ -284,7 +411,38 @@ DELETE FROM tasks WHERE id = :id AND status IS :status AND attempts IS :attempts
 -- nowhere (:held, a JSON array of ids) were claimed by that commit and never
 -- started: they go back as if they had not been claimed, like a release.
 UPDATE tasks
-SET status = 'pending', owner = NULL, started_at = NULL,
+SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
+    finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
+    error = CASE WHEN cancel_requested = 1 THEN 'cancelled before it ran' ELSE error END,
+    owner = NULL, started_at = NULL,
     attempts = MAX(COALESCE(attempts, 1) - 1, 0)
 WHERE status = 'running' AND owner = :owner
   AND id NOT IN (SELECT value FROM json_each(:held));
+
+-- name: cancel
+-- A task not started yet ends cancelled at once; a running one is asked to stop (its
+-- owner looks for requests with cancel_requests). Returns the status it has now, or
+-- nothing if it was finished (or does not exist).
+UPDATE tasks
+SET status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END,
+    finished_at = CASE WHEN status = 'running' THEN finished_at ELSE :now END,
+    error = CASE WHEN status = 'running' THEN error ELSE 'cancelled before it ran' END,
+    cancel_requested = 1
+WHERE id = :id AND status IN ('pending', 'delayed', 'running', 'blocked')
+RETURNING status;
+
+-- name: task_status
+SELECT status FROM tasks WHERE id = :id;
+
+-- name: cancel_requests
+-- The running tasks of :owner whose cancel was requested (served by tasks_cancel).
+SELECT id FROM tasks WHERE owner = :owner AND cancel_requested = 1 AND status = 'running';
+
+-- name: progress
+UPDATE tasks SET progress = :progress
+WHERE id = :id AND owner = :owner AND status = 'running';
+
+-- name: note_starts
+-- :count starts of a rate-limited channel, made at :now.
+WITH RECURSIVE made (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM made WHERE n < :count)
+INSERT INTO simplepyq_starts (channel, started_at) SELECT :channel, :now FROM made;

@@ -1,0 +1,122 @@
+"""``current_task()``: what a running task can know and do about its own run.
+
+Inside a task (sync or ``async def``, in the worker thread that runs it and in the
+asyncio tasks it creates, which inherit the context) ``current_task()`` returns a
+``TaskContext``; anywhere else, None. Threads the task starts itself do not
+inherit it (Python gives a new thread a fresh context): pass the context along.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from simplepyq import codec
+from simplepyq.errors import TaskCancelled, TaskTimeout
+from simplepyq.runs import CURRENT, Run
+
+MAX_PROGRESS = 64 * 1024
+"""The most bytes a progress value may take, encoded: it is rewritten often."""
+
+
+class TaskContext:
+    """The run of the task that called ``current_task()``.
+
+    ``id`` and ``channel`` name the task; ``attempt`` is 1 for its first run and
+    counts every run since, recovered ones included.
+    """
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def id(self) -> int:
+        return self._run.task_id
+
+    @property
+    def channel(self) -> str:
+        return self._run.channel
+
+    @property
+    def attempt(self) -> int:
+        return self._run.attempt
+
+    @property
+    def time_limit(self) -> float | None:
+        """This run's time limit in seconds, None without one."""
+        return self._run.limit
+
+    def cancelled(self) -> bool:
+        """Whether ``cancel()`` was called for this task while it runs (seen within about
+        a poll interval on SQLite, within milliseconds on PostgreSQL)."""
+        return self._run.cancel_requested
+
+    def time_left(self) -> float | None:
+        """Seconds until the time limit (0 once it passed), None without one."""
+        deadline = self._run.deadline
+        return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+    def check(self) -> None:
+        """Raise ``TaskCancelled`` if a cancel was requested, ``TaskTimeout`` if the time
+        limit passed; for long loops in sync tasks, to stop cleanly between steps."""
+        run = self._run
+        if run.cancel_requested:
+            raise TaskCancelled(f"task {run.task_id} was cancelled")
+        if run.deadline is not None and time.monotonic() >= run.deadline:
+            raise TaskTimeout(f"task {run.task_id} passed its time limit of {run.limit:g} s")
+
+    def set_progress(self, value: object) -> None:
+        """Publish ``value`` (anything args may hold, at most 64 KiB encoded) as the
+        task's progress: shown by ``get_task`` and the command line.
+
+        Calls are coalesced: the latest value is written with the others at most
+        every half second, and with the task's outcome, so a tight loop may call it
+        freely. ``TypeError`` if the value cannot be stored, ``ValueError`` if too big.
+        """
+        blob = codec.pack(value, "the progress value")
+        if len(blob) > MAX_PROGRESS:
+            raise ValueError(f"the progress value takes {len(blob)} bytes encoded; at most "
+                             f"{MAX_PROGRESS} are kept")
+        self._run.progress(self._run.task_id, blob)
+
+    def __repr__(self) -> str:
+        return f"<TaskContext task {self.id} of channel {self.channel!r}, attempt {self.attempt}>"
+
+
+def current_task() -> TaskContext | None:
+    """The context of the task running in this thread (or asyncio task), else None."""
+    run = CURRENT.get()
+    return None if run is None else TaskContext(run)
+
+
+class ProgressBox:
+    """The progress values reported by this process's running tasks: the latest of each,
+    and which of them the store has not been given yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[int, bytes] = {}
+        self._unsaved: set[int] = set()
+
+    def put(self, task_id: int, blob: bytes) -> None:
+        with self._lock:
+            self._latest[task_id] = blob
+            self._unsaved.add(task_id)
+
+    def unsaved(self) -> dict[int, bytes]:
+        """The values not given to the store yet; they count as given from now on."""
+        with self._lock:
+            taken = {task_id: self._latest[task_id] for task_id in self._unsaved
+                     if task_id in self._latest}
+            self._unsaved.clear()
+            return taken
+
+    def end(self, task_id: int) -> bytes | None:
+        """The task's run ended: its latest value (saved or not), for its outcome."""
+        if task_id not in self._latest:  # the common case, without the lock
+            return None
+        with self._lock:
+            self._unsaved.discard(task_id)
+            return self._latest.pop(task_id, None)

@@ -1,0 +1,150 @@
+"""One run of a task in this process (internal): what its worker, the watchdog, the
+cancel requests and the task's own context (``current_task()``) share.
+
+A run can be interrupted from another thread: at its time limit, or, for an
+``async def`` task, by a cancel. An ``async def`` task is cancelled as asyncio
+cancels anything, at its next ``await``. A sync task's thread gets ``TaskTimeout``
+raised in it with ``PyThreadState_SetAsyncExc``, which takes effect at the next
+Python instruction that thread runs; a call blocked in C (a socket read,
+``time.sleep``) is not interrupted, and the exception comes when it returns.
+
+Such an exception can arrive anywhere in the thread, so the run's ``lock`` orders
+it with the end of the run: an interruption is made only while the run is not
+finished, and ``finish`` (in the worker) withdraws one that is still pending. The
+worker's call is written so that one arriving at any point ends as the run's
+failure, never in the worker's own code (see ``Run.call``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import ctypes
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from simplepyq.errors import TaskTimeout
+
+CURRENT: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "simplepyq_current_run", default=None)
+"""The run of the task that the current thread (or asyncio task) runs, if any."""
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_set_async_exc.restype = ctypes.c_int
+
+
+class Run:
+    """One run of one task: who runs it, until when, and what was asked of it."""
+
+    __slots__ = ("_future", "_injected", "_loop", "abandoned", "attempt", "cancel_requested",
+                 "channel", "deadline", "finished", "limit", "lock", "progress", "task_id",
+                 "thread", "timed_out")
+
+    def __init__(self, task_id: int, channel: str, attempt: int, limit: float | None,
+                 progress: Callable[[int, bytes], None]) -> None:
+        self.task_id = task_id
+        self.channel = channel
+        self.attempt = attempt
+        self.limit = limit
+        self.deadline = None if limit is None else time.monotonic() + limit
+        """When the time limit passes (``time.monotonic()``), if the run has one."""
+        self.progress = progress
+        """Where ``set_progress`` puts a value (the scheduler's ``ProgressBox.put``)."""
+        self.thread = threading.current_thread()
+        self.lock = threading.Lock()
+        self.cancel_requested = False
+        self.timed_out = False
+        self.finished = False
+        self.abandoned = False
+        self._injected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._future: asyncio.Future[Any] | None = None
+
+    # -- the worker's side ---------------------------------
+    def call(self, func: Callable[[Any], Any], args: Any,
+             loop: asyncio.AbstractEventLoop | None
+             ) -> tuple[Any, BaseException | None, asyncio.AbstractEventLoop | None]:
+        """Run ``func(args)`` (awaiting it, on ``loop`` or a new one, if it is async):
+        (its value, None), or (None, what it raised), and the loop; never raises.
+
+        An interruption that comes as the function returns lands in ``finish`` (in
+        the ``finally``) or is withdrawn by it; either way it lands inside the outer
+        ``try``, and once ``finish`` has run none can come.
+        """
+        try:
+            try:
+                value = func(args)
+                if inspect.isawaitable(value):
+                    loop = loop or asyncio.new_event_loop()
+                    future = asyncio.ensure_future(value, loop=loop)
+                    self._attach(loop, future)
+                    value = loop.run_until_complete(future)
+                return value, None, loop
+            finally:
+                self.finish()
+        except BaseException as exc:  # the task's failure, whatever it is, is reported
+            with contextlib.suppress(TaskTimeout):  # cannot come (finish withdraws it)
+                self.finish()
+            return None, exc, loop
+
+    def finish(self) -> None:
+        """The run is over: no interruption may come after this returns."""
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+            if self._injected and self._future is None:
+                # Withdraw one still pending (a NULL exception clears it). Called from
+                # the run's own thread, it may land first: then it is raised here.
+                _set_async_exc(self.thread.ident or 0, ctypes.py_object())
+            self._loop = self._future = None
+
+    def _attach(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        """The task is async: interruptions cancel ``future`` from now on (and at once, if
+        one came while the coroutine was being made)."""
+        with self.lock:
+            self._loop, self._future = loop, future
+            if self.timed_out or self.cancel_requested:
+                future.cancel()
+
+    # -- other threads' side -------------------------------
+    def request_cancel(self) -> None:
+        """A cancel was requested: the task sees it in ``cancelled()``/``check()``; an
+        async one is cancelled at its next ``await``."""
+        with self.lock:
+            self.cancel_requested = True
+            if not self.finished:
+                self._cancel_future()
+
+    def time_out(self) -> bool:
+        """The time limit passed: interrupt the run; False if it had finished already."""
+        with self.lock:
+            if self.finished or self.timed_out:
+                return False
+            self.timed_out = True
+            if self._future is not None:
+                self._cancel_future()
+            elif self.thread.ident is not None:
+                self._injected = bool(_set_async_exc(self.thread.ident, TaskTimeout))
+            return True
+
+    def abandon(self, then: Callable[[Run], None]) -> bool:
+        """Give the run up (it ignored its interruption past the grace period) and call
+        ``then(self)`` under the run's lock, so that the worker, whose ``finish`` takes
+        that lock, sees it done completely or not at all; False if it had finished."""
+        with self.lock:
+            if self.finished:
+                return False
+            self.abandoned = True
+            then(self)
+            return True
+
+    def _cancel_future(self) -> None:
+        loop, future = self._loop, self._future
+        if loop is not None and future is not None:
+            loop.call_soon_threadsafe(future.cancel)
