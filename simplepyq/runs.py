@@ -12,7 +12,10 @@ Such an exception can arrive anywhere in the thread, so the run's ``lock`` order
 it with the end of the run: an interruption is made only while the run is not
 finished, and ``finish`` (in the worker) withdraws one that is still pending. The
 worker's call is written so that one arriving at any point ends as the run's
-failure, never in the worker's own code (see ``Run.call``).
+failure, never in the worker's own code (see ``Run.call``). A run without a time
+limit is never interrupted that way (a cancel only sets a flag, or cancels an
+asyncio task, which is harmless once it has ended), so it needs no lock: most
+runs are of that kind, and a run is made for every task.
 """
 
 from __future__ import annotations
@@ -41,9 +44,19 @@ _set_async_exc.restype = ctypes.c_int
 class Run:
     """One run of one task: who runs it, until when, and what was asked of it."""
 
-    __slots__ = ("_future", "_injected", "_loop", "abandoned", "attempt", "cancel_requested",
-                 "channel", "deadline", "finished", "limit", "lock", "progress", "task_id",
-                 "thread", "timed_out")
+    # Defaults as class attributes: a run sets only what differs (it is made per task).
+    deadline: float | None = None
+    """When the time limit passes (``time.monotonic()``), if the run has one."""
+    cancel_requested = False
+    timed_out = False
+    finished = False
+    abandoned = False
+    _injected = False
+    _loop: asyncio.AbstractEventLoop | None = None
+    _future: asyncio.Future[Any] | None = None
+    thread: threading.Thread
+    lock: threading.Lock
+    """Held to interrupt, abandon or finish a run with a time limit (see above)."""
 
     def __init__(self, task_id: int, channel: str, attempt: int, limit: float | None,
                  progress: Callable[[int, bytes], None]) -> None:
@@ -51,19 +64,12 @@ class Run:
         self.channel = channel
         self.attempt = attempt
         self.limit = limit
-        self.deadline = None if limit is None else time.monotonic() + limit
-        """When the time limit passes (``time.monotonic()``), if the run has one."""
         self.progress = progress
         """Where ``set_progress`` puts a value (the scheduler's ``ProgressBox.put``)."""
-        self.thread = threading.current_thread()
-        self.lock = threading.Lock()
-        self.cancel_requested = False
-        self.timed_out = False
-        self.finished = False
-        self.abandoned = False
-        self._injected = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._future: asyncio.Future[Any] | None = None
+        if limit is not None:
+            self.deadline = time.monotonic() + limit
+            self.thread = threading.current_thread()
+            self.lock = threading.Lock()
 
     # -- the worker's side ---------------------------------
     def call(self, func: Callable[[Any], Any], args: Any,
@@ -94,6 +100,10 @@ class Run:
 
     def finish(self) -> None:
         """The run is over: no interruption may come after this returns."""
+        if self.limit is None:
+            self.finished = True
+            self._loop = self._future = None
+            return
         with self.lock:
             if self.finished:
                 return
@@ -107,7 +117,7 @@ class Run:
     def _attach(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
         """The task is async: interruptions cancel ``future`` from now on (and at once, if
         one came while the coroutine was being made)."""
-        with self.lock:
+        with self._locked():
             self._loop, self._future = loop, future
             if self.timed_out or self.cancel_requested:
                 future.cancel()
@@ -116,7 +126,7 @@ class Run:
     def request_cancel(self) -> None:
         """A cancel was requested: the task sees it in ``cancelled()``/``check()``; an
         async one is cancelled at its next ``await``."""
-        with self.lock:
+        with self._locked():
             self.cancel_requested = True
             if not self.finished:
                 self._cancel_future()
@@ -143,6 +153,12 @@ class Run:
             self.abandoned = True
             then(self)
             return True
+
+    def _locked(self) -> contextlib.AbstractContextManager[Any]:
+        """The run's lock, or none for a run without a time limit (see above): there,
+        a cancel sets its flag before it looks for the future, and ``_attach`` sets the
+        future before it looks at the flag, so one of them cancels it."""
+        return self.lock if self.limit is not None else contextlib.nullcontext()
 
     def _cancel_future(self) -> None:
         loop, future = self._loop, self._future
