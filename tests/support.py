@@ -80,7 +80,7 @@ def enqueue_numbered(store: str, total: int) -> list[int]:
         q.add_channel("c", lambda args: args)
         ids = q.enqueue_many("c", range(1, total + 1))
     assert ids == list(range(1, total + 1))
-    return ids
+    return [int(task_id) for task_id in ids]
 
 
 def finish_all(children: Sequence[subprocess.Popen[str]],

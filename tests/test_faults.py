@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -116,7 +116,7 @@ def _locked_for_writes(store_path: str) -> Iterator[None]:
         blocker.commit()
 
 
-def _assert_all_done_once(q: SimplePyQ, ids: list[int], work: Gated) -> None:
+def _assert_all_done_once(q: SimplePyQ, ids: Sequence[int], work: Gated) -> None:
     tasks = [q.get_task(task_id) for task_id in ids]
     assert [(t.status, t.result, t.attempts) for t in tasks if t] == [
         ("done", t.args, 1) for t in tasks if t]

@@ -82,7 +82,7 @@ def _enqueue(store_path: str, kind: str, count: int) -> list[int]:
         numbers = list(range(first, first + count))
         ids = q.enqueue_many("c", [[kind, number] for number in numbers])
     assert ids == numbers, "ids are drawn in order, so each task's args name its id"
-    return ids
+    return [int(task_id) for task_id in ids]
 
 
 def _in_flight(log: Path) -> dict[int, set[int]]:

@@ -1,11 +1,16 @@
 """Model-based test: random sequences of queue calls, checked against a model of the store.
 
-Hypothesis drives one queue through enqueue / enqueue_many / start / stop /
-run_until_complete / requeue_failed / clear_failed / remove_channel / purge,
-with tasks that succeed, raise, or defer themselves once. Whenever no worker runs,
-the store must hold exactly what the model says: the same tasks, and for each
-its status, retries left, attempts (= runs of its function) and result. While
-workers ran, the model learns how many times each function ran and replays
+Hypothesis drives one queue through enqueue / enqueue_many (with and without
+unique keys) / start / stop / run_until_complete / cancel / requeue_failed /
+clear_failed / remove_channel / purge, with tasks that succeed, raise, or defer
+themselves once, and tasks cancelled while they run (which then raise or return).
+The model predicts what each call returns: the ids, and for a key whether the
+call created its task or found the unfinished one holding it; ``cancel``'s answer
+(or ``ValueError``); how many tasks ``requeue_failed`` requeued (none whose key is
+held, only the newest of the failed tasks sharing a free key). Whenever no worker
+runs, the store must hold exactly what the model says: the same tasks, and for
+each its status, key, retries left, attempts (= runs of its function) and result.
+While workers ran, the model learns how many times each function ran and replays
 those runs, so it still predicts every field. Each example gets a fresh store of
 the test's backend (a SQLite file, or a PostgreSQL schema dropped afterwards).
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,12 +38,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from simplepyq import DelayException, SimplePyQ
+from simplepyq import DelayException, SimplePyQ, TaskId, current_task
 from tests.backends import drop_schema, new_schema_location, postgres_url
 from tests.soak import SOAKING, scaled
 
 CHANNELS = ("a", "b")
 KINDS = ("ok", "raise", "delay")
+KEYS = ("k1", "k2")
+WAITING_KINDS = ("wait-raise", "wait-return")
+"""Tasks that run until their cancel is requested, then raise (ending ``cancelled``)
+or return (ending ``done``): enqueued only by the rule that cancels them."""
 
 
 @dataclass
@@ -48,8 +58,9 @@ class Expected:
     kind: str
     token: int
     retries: int
+    key: str | None = None
     runs: int = 0
-    phase: str = "waiting"  # waiting (pending or delayed), done or failed
+    phase: str = "waiting"  # waiting (pending or delayed), done, failed or cancelled
 
     def run_once(self) -> None:
         assert self.phase == "waiting", f"task {self.token} ran while {self.phase}"
@@ -82,6 +93,9 @@ class QueueModel(RuleBasedStateMachine):
         self.registered: set[str] = set()
         self.started = False
         self.tokens = 0
+        self.highest_id = 0
+        self.running: dict[int, threading.Event] = {}
+        """Per token of a WAITING_KINDS task: set once its run has started."""
         for channel in CHANNELS:
             self._register(channel)
 
@@ -97,11 +111,25 @@ class QueueModel(RuleBasedStateMachine):
         with self.lock:
             self.calls[token] += 1
             runs = self.calls[token]
+        if kind in WAITING_KINDS:
+            return self._until_cancelled(kind, token)
         if kind == "raise":
             raise ValueError(f"task {token} fails")
         if kind == "delay" and runs == 1:
             raise DelayException(0.01)
         return int(token)
+
+    def _until_cancelled(self, kind: str, token: int) -> int:
+        context = current_task()
+        assert context is not None
+        self.running[token].set()
+        deadline = time.monotonic() + 30
+        while not context.cancelled():  # a bounded poll of the flag a sync task watches
+            assert time.monotonic() < deadline, f"task {token} never saw its cancel"
+            time.sleep(0.002)
+        if kind == "wait-raise":
+            context.check()  # raises TaskCancelled
+        return token
 
     def _register(self, channel: str) -> None:
         self.q.add_channel(channel, self.work, max_workers=2)
@@ -109,25 +137,35 @@ class QueueModel(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------
     @rule(channel=st.sampled_from(CHANNELS), kind=st.sampled_from(KINDS),
-          retries=st.integers(0, 2))
-    def enqueue(self, channel: str, kind: str, retries: int) -> None:
-        self.enqueue_many(channel, [kind], retries)
-
-    @rule(channel=st.sampled_from(CHANNELS), kinds=st.lists(st.sampled_from(KINDS), max_size=4),
-          retries=st.integers(0, 2))
-    def enqueue_many(self, channel: str, kinds: list[str], retries: int) -> None:
-        tokens = list(range(self.tokens, self.tokens + len(kinds)))
-        self.tokens += len(kinds)
-        args = [[kind, token] for kind, token in zip(kinds, tokens, strict=True)]
+          retries=st.integers(0, 2), key=st.none() | st.sampled_from(KEYS))
+    def enqueue(self, channel: str, kind: str, retries: int, key: str | None) -> None:
+        token = self._token()
         if channel not in self.registered:
             with pytest.raises(ValueError, match="unknown channel"):
-                self.q.enqueue_many(channel, args, retries)
+                self.q.enqueue(channel, [kind, token], retries, key=key)
             return
-        ids = self.q.enqueue_many(channel, args, retries)
-        assert len(ids) == len(kinds)
-        for task_id, kind, token in zip(ids, kinds, tokens, strict=True):
-            assert task_id not in self.expected
-            self.expected[task_id] = Expected(channel, kind, token, retries)
+        task_id = self.q.enqueue(channel, [kind, token], retries, key=key)
+        self._learn(task_id, Expected(channel, kind, token, retries, key))
+
+    @rule(channel=st.sampled_from(CHANNELS),
+          items=st.lists(st.tuples(st.sampled_from(KINDS), st.none() | st.sampled_from(KEYS)),
+                         max_size=4),
+          retries=st.integers(0, 2), with_keys=st.booleans())
+    def enqueue_many(self, channel: str, items: list[tuple[str, str | None]], retries: int,
+                     with_keys: bool) -> None:
+        if not with_keys:
+            items = [(kind, None) for kind, _ in items]
+        wanted = [Expected(channel, kind, self._token(), retries, key) for kind, key in items]
+        args = [[want.kind, want.token] for want in wanted]
+        keys = [want.key for want in wanted] if with_keys else None
+        if channel not in self.registered:
+            with pytest.raises(ValueError, match="unknown channel"):
+                self.q.enqueue_many(channel, args, retries, keys=keys)
+            return
+        ids = self.q.enqueue_many(channel, args, retries, keys=keys)
+        assert len(ids) == len(wanted)
+        for task_id, want in zip(ids, wanted, strict=True):
+            self._learn(task_id, want)
 
     @precondition(lambda self: not self.started)
     @rule()
@@ -152,9 +190,58 @@ class QueueModel(RuleBasedStateMachine):
                 assert task.phase != "waiting", f"task {task_id} unfinished"
 
     @precondition(lambda self: not self.started)
+    @rule(pick=st.integers(0, 1000))
+    def cancel(self, pick: int) -> None:
+        """Cancel a stored task (pending, delayed, done, failed or cancelled), or an id
+        that names none (never used, or of a task deleted since)."""
+        ids = sorted(self.expected)
+        self.cancel_id(ids[pick % len(ids)] if ids and pick % 8 else self.highest_id + 1)
+
+    def cancel_id(self, task_id: int) -> None:
+        want = self.expected.get(task_id)
+        if want is None:
+            with pytest.raises(ValueError, match=f"no task with id {task_id}"):
+                self.q.cancel(task_id)
+            return
+        assert self.q.cancel(task_id) == (want.phase == "waiting")
+        if want.phase == "waiting":
+            want.phase = "cancelled"
+
+    @precondition(lambda self: self.started)
+    @rule(channel=st.sampled_from(CHANNELS), kind=st.sampled_from(WAITING_KINDS),
+          key=st.none() | st.sampled_from(KEYS))
+    def cancel_while_running(self, channel: str, kind: str, key: str | None) -> None:
+        """A task runs until cancelled; meanwhile its key (one known free) finds it."""
+        if channel not in self.registered:
+            return
+        if self._holders(channel, key):
+            key = None  # maybe held: another rule predicts that case
+        want = Expected(channel, kind, self._token(), 0, key)
+        self.running[want.token] = threading.Event()
+        task_id = self.q.enqueue(channel, [kind, want.token], key=key)
+        self._learn(task_id, want)
+        assert task_id.created
+        assert self.running[want.token].wait(30), "the task never started"
+        if key is not None:
+            again = self.q.enqueue(channel, ["ok", self._token()], key=key)
+            assert again == task_id and not again.created
+        assert self.q.cancel(task_id)
+        assert self.q.wait(task_id, timeout=30).status == (
+            "cancelled" if kind == "wait-raise" else "done")
+        assert self.calls[want.token] == 1
+        want.runs, want.phase = 1, "cancelled" if kind == "wait-raise" else "done"
+
+    @precondition(lambda self: not self.started)
     @rule(channel=st.none() | st.sampled_from(CHANNELS), retries=st.none() | st.integers(0, 2))
     def requeue_failed(self, channel: str | None, retries: int | None) -> None:
-        chosen = self._failed(channel)
+        # A failed task with a key is requeued only if no unfinished task holds the
+        # key, and only the newest of the failed tasks of its channel sharing it.
+        newest = {(t.channel, t.key): task_id for task_id, t in sorted(self.expected.items())
+                  if t.phase == "failed" and t.key is not None}
+        chosen = [t for task_id, t in sorted(self.expected.items())
+                  if t.phase == "failed" and channel in (None, t.channel) and (
+                      t.key is None or (newest[t.channel, t.key] == task_id
+                                        and not self._holders(t.channel, t.key)))]
         assert self.q.requeue_failed(channel, retries) == len(chosen)
         for task in chosen:
             task.phase = "waiting"
@@ -196,7 +283,8 @@ class QueueModel(RuleBasedStateMachine):
         assert set(stored) == set(self.expected)
         for task_id, task in stored.items():
             want = self.expected[task_id]
-            assert (task.channel, task.args) == (want.channel, [want.kind, want.token])
+            assert (task.channel, task.args, task.key) == (
+                want.channel, [want.kind, want.token], want.key)
             assert task.attempts == want.runs == self.calls[want.token]
             assert task.retries == want.retries
             if want.phase == "waiting":
@@ -212,9 +300,34 @@ class QueueModel(RuleBasedStateMachine):
             assert counts.get("running", 0) == 0
             assert counts.get("done", 0) == sum(t.phase == "done" for t in mine)
             assert counts.get("failed", 0) == sum(t.phase == "failed" for t in mine)
+            assert counts.get("cancelled", 0) == sum(t.phase == "cancelled" for t in mine)
             assert sum(counts.values()) == len(mine)
+            for key in KEYS:  # which the unique index guarantees, and the model relies on
+                assert len(self._holders(channel, key)) <= 1
 
     # -- helpers -------------------------------------------
+    def _token(self) -> int:
+        self.tokens += 1
+        return self.tokens
+
+    def _holders(self, channel: str, key: str | None) -> list[int]:
+        """The tasks of ``channel`` the model holds unfinished with ``key``: the one
+        holder while no worker runs; while workers run, some may have finished."""
+        return [] if key is None else [
+            task_id for task_id, t in self.expected.items()
+            if (t.channel, t.key, t.phase) == (channel, key, "waiting")]
+
+    def _learn(self, task_id: TaskId, want: Expected) -> None:
+        """What an enqueue of ``want`` returned: a task it created, or the holder of its key."""
+        holders = self._holders(want.channel, want.key)
+        if not task_id.created:
+            assert task_id in holders, (task_id, want, holders)
+            return
+        assert not holders or self.started, (task_id, want, holders)  # created: key was free
+        assert task_id not in self.expected and task_id > self.highest_id
+        self.highest_id = task_id
+        self.expected[task_id] = want
+
     def _replay_runs(self) -> None:
         """Replay, in the model, the runs each function made while workers ran."""
         with self.lock:
@@ -251,3 +364,70 @@ def test_random_call_sequences_leave_the_store_as_the_model_predicts(backend: st
     if backend == "postgres":
         postgres_url()  # skips without a server, before Hypothesis starts
     run_machine(MODELS[backend], settings=MODEL_SETTINGS)
+
+
+def test_keyed_enqueues_requeues_and_cancels_in_every_state_match_the_model(
+    backend: str
+) -> None:
+    """The paths of keys and cancel that random sequences reach only now and then, as
+    one scripted sequence of the model's own rules, checked after each step. Tasks
+    are named by the token of the enqueue that created them (ids may skip numbers:
+    an insert that met a key's holder may use one up)."""
+    if backend == "postgres":
+        postgres_url()
+    machine = MODELS[backend]()
+
+    def task(token: int) -> int:
+        [task_id] = [i for i, t in machine.expected.items() if t.token == token]
+        return task_id
+
+    def cancel(token: int | None) -> Callable[[], None]:
+        """A step cancelling the task of ``token``, or (None) an id no task has."""
+        return lambda: machine.cancel_id(machine.highest_id + 1 if token is None
+                                         else task(token))
+
+    def phases(by_token: dict[int, str]) -> Callable[[], None]:
+        """A step checking that the script went where it says: the model holds the tasks
+        of these tokens in these phases (and the store holds them as the model does)."""
+        return lambda: _check_phases(machine, {task(token): phase
+                                               for token, phase in by_token.items()})
+
+    steps: list[Callable[[], None]] = [
+        lambda: machine.enqueue("a", "raise", 0, "k1"),  # token 1
+        # Tokens 2-4: the first finds token 1's task; the third finds token 3's.
+        lambda: machine.enqueue_many("a", [("ok", "k1"), ("ok", "k2"), ("ok", "k2")], 0, True),
+        machine.run_until_complete,
+        phases({1: "failed", 3: "done"}),
+        lambda: machine.enqueue("a", "raise", 0, "k1"),  # 5: a failed task holds no key
+        machine.run_until_complete,
+        lambda: machine.enqueue("b", "raise", 1, "k1"),  # 6: keys are per channel
+        machine.run_until_complete,
+        lambda: machine.requeue_failed(None, 2),  # 5 (the newer of a's two) and 6
+        phases({1: "failed", 5: "waiting", 6: "waiting"}),
+        lambda: machine.enqueue("a", "ok", 0, "k1"),  # 7 finds the requeued 5
+        lambda: machine.enqueue("b", "raise", 0, "k2"),  # 8
+        # Failed, done, pending (three), an id of no task, cancelled already.
+        *[cancel(token) for token in (1, 3, 5, 6, 8, None, 5)],
+        phases({1: "failed", 3: "done", 5: "cancelled", 6: "cancelled", 8: "cancelled"}),
+        lambda: machine.enqueue("a", "ok", 0, "k1"),  # 9: the cancelled 5 held k1
+        lambda: machine.requeue_failed("a", None),  # 1 stays failed: 9 holds k1
+        machine.start,
+        lambda: machine.cancel_while_running("a", "wait-raise", "k2"),  # 10, 11 finds it
+        lambda: machine.cancel_while_running("b", "wait-return", "k2"),  # 12, 13 finds it
+        lambda: machine.cancel_while_running("b", "wait-raise", None),  # 14
+        machine.stop,
+        phases({1: "failed", 9: "done", 10: "cancelled", 12: "done", 14: "cancelled"}),
+        lambda: machine.requeue_failed(None, None),  # 9 is done: 1 is requeued now
+        phases({1: "waiting"}),
+        machine.purge,
+    ]
+    try:
+        for step in steps:
+            step()
+            machine.store_matches_the_model()
+    finally:
+        machine.teardown()
+
+
+def _check_phases(machine: QueueModel, by_id: dict[int, str]) -> None:
+    assert {task_id: machine.expected[task_id].phase for task_id in by_id} == by_id

@@ -83,7 +83,7 @@ def _nothing(args: object) -> None:
 def _enqueue(store_path: str, *args_list: object) -> list[int]:
     with SimplePyQ(store_path) as q:
         q.add_channel("c", _nothing)
-        return q.enqueue_many("c", args_list)
+        return [int(task_id) for task_id in q.enqueue_many("c", args_list)]
 
 
 @contextmanager

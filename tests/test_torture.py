@@ -8,10 +8,15 @@
 - A server restart (``pg_ctl restart -m immediate``) while workers drain, on a
   throwaway PostgreSQL cluster that the test starts itself (never the shared test
   server: other tests use it).
+- kill -9 under limits and keys: worker processes of a channel with ``max_running``
+  and ``rate_limit`` are SIGKILLed at random moments while keyed enqueues go on
+  (both backends). Seen through a run log outside the store: no more runs at once
+  than ``max_running``, a key taken again only once its holder finished, nothing
+  wedged by the running tasks of the dead.
 
-Both need PostgreSQL; the restart also needs its binaries and root (the server
-runs as the postgres user). Without them the tests are skipped, saying why, except
-under CI, where they must run.
+The first two need PostgreSQL; the restart also needs its binaries and root (the
+server runs as the postgres user). Without them the tests are skipped, saying why,
+except under CI, where they must run.
 """
 
 from __future__ import annotations
@@ -19,25 +24,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+import msgpack
 import pytest
 
-from simplepyq import SimplePyQ, StoreError
-from tests.backends import postgres_url
-from tests.support import wait_until
+from simplepyq import SimplePyQ, Status, StoreError
+from tests.backends import postgres_url, raw_sql
+from tests.soak import SOAKING, report, scaled
+from tests.support import finish_all, read_runs, spawn_python, wait_until
+from tests.test_crash import Crew
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
@@ -330,3 +342,246 @@ def test_server_restarted_mid_drain_strands_no_task_and_reruns_only_lost_outcome
     twice = {number for number, runs in work.runs.items() if runs > 1}
     assert twice <= {by_id[task_id] for task_id in said if task_id in by_id}
     assert set(work.runs) == set(range(total))
+
+
+# -- kill -9 under limits and keys ------------------------------------------------
+# Runs channel "c" with 4 workers, whatever limits the store holds for it, once the
+# file GO exists (it starts claiming at once: only its run_until_complete waits).
+# Each run logs "start N PID TIME" and "end N PID TIME" (N: the task's args); it takes
+# 0-27 ms, or, in mode "block", never ends. argv: store, log, GO, mode ("drain"/"block").
+LIMITED_WORKER = """
+    import os, pathlib, sys, time
+    from simplepyq import SimplePyQ
+
+    log = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    go, block = pathlib.Path(sys.argv[3]), sys.argv[4] == "block"
+
+    def work(number):
+        os.write(log, f"start {number} {os.getpid()} {time.time()!r}\\n".encode())
+        time.sleep(3600 if block else 0.003 * (number % 10))
+        os.write(log, f"end {number} {os.getpid()} {time.time()!r}\\n".encode())
+        return number
+
+    with SimplePyQ(sys.argv[1], poll_interval=0.01) as q:
+        q.add_channel("c", work, max_workers=4)
+        q.start()
+        deadline = time.monotonic() + 600
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        q.run_until_complete(timeout=60)
+"""
+MAX_RUNNING = 3
+RATE = "40/0.2s"
+"""The limits of the torture's channel: each holds the channel back at times (3 runs
+of 13.5 ms on average allow about 220 starts a second, the rate 200)."""
+
+
+@dataclass
+class LimitedCrew(Crew):
+    """The crash test's crew, running LIMITED_WORKER: draining once ``go`` exists. It
+    kills a process that runs tasks when there is one, so that the limits must do
+    without the slots those tasks hold until they are recovered."""
+
+    go: Path = Path()
+
+    def spawn(self) -> None:
+        self.live.append(spawn_python(LIMITED_WORKER, self.store, str(self.log), str(self.go),
+                                      "drain"))
+        self.started += 1
+
+    def kill_one(self, rng: random.Random) -> None:
+        running = {int(pid) for pid, in raw_sql(
+            self.store, "SELECT DISTINCT o.pid FROM tasks AS t JOIN simplepyq_owners AS o "
+                        "ON o.owner = t.owner WHERE t.status = 'running'")}
+        child = rng.choice([c for c in self.live if c.pid in running] or self.live)
+        self.live.remove(child)
+        self.killed_at[child.pid] = time.time()  # taken before the kill: the rerun comes after
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=60)
+
+
+class Call(NamedTuple):
+    """One keyed enqueue, as its caller saw it (times from ``time.time()``)."""
+
+    number: int
+    key: str
+    task_id: int
+    created: bool
+    began: float
+    returned: float
+
+
+def _enqueue_keyed(store_path: str, calls: int, keys: int, go: Path) -> list[Call]:
+    """Enqueue tasks 0 .. calls-1 (args: the number) with keys k0 .. k(keys-1) in turn,
+    each twice in a row (the second call finds the first's task, unless it ran already),
+    each round of the keys once at most half of them are unfinished (so that some are
+    free again); then create ``go``. What each call returned."""
+    made = []
+    with SimplePyQ(store_path) as q:
+        for number in range(calls):
+            if number % (2 * keys) == 0:
+                wait_until(lambda: _unfinished(store_path) <= keys // 2, timeout=60,
+                           interval=0.01)
+            key, began = f"k{number // 2 % keys}", time.time()
+            task_id = q.enqueue("c", number, key=key)
+            made.append(Call(number, key, task_id, task_id.created, began, time.time()))
+    go.touch()
+    return made
+
+
+def _run_intervals(log: Path, killed_at: dict[int, float]) -> dict[int, list[tuple[float, float]]]:
+    """Each task's runs as (start, end), in the order they ended, from the log; a run that
+    never ended lasted until its process was killed (the time taken just before the kill)."""
+    started: dict[tuple[int, str], float] = {}
+    intervals: dict[int, list[tuple[float, float]]] = {}
+    for line in log.read_text().splitlines():
+        kind, text, pid, when = line.split()
+        if kind == "start":
+            started[int(text), pid] = float(when)
+        else:
+            intervals.setdefault(int(text), []).append(
+                (started.pop((int(text), pid)), float(when)))
+    for (number, pid), began in started.items():
+        assert int(pid) in killed_at, f"a run of live process {pid} never ended"
+        intervals.setdefault(number, []).append((began, max(began, killed_at[int(pid)])))
+    return intervals
+
+
+def _most_at_once(runs: dict[int, list[tuple[float, float]]]) -> int:
+    """The most runs under way at one moment (one that ends as another starts: not both)."""
+    intervals = [interval for each in runs.values() for interval in each]
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = running = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def _doubly_held_keys(store_path: str) -> list[tuple[str, str]]:
+    """(channel, key) held by more than one unfinished task: what must never be."""
+    return [(str(channel), str(key)) for channel, key in raw_sql(
+        store_path, "SELECT channel, key FROM tasks WHERE key IS NOT NULL "
+                    "AND status IN ('pending', 'delayed', 'running', 'blocked') "
+                    "GROUP BY channel, key HAVING COUNT(*) > 1")]
+
+
+def test_workers_killed_under_limits_and_keyed_enqueues_never_exceed_or_wedge_them(
+    store_path: str, tmp_path: Path
+) -> None:
+    calls, keys, kills, width = scaled(400), 40, scaled(8), 3
+    rng = random.Random(20240917 if not SOAKING else None)
+    with SimplePyQ(store_path) as q:
+        q.add_channel("c", lambda args: args, max_running=MAX_RUNNING, rate_limit=RATE)
+    crew = LimitedCrew(store_path, tmp_path / "runs.log", go=tmp_path / "enqueued")
+    made: list[Call] = []
+    enqueuer = threading.Thread(
+        target=lambda: made.extend(_enqueue_keyed(store_path, calls, keys, crew.go)))
+    try:
+        for _ in range(width):
+            crew.spawn()
+        enqueuer.start()
+        while len(crew.killed_at) < kills and (enqueuer.is_alive() or _unfinished(store_path)):
+            time.sleep(rng.uniform(0.02, 0.3))  # a random moment to kill at
+            crew.reap_finished()
+            if crew.live:
+                crew.kill_one(rng)
+            crew.spawn()
+            assert not _doubly_held_keys(store_path)
+        enqueuer.join(120)
+        # The survivors and replacements finish the work: run_until_complete returns
+        # in each (it gives up after 60 s, failing its process, if a limit wedged).
+        wait_until(crew.all_finished, timeout=120, interval=0.05)
+    finally:
+        crew.kill_all()
+    assert len(made) == calls, "the enqueuer failed"
+
+    rows = {msgpack.unpackb(args): (int(task_id), str(status), key, error, finished_at)
+            for task_id, args, status, key, error, finished_at in raw_sql(
+                store_path, "SELECT id, args, status, key, error, finished_at FROM tasks")}
+    runs = read_runs(crew.log)
+    # Every task ran to the end, but those failed by the crash-loop rule (see
+    # test_crash): every run of such a task was in a process the test killed.
+    looped = {number for number, (_, status, _, error, _) in rows.items()
+              if status == Status.FAILED and "times in a row while running it" in (error or "")}
+    assert {row[1] for number, row in rows.items() if number not in looped} == {Status.DONE}
+    for number in looped:
+        assert all(run.pid in crew.killed_at for run in runs[number])
+    reruns = 0
+    for number in set(rows) - looped:
+        *earlier, last = runs[number]
+        assert last.ended, f"task {number}: its recorded run never ended"
+        for before, after in pairwise(runs[number]):  # again only after a kill
+            assert before.pid in crew.killed_at and after.started >= crew.killed_at[before.pid]
+        reruns += len(earlier)
+
+    # Keys: each call made a task only once the key's last holder had finished (its
+    # last run ended, and it was recorded), and otherwise returned that holder; every
+    # task was made by one call.
+    intervals = _run_intervals(crew.log, crew.killed_at)
+    assert sorted(call.number for call in made if call.created) == sorted(rows)
+    holders: dict[str, Call] = {}
+    for call in made:
+        holder = holders.get(call.key)
+        if not call.created:
+            assert holder is not None and call.task_id == holder.task_id, call
+            continue
+        task_id, _, key, _, _ = rows[call.number]
+        assert (task_id, key) == (call.task_id, call.key)
+        if holder is not None:  # finished (committed) before this call returned
+            assert rows[holder.number][4] <= call.returned, (holder, call)
+            assert max(end for _, end in intervals[holder.number]) <= call.returned
+        holders[call.key] = call
+
+    # max_running, seen from outside: never more runs at once than it allows.
+    most = _most_at_once(intervals)
+    report("crash under limits", tasks=len(rows), enqueues=calls,
+           found_holders=sum(not call.created for call in made), kills=len(crew.killed_at),
+           processes=crew.started, reruns=reruns, most_running_at_once=most,
+           max_running=MAX_RUNNING, failed_as_crash_loops=len(looped))
+    assert most <= MAX_RUNNING
+    assert len(crew.killed_at) >= min(kills, 3)  # the test did kill
+    # Both ways happened: calls that found a holder, and keys made again once free.
+    assert len(rows) > keys and any(not call.created for call in made)
+
+
+def _unfinished(store_path: str) -> int:
+    [(count,)] = raw_sql(store_path, "SELECT COUNT(*) FROM tasks WHERE status NOT IN "
+                                     "('done', 'failed', 'cancelled')")
+    return int(count)
+
+
+def test_a_killed_process_holding_every_running_slot_does_not_wedge_the_channel(
+    store_path: str, tmp_path: Path
+) -> None:
+    """Its running tasks count toward max_running until they are recovered, and not after:
+    the next process recovers them and runs everything, within max_running. Until
+    then they hold their keys."""
+    log, go = tmp_path / "runs.log", tmp_path / "go"
+    go.touch()
+    with SimplePyQ(store_path) as q:
+        q.add_channel("c", lambda args: args, max_running=2)
+        q.enqueue_many("c", range(6), keys=[f"k{n}" for n in range(6)])
+    stuck = spawn_python(LIMITED_WORKER, store_path, str(log), str(go), "block")
+    try:
+        # Four workers, two slots: two tasks run (and never end), the others wait.
+        wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, timeout=60)
+        running = raw_sql(store_path, "SELECT id, key FROM tasks WHERE status = 'running'")
+        assert len(running) == 2
+        killed_at = time.time()
+    finally:
+        stuck.kill()
+        stuck.communicate(timeout=60)
+    with SimplePyQ(store_path) as q:
+        task_id, key = running[0]
+        again = q.enqueue("c", "again", key=key)
+        assert again == task_id and not again.created
+    drainer = spawn_python(LIMITED_WORKER, store_path, str(log), str(go), "drain")
+    [(_, err)] = finish_all([drainer], timeout=120)
+
+    assert drainer.returncode == 0, err  # run_until_complete gave up after 60 s: wedged
+    assert raw_sql(store_path, "SELECT status, COUNT(*) FROM tasks GROUP BY status") == [
+        ("done", 6)]
+    runs = read_runs(log)
+    assert sorted(len(runs[n]) for n in range(6)) == [1, 1, 1, 1, 2, 2]  # the killed two again
+    assert _most_at_once(_run_intervals(log, {stuck.pid: killed_at})) <= 2

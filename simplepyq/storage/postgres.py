@@ -261,6 +261,8 @@ class PostgresStore(QueryStore):
                 assert keys is not None
                 if register:
                     conn.execute(Q["register_channel"], {"name": channel, "now": now})
+                conn.execute(Q["lock_keys"], {"channel": channel, "keys": [
+                    key for key in keys if key is not None]})
                 ids = [self._add_one(conn, shared, payload, key)
                        for payload, key in zip(payloads, keys, strict=True)]
                 conn.execute(Q["notify"], {"topic": self._topic})
@@ -324,9 +326,10 @@ class PostgresStore(QueryStore):
             self._renew_in_claim(conn, owner, held.fetchone())
             rows, throttle = claims.fetchall(), None
             stored = limited.fetchone()
-            if channel is not None and stored is not None and (
+            if not rows and channel is not None and stored is not None and (
                     stored[0] is not None or stored[2] is not None):
-                # claim took nothing: the channel has limits, or had when it ran
+                # claim took nothing: the channel has limits, or had when it ran (rows
+                # it took mean a limit lifted since it was read: they are handed over)
                 locked = conn.execute(Q["lock_limits"], {"channel": channel}).fetchone()
                 if locked is not None:
                     rows, throttle = self._claim_within(

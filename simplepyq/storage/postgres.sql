@@ -136,6 +136,15 @@ ON CONFLICT (channel, key)
 DO NOTHING
 RETURNING id;
 
+-- name: lock_keys
+-- First in an enqueue with keys: one lock per key, taken in the same (sorted) order by
+-- every transaction. Without it, two enqueues taking the same keys in opposite orders
+-- would each wait on the other's uncommitted insert (a deadlock, broken only after the
+-- server's deadlock_timeout); with it, the second simply waits for the first.
+SELECT pg_advisory_xact_lock(hashtextextended('simplepyq key ' || %(channel)s::text
+                                              || chr(1) || k, 0))
+FROM (SELECT DISTINCT k FROM unnest(%(keys)s::text[]) AS given (k) ORDER BY k) AS sorted;
+
 -- name: key_holder
 -- The unfinished task of a channel that holds a key (a new snapshot, in READ
 -- COMMITTED: it sees the holder that made add_keyed do nothing, unless that one
