@@ -14,7 +14,7 @@ from datetime import timedelta
 
 PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 """The units a rate may be given in, in seconds."""
-_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]+)\s*")
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d*)?|\.\d+)?\s*([a-z]+)\s*")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def parse_rate(value: object) -> Rate:
         raise ValueError(f"rate_limit {value!r} is not a rate: write COUNT/UNIT with a unit "
                          f"of s, m, h or d, such as '10/s' or '100/m'")
     count = int(found.group(1))
-    multiple = float(found.group(2)) if found.group(2) not in ("", ".") else 1.0
+    multiple = float(found.group(2)) if found.group(2) else 1.0
     period = multiple * PERIODS[unit]
     if count < 1 or not period > 0 or not math.isfinite(period):
         raise ValueError(f"rate_limit {value!r} must allow at least 1 task in a period "

@@ -171,7 +171,11 @@ class SimplePyQ:
             max_running=None if max_running is UNCHANGED or max_running is None
             else check_max_running(max_running))
         limits = self._store.set_limits(channel, change)
-        self._wake(channel, 1)  # a limit raised may let idle workers start tasks
+        with self._lock:
+            local = self._channels.get(channel)
+        if local is not None:  # a limit raised or lifted: workers here look again at once
+            local.not_before, local.full = 0.0, False
+            local.wake.notify()
         return limits
 
     def limits(self, channel: str) -> Limits:

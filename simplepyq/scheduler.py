@@ -28,7 +28,7 @@ from typing import Any
 from simplepyq import codec, policy
 from simplepyq.batches import RETRY_FIRST, RETRY_LONGEST, Hand, Ledger, Outbox, Pace
 from simplepyq.context import ProgressBox
-from simplepyq.errors import DelayException
+from simplepyq.errors import DelayException, TaskTimeout
 from simplepyq.failing import RepeatedFailure
 from simplepyq.identity import Heartbeats, ProcessIdentity, is_dead
 from simplepyq.policy import Backoff, Decision
@@ -45,7 +45,9 @@ FORKED_CHILD_EXIT = 70
 """The exit code of a forked child that returned into a worker (EX_SOFTWARE)."""
 FULL_RECHECK = 1.0
 """Seconds at most that idle workers of a channel at its ``max_running`` wait before they
-look again (a task ending anywhere wakes them sooner)."""
+look again (a task ending anywhere wakes them sooner), and that those of a channel held
+back by its rate limit wait for its window to move before they look again: a limit
+raised or lifted meanwhile, by any process, is seen that soon."""
 PROGRESS_EVERY = 0.5
 """Seconds between writes of the progress values that running tasks report."""
 
@@ -146,6 +148,8 @@ class Scheduler:
         """Tasks claimed here whose cancel was requested, until their run ends."""
         self._progress = ProgressBox()
         self._watchdog = Watchdog(self._abandon)
+        self._suspect: threading.Thread | None = None
+        """The worker running a suspect alone (see ``_run_alone``), if any."""
         self._store_closed = False
         self._housekeeper = threading.Thread(
             target=self._housekeep, name="simplepyq-housekeeper", daemon=True
@@ -246,7 +250,14 @@ class Scheduler:
             channel = self._started.get(run.channel)
             if channel is not None and not channel.removed and not self._stopping.is_set():
                 self._start_worker(channel)
+            suspect = self._suspect is run.thread
+            if suspect:
+                self._suspect = None
         self._solo.leave()
+        if suspect:  # it ran alone: the others may run again
+            self._solo.end()
+            self._wake_all()
+
     # -- the worker loop -----------------------------------
     def _work(self, channel: Channel) -> None:
         hand = self._hands[channel.name]
@@ -312,11 +323,14 @@ class Scheduler:
             settle_by = time.monotonic() + self._settings.lease
             self.settle(settle_by)
             self._safe(lambda: self._store.run_alone(self._identity.owner, task.id), None)
+            self._suspect = threading.current_thread()
             loop = self._run(channel, hand, task, loop)
             self.settle(settle_by + self._settings.lease)
         finally:
-            self._solo.end()
-            self._wake_all()
+            if not self._left_behind():  # else _abandon opened the gate already
+                self._suspect = None
+                self._solo.end()
+                self._wake_all()
         return loop
 
     def _refill(self, channel: Channel, hand: Hand) -> Claimed | None:
@@ -414,7 +428,7 @@ class Scheduler:
             return policy.cancelled(task.retries, _traceback(error), now)
         if isinstance(error, DelayException) and not run.timed_out:
             return policy.deferred(task.retries, error.delay_seconds, now)
-        if run.timed_out:
+        if run.timed_out or isinstance(error, TaskTimeout):  # check() may come first
             decision = policy.timed_out(task.retries, task.attempts, run.limit or 0,
                                         _traceback(error), channel.backoff, now)
         else:
@@ -746,12 +760,13 @@ def _throttle(channel: Channel, exchange: Exchange) -> None:
     elif math.isinf(throttle):
         channel.full = True
     else:
-        channel.not_before = time.monotonic() + throttle
+        channel.not_before = time.monotonic() + min(throttle, FULL_RECHECK)
 
 
 def _throttled_for(channel: Channel) -> float | None:
     """How long an idle worker of ``channel`` sleeps unless woken: until its rate limit
-    lets a task start, a moment if it is at its ``max_running``, else until woken."""
+    lets a task start (at most FULL_RECHECK), FULL_RECHECK if it is at its
+    ``max_running``, else until woken."""
     if channel.not_before:
         wait = channel.not_before - time.monotonic()
         if wait > 0:
