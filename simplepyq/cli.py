@@ -7,6 +7,8 @@ codes: 0 success; 1 a runtime error (one line on stderr, the traceback too with
 ``--channels`` that do not match the code they name). Every command but
 ``enqueue`` and ``worker`` refuses a store that does not exist (a file, or a
 PostgreSQL schema), so a mistyped path or schema never becomes a new empty store.
+The library's warnings (and with ``--debug`` its debug logs) are told on stderr as
+the command's own messages are: ``simplepyq: warning: ...``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from simplepyq import __version__
 from simplepyq.copying import CopyReport, LiveWorkersError, copy_tasks
 from simplepyq.errors import UnknownChannelError
+from simplepyq.limits import Limits, Rate, check_max_running, check_time_limit, parse_rate
 from simplepyq.progress import (
     JsonView,
     LogView,
@@ -43,12 +46,13 @@ from simplepyq.progress import (
     padded,
     printable,
 )
-from simplepyq.queue import SimplePyQ
+from simplepyq.queue import UNCHANGED, SimplePyQ
 from simplepyq.storage import is_database_url, open_store, store_location
 from simplepyq.task import Status, Task
 
 log = logging.getLogger("simplepyq.cli")
 
+PROG = "simplepyq"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DB_ENV = "SIMPLEPYQ_DB"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,6 +64,8 @@ BYTES_TAG, DICT_TAG = "$bytes", "$dict"
 TAGS = {BYTES_TAG, DICT_TAG}
 UNKNOWN = "unknown"
 UNFINISHED = (Status.PENDING, Status.DELAYED, Status.RUNNING)
+NO_LIMIT = "none"
+"""What ``limits --rate`` and ``--max-running`` take to remove a limit."""
 TIME_FORMAT = "%Y-%m-%d %H:%M:%SZ"
 """How times are shown: in UTC, marked Z, in every listing and log line, so that
 times read on different hosts or by people in different zones compare as they are."""
@@ -95,7 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.db = getattr(args, "db", None)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        if args.command == "worker":  # (which sets up its own logging: see _Events)
+            return run(args)
+        with _library_messages(args.debug):
+            return run(args)
     except UsageError as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -116,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; ``--db``, ``--json`` and ``--debug`` go before or after it."""
     parser = argparse.ArgumentParser(
-        prog="simplepyq", description="Inspect and maintain a simplepyq task store, and run "
+        prog=PROG, description="Inspect and maintain a simplepyq task store, and run "
         f"workers. The store is --db PATH, or ${DB_ENV}.",
     )
 
@@ -144,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "One task in full: args, result, times, history, error traceback.")
     sub.add_argument("id", type=int, metavar="ID")
 
-    sub = command("requeue-failed", cmd_requeue_failed, "Make failed tasks pending again.")
+    sub = command("requeue-failed", cmd_requeue_failed, "Make failed tasks pending again; a "
+                  "failed task whose key an unfinished task holds stays failed, with a "
+                  "warning naming it.")
     sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
     sub.add_argument("--retries", type=_count, metavar="N",
                      help="give them N retries (default: the count they had)")
@@ -152,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("clear-failed", cmd_clear_failed, "Delete failed tasks.")
     sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
 
-    sub = command("purge", cmd_purge, "Delete done and failed tasks that finished long ago.")
+    sub = command("purge", cmd_purge,
+                  "Delete done, failed and cancelled tasks that finished long ago.")
     sub.add_argument("--older-than", type=_duration, required=True, metavar="AGE",
                      help="finished more than AGE ago: " + AGE_HELP)
     sub.add_argument("--channel", metavar="C", help="only tasks of this channel")
@@ -162,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
-    sub = command("enqueue", cmd_enqueue, "Enqueue one task; print its id.")
+    sub = command("enqueue", cmd_enqueue, "Enqueue one task; print its id. With --key, an "
+                  "unfinished task of the channel that holds the key already is kept instead: "
+                  "its id is printed, and stderr says that nothing was enqueued.")
     sub.add_argument("channel", metavar="CHANNEL")
     sub.add_argument("args", type=_json_value, metavar="JSON", help="the task's args, as JSON")
     sub.add_argument("--retries", type=_count, default=0, metavar="N")
@@ -170,6 +184,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run no sooner than AGE from now: " + AGE_HELP)
     sub.add_argument("--priority", type=int, default=0, metavar="P",
                      help="higher runs first (default 0)")
+    sub.add_argument("--key", type=_key, metavar="KEY",
+                     help="unique key: while an unfinished (pending, delayed or running) task "
+                     "of the channel holds it, nothing is enqueued")
+    sub.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
+                     help="each run may take at most this long, in place of the channel's: "
+                     + AGE_HELP)
+
+    sub = command("cancel", cmd_cancel, "Cancel tasks and print what became of each: a "
+                  "pending or delayed task is cancelled at once; a running one is asked to "
+                  "stop; a finished one is left as it is. Exit code 0 if every ID exists, "
+                  "1 otherwise.")
+    sub.add_argument("ids", type=int, nargs="+", metavar="ID")
+
+    sub = command("limits", cmd_limits, "Show the rate and concurrency limits of CHANNEL (of "
+                  "every channel without one), or change them: every process sharing the "
+                  "store obeys the new ones from its next claim.")
+    sub.add_argument("channel", nargs="?", metavar="CHANNEL")
+    sub.add_argument("--rate", type=_rate, default=UNCHANGED, metavar="RATE",
+                     help="at most COUNT/UNIT tasks start in any such window, across every "
+                     f"process (10/s, 100/m, 5/h, 1000/d); {NO_LIMIT} removes it")
+    sub.add_argument("--max-running", type=_max_running, default=UNCHANGED, metavar="N",
+                     help=f"at most N tasks run at once, across every process; {NO_LIMIT} "
+                     "removes it")
 
     sub = command("copy", cmd_copy, "Move the unfinished and failed tasks of one store into "
                   "another, e.g. from a SQLite file to PostgreSQL; its workers must be stopped.")
@@ -227,7 +264,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
              *[str(row[s]) for s in statuses], str(row["workers"]),
              UNKNOWN if row["oldest_pending_unknown"] else _age(row["oldest_pending_age"])]
             for name, row in channels.items()]
-    _print_table(["CHANNEL", *[s.upper() for s in statuses], "WORKERS", "OLDEST PENDING"], rows)
+    # OLDEST: the age of the oldest pending task. The table fits in 80 columns with
+    # channel names up to 9 characters.
+    _print_table(["CHANNEL", *[s.upper() for s in statuses], "WORKERS", "OLDEST"], rows)
     if any(row["no_live_worker"] for row in channels.values()):
         print("* has pending, delayed or running tasks, but no live worker runs this channel")
     if any(row["oldest_pending_unknown"] for row in channels.values()):
@@ -251,9 +290,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         tasks = queue.tasks(args.channel, args.status, args.limit)
     if args.json:
         return _print_json([_task_dict(task) for task in tasks])
-    _print_table(["ID", "CHANNEL", "STATUS", "ATTEMPTS", "RETRIES", "CREATED", "ARGS"],
+    _print_table(["ID", "CHANNEL", "STATUS", "ATTEMPTS", "RETRIES", "CREATED", "KEY", "ARGS"],
                  [[str(t.id), t.channel, t.status, str(t.attempts), str(t.retries),
-                   _when(t.created_at), _to_json(t.args)] for t in tasks])
+                   _when(t.created_at), "-" if t.key is None else t.key, _to_json(t.args)]
+                  for t in tasks])
     return EXIT_OK
 
 
@@ -266,9 +306,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         return _print_json(_task_dict(task))
     fields = [
         ("id", task.id), ("channel", printable(task.channel)), ("status", _status(task)),
+        ("key", "-" if task.key is None else printable(task.key)),
         ("args", _to_json(task.args)), ("result", _to_json(task.result)),
+        ("progress", _to_json(task.progress)),
         ("attempts", task.attempts), ("retries", f"{task.retries} left"),
-        ("priority", task.priority), ("created_at", _when(task.created_at)),
+        ("priority", task.priority),
+        ("time_limit", "- (its channel's)" if task.time_limit is None
+         else f"{task.time_limit:g}s"),
+        ("cancel", "requested" if task.cancel_requested else "-"),
+        ("created_at", _when(task.created_at)),
         ("run_at", _when(task.run_at)), ("started_at", _when(task.started_at)),
         ("finished_at", _when(task.finished_at)),
     ]
@@ -322,11 +368,91 @@ def cmd_remove_channel(args: argparse.Namespace) -> int:
 def cmd_enqueue(args: argparse.Namespace) -> int:
     with _opened(args, create=True) as queue:
         task_id = queue.enqueue(args.channel, args.args, args.retries, delay=args.delay,
-                                priority=args.priority)
+                                priority=args.priority, key=args.key,
+                                time_limit=args.time_limit)
+        holder = None if task_id.created else queue.get_task(task_id)
     if args.json:
-        return _print_json({"id": task_id})
+        return _print_json({"id": task_id, "created": task_id.created})
     print(task_id)
+    if not task_id.created:
+        status = "unfinished" if holder is None else _status(holder)
+        _say(f"nothing enqueued: task {task_id} ({status}) holds key {args.key!r} in channel "
+             f"{printable(args.channel)!r}")
     return EXIT_OK
+
+
+# -- task control ------------------------------------------
+def cmd_cancel(args: argparse.Namespace) -> int:
+    outcomes: list[dict[str, Any]] = []
+    with _opened(args) as queue:
+        for task_id in args.ids:
+            try:  # read before and after: a running task may end (cancelled, even) at once
+                before = queue.get_task(task_id)
+                changed = queue.cancel(task_id)
+            except ValueError as exc:  # no such task (or an id no task can have)
+                outcomes.append({"id": task_id, "outcome": "missing", "status": None,
+                                 "error": str(exc)})
+                continue
+            after = queue.get_task(task_id)  # (None: deleted meanwhile)
+            status = None if after is None else _status(after)
+            ran = before is not None and before.status == Status.RUNNING.value
+            outcome = "already_finished" if not changed else (
+                "cancelled" if status == Status.CANCELLED.value and not ran
+                else "cancel_requested")
+            outcomes.append({"id": task_id, "outcome": outcome, "status": status})
+    exit_code = EXIT_ERROR if any(o["outcome"] == "missing" for o in outcomes) else EXIT_OK
+    if args.json:
+        _print_json(outcomes)
+        return exit_code
+    for each in outcomes:
+        if each["outcome"] == "missing":
+            print(f"{PROG}: error: {each['error']}", file=sys.stderr)
+        else:
+            print(f"task {each['id']}: {_cancel_told(each['outcome'], each['status'])}")
+    return exit_code
+
+
+def _cancel_told(outcome: str, status: str | None) -> str:
+    """What a cancel did to one task, in words."""
+    if outcome == "cancelled":
+        return "cancelled"
+    if outcome == "already_finished":
+        return f"already {status or 'finished'}, left as it is"
+    if status == Status.RUNNING.value:
+        return "cancel requested while it runs (cancelled if it then raises, done if it returns)"
+    return f"cancel requested while it ran; it has ended {status or 'and is gone'}"
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    changing = args.rate is not UNCHANGED or args.max_running is not UNCHANGED
+    if changing and args.channel is None:
+        raise UsageError("give the CHANNEL whose limits --rate or --max-running change")
+    with _opened(args) as queue:
+        if args.channel is None:
+            found = {name: queue.limits(name) for name in queue.known_channels()}
+        elif changing:
+            found = {args.channel: queue.set_limits(args.channel, rate_limit=args.rate,
+                                                    max_running=args.max_running)}
+        else:
+            found = {args.channel: queue.limits(args.channel)}
+    if args.json:
+        if args.channel is not None:
+            return _print_json({"channel": args.channel, **_limits_dict(found[args.channel])})
+        return _print_json({"channels": {name: _limits_dict(limits)
+                                         for name, limits in found.items()}})
+    if args.channel is not None:
+        print(f"{printable(args.channel)}: {found[args.channel]}")
+        return EXIT_OK
+    _print_table(["CHANNEL", "RATE", "MAX RUNNING"],
+                 [[name, str(limits.rate_limit or "-"), str(limits.max_running or "-")]
+                  for name, limits in found.items()])
+    return EXIT_OK
+
+
+def _limits_dict(limits: Limits) -> dict[str, Any]:
+    rate = limits.rate_limit
+    return {"rate_limit": None if rate is None else str(rate),
+            "max_running": limits.max_running}
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -597,6 +723,39 @@ def _check_channel(queue: SimplePyQ, name: str | None) -> None:
             raise UnknownChannelError(name, known)
 
 
+def _say(message: str) -> None:
+    """A notice about what a command did (not its output): on stderr, as warnings are."""
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+class _MessageHandler(logging.Handler):
+    """The library's log records, told on stderr as the command's own messages are."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _say(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def _library_messages(debug: bool) -> Iterator[None]:
+    """While a command runs, show the library's warnings (its debug logs too with
+    ``--debug``), which would otherwise go nowhere: ``requeue-failed`` tells by a
+    warning which failed tasks stayed failed because their key was held."""
+    logger = logging.getLogger("simplepyq")
+    handler = _MessageHandler(logging.DEBUG if debug else logging.WARNING)
+    level = logger.level
+    logger.addHandler(handler)
+    if debug:
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _confirmed(question: str) -> bool:
     sys.stderr.write(question)
     sys.stderr.flush()
@@ -617,7 +776,9 @@ def _task_dict(task: Task) -> dict[str, Any]:
         "retries": task.retries, "attempts": task.attempts, "priority": task.priority,
         "created_at": _iso(task.created_at), "run_at": _iso(task.run_at),
         "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
-        "error": task.error, "recoveries": task.recoveries,
+        "error": task.error, "recoveries": task.recoveries, "key": task.key,
+        "time_limit": task.time_limit, "cancel_requested": task.cancel_requested,
+        "progress": _jsonable(task.progress),
         "history": [{"attempt": a.number, "started_at": _iso(a.started_at),
                      "ended_at": _iso(a.ended_at), "outcome": a.outcome, "error": a.error}
                     for a in task.history],
@@ -709,6 +870,42 @@ def _json_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+
+
+def _key(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("a key must not be empty")
+    return text
+
+
+def _time_limit(text: str) -> float:
+    try:
+        return check_time_limit(_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> Rate | None:
+    if text.strip().lower() == NO_LIMIT:
+        return None
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or {NO_LIMIT} removes the limit") from None
+
+
+def _max_running(text: str) -> int | None:
+    if text.strip().lower() == NO_LIMIT:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number (at least 1) or {NO_LIMIT}") from None
+    try:
+        return check_max_running(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or {NO_LIMIT} removes the limit") from None
 
 
 def _names(text: str) -> list[str]:

@@ -4,8 +4,9 @@ This is ``simplepyq copy``, for a project that moves up from a SQLite file to
 PostgreSQL (or back). Tasks keep their channel, args, retries, attempts,
 priority, run-at time, error and creation time; they get new ids in the target.
 A task that was running when its worker died is copied as pending, to be run
-again, as recovery would have done. While a live worker still runs tasks of the
-source nothing is copied: the same task could then finish in both stores.
+again, as recovery would have done (as cancelled, if its cancel was requested).
+While a live worker still runs tasks of the source nothing is copied: the same
+task could then finish in both stores.
 
 Unless kept, the copied tasks are then deleted from the source, each only if it
 is still as it was read, so a task changed meanwhile (a worker started after the
@@ -56,7 +57,7 @@ def copy_tasks(source: Store, target: Store, *, keep: bool, lease: float,
     rows = sorted((row for rows in listed for row in rows), key=lambda row: int(row[0]))
     taken, portable = [], []
     for row in rows:
-        clean = _portable(row, report.skipped)
+        clean = _portable(row, report.skipped, now)
         if clean is not None:
             taken.append(row)
             portable.append(clean)
@@ -80,9 +81,10 @@ def _refuse_live_workers(source: Store, lease: float, now: float) -> None:
         )
 
 
-def _portable(row: tuple[Any, ...], skipped: list[str]) -> tuple[Any, ...] | None:
-    """The row as any backend stores it: a running task made pending, numbers as numbers;
-    None (with the reason added to ``skipped``) for a row no backend could run."""
+def _portable(row: tuple[Any, ...], skipped: list[str], now: float) -> tuple[Any, ...] | None:
+    """The row as any backend stores it: a running task made pending (cancelled, finished
+    ``now``, if its cancel was requested), numbers as numbers; None (with the reason
+    added to ``skipped``) for a row no backend could run."""
     task = named(row)
     if task["channel"] is None:
         skipped.append(f"task {task['id']}: it has no channel")
@@ -94,9 +96,11 @@ def _portable(row: tuple[Any, ...], skipped: list[str]) -> tuple[Any, ...] | Non
         skipped.append(f"task {task['id']}: its args are a {type(args).__name__}, not bytes")
         return None
     running = task["status"] == Status.RUNNING.value
+    cancelled = running and bool(task["cancel_requested"])
     task.update(
         channel=str(task["channel"]), args=args,
-        status=Status.PENDING.value if running else task["status"],
+        status=Status.CANCELLED.value if cancelled
+        else Status.PENDING.value if running else task["status"],
         retries=_number(task["retries"], int) or 0,
         attempts=_number(task["attempts"], int) or 0,
         priority=_number(task["priority"], int) or 0,
@@ -105,7 +109,7 @@ def _portable(row: tuple[Any, ...], skipped: list[str]) -> tuple[Any, ...] | Non
         created_at=_number(task["created_at"], float),
         delay_until=_number(task["delay_until"], float),
         started_at=None if running else _number(task["started_at"], float),
-        finished_at=_number(task["finished_at"], float),
+        finished_at=now if cancelled else _number(task["finished_at"], float),
     )
     return tuple(task.values())
 

@@ -33,6 +33,8 @@ Counts = Callable[[], Mapping[str, Mapping[str, int]]]
 """Where counts come from: ``SimplePyQ.stats`` (``{channel: {status: count}}``)."""
 
 STATUSES = tuple(status.value for status in Status)
+COLUMNS = {status: max(len(status), 8) for status in STATUSES}
+"""The width of each status's column in the terminal table: its name's, at least 8."""
 WINDOW = 5.0
 """Seconds of samples that tasks/s is measured over: recent, yet not jumpy."""
 COST_FACTOR = 20
@@ -162,11 +164,11 @@ class TerminalView:
     def show(self, channels: Sequence[ChannelProgress], elapsed: float) -> None:
         names = [cell(c.name) for c in channels]
         width = max([len("channel"), *map(display_width, names)])
-        lines = [padded("channel", width) + " " + " ".join(f"{s:>8}" for s in STATUSES)
-                 + f" {'tasks/s':>8}"]
+        lines = [padded("channel", width) + " "
+                 + " ".join(f"{s:>{COLUMNS[s]}}" for s in STATUSES) + f" {'tasks/s':>8}"]
         for name, c in zip(names, channels, strict=True):
             lines.append(padded(name, width) + " "
-                         + " ".join(f"{c.counts.get(s, 0):>8}" for s in STATUSES)
+                         + " ".join(f"{c.counts.get(s, 0):>{COLUMNS[s]}}" for s in STATUSES)
                          + f" {c.rate:>8.1f}")
         finished = sum(c.finished for c in channels)
         rate = sum(c.rate for c in channels)

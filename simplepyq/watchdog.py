@@ -70,8 +70,9 @@ class Watchdog:
             with self._cond:
                 while not self._stopped and (
                         not self._due or self._due[0][0] > time.monotonic()):
-                    self._cond.wait(None if not self._due
-                                    else self._due[0][0] - time.monotonic())
+                    # (at most TIMEOUT_MAX: a limit of 1e300 s, or inf, waits in steps)
+                    self._cond.wait(None if not self._due else min(
+                        self._due[0][0] - time.monotonic(), threading.TIMEOUT_MAX))
                 if self._stopped:
                     return
                 _, _, abandon, run = heapq.heappop(self._due)

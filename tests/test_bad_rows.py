@@ -6,6 +6,8 @@ delayed); the ordinary ones must all run exactly once, and ``tasks()``,
 Rows of the wrong type (text args, a status outside the five, NULL retries, ...)
 exist only in SQLite, whose columns take any value; PostgreSQL's column types and
 CHECK refuse them, which ``test_rows_of_the_wrong_type_exist_only_in_sqlite`` checks.
+Channel rows with limits no one could set (a rate of 0, ``max_running`` below 1)
+read as no limit, and are claimed as such.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from simplepyq import SimplePyQ, Status
+from simplepyq import Limits, SimplePyQ, Status
 from tests.backends import is_postgres, raw_sql
 
 NOT_MSGPACK = b"\xc1"  # a byte msgpack never uses
@@ -59,6 +61,18 @@ HOSTILE: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "priority that is text": [("priority", {"priority": "high"})],
     "undecodable result": [("result", {"status": "done", "result": NOT_MSGPACK})],
     "error that is bytes": [("error", {"status": "failed", "error": b"\xff\xfe"})],
+    "negative time_limit": [("time_limit", {"time_limit": -5.0})],
+    "time_limit of zero": [("time_limit", {"time_limit": 0.0})],
+    "infinite time_limit": [("time_limit", {"time_limit": float("inf")})],
+    "time_limit that is text": [("time_limit", {"time_limit": "soon"})],
+    "key that is a number": [("key", {"key": 42})],
+    "cancel requested of a pending task": [("cancel", {"cancel_requested": 1})],
+    "cancel_requested of 2": [("cancel", {"cancel_requested": 2})],
+    "cancel_requested that is text": [("cancel", {"cancel_requested": "yes"})],
+    "cancelled, with NULL times": [("status", {"status": "cancelled", "finished_at": None,
+                                               "cancel_requested": 1})],
+    "undecodable progress": [("progress", {"status": "done", "progress": NOT_MSGPACK})],
+    "progress that is text": [("progress", {"progress": "half"})],
 }
 
 
@@ -70,10 +84,11 @@ WRONG_TYPE = frozenset({
     "args that are a number", "unknown status", "status in capitals", "empty status",
     "NULL status", "NULL retries", "delay_until that is text", "times that are text",
     "retries that are text", "retries that are text, task fails", "NULL retries, task fails",
-    "priority that is text",
+    "priority that is text", "time_limit that is text", "cancel_requested that is text",
 })
 """Hostile rows that only SQLite's loose column types let anyone write. (PostgreSQL
-converts text args and a bytes error on the way in: b'not a blob' and '\\xfffe'.)"""
+converts text args and a bytes error on the way in: b'not a blob' and '\\xfffe'; and a
+number key: '42'.)"""
 
 
 def _insert(store_path: str, **values: Any) -> int:
@@ -138,14 +153,14 @@ def _check_every_other_task_served(store_path: str, case: str,
         # Every listing describes the hostile rows too, without raising.
         listed = {task.id: task for task in q.tasks(limit=1000)}
         assert set(listed) == {*before, *hostile, *after}
-        for task_id in hostile:
-            found = q.get_task(task_id)
+        for hostile_id in hostile:
+            found = q.get_task(hostile_id)
             assert found is not None
             task = found
-            assert task.id == task_id
+            assert task.id == hostile_id
             assert isinstance(task.status, str)
             assert task.status in Status.__members__.values() or task.status == listed[
-                task_id].status
+                hostile_id].status
         stats = q.stats()
         assert stats["c"]["done"] >= 4
         for status in Status:
@@ -197,3 +212,46 @@ def test_rows_of_the_wrong_type_exist_only_in_sqlite(store_path: str, case: str)
             _insert(store_path, **values)
     assert raw_sql(store_path, "SELECT COUNT(*) FROM tasks") == [
         (0 if is_postgres(store_path) else len(HOSTILE[case]),)]
+
+
+HOSTILE_LIMITS: dict[str, dict[str, Any]] = {
+    "max_running of 0": {"max_running": 0},
+    "negative max_running": {"max_running": -3},
+    "rate of 0 a second": {"rate_count": 0, "rate_period": 1.0},
+    "negative rate": {"rate_count": -2, "rate_period": 1.0},
+    "rate over a period of 0": {"rate_count": 5, "rate_period": 0.0},
+    "rate over a negative period": {"rate_count": 5, "rate_period": -60.0},
+    "rate without a period": {"rate_count": 5, "rate_period": None},
+    "max_running that is text": {"max_running": "three"},
+    "rate that is text": {"rate_count": "ten", "rate_period": 1.0},
+}
+LIMITS_OF_THE_WRONG_TYPE = frozenset({"max_running that is text", "rate that is text"})
+
+
+@pytest.mark.parametrize("case", _cases(set(HOSTILE_LIMITS) - LIMITS_OF_THE_WRONG_TYPE))
+def test_channel_limits_no_one_could_set_read_as_none_and_its_tasks_are_served(
+    store_path: str, case: str
+) -> None:
+    _check_served_without_limits(store_path, HOSTILE_LIMITS[case])
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("case", _cases(LIMITS_OF_THE_WRONG_TYPE))
+def test_channel_limits_of_the_wrong_type_read_as_none_and_its_tasks_are_served(
+    store_path: str, case: str
+) -> None:
+    _check_served_without_limits(store_path, HOSTILE_LIMITS[case])
+
+
+def _check_served_without_limits(store_path: str, limits: dict[str, Any]) -> None:
+    with SimplePyQ(store_path, poll_interval=0.01) as q:
+        q.add_channel("c", _ran, max_workers=2)
+        raw_sql(store_path, "UPDATE simplepyq_channels SET "
+                + ", ".join(f"{column} = ?" for column in limits) + " WHERE name = 'c'",
+                list(limits.values()))
+        ids = q.enqueue_many("c", range(3))
+
+        assert q.limits("c") == Limits()
+        q.start()
+        assert [q.wait(task_id, timeout=30).result for task_id in ids] == [
+            ["ran", number] for number in range(3)]

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from simplepyq import SimplePyQ, __version__, scheduler
+from simplepyq import Limits, Rate, SimplePyQ, __version__, current_task, scheduler
 from simplepyq.cli import CommandError, _work, build_parser, main
-from simplepyq.progress import ChannelProgress, TerminalView, display_width
+from simplepyq.progress import STATUSES, ChannelProgress, TerminalView, display_width
 from tests.backends import (
     drop_schema,
     is_postgres,
@@ -46,7 +46,7 @@ SCRIPT = Path(sys.executable).with_name("simplepyq")
 
 APP = """
     import os, pathlib, time
-    from simplepyq import SimplePyQ
+    from simplepyq import SimplePyQ, current_task
 
     q = SimplePyQ(os.environ["APP_DB"], poll_interval=0.01)
     FLAGS = pathlib.Path(os.environ["APP_FLAGS"])
@@ -59,6 +59,8 @@ APP = """
             while not (FLAGS / "release").exists():
                 if time.monotonic() > deadline:
                     raise TimeoutError("the test never released this task")
+                if (FLAGS / "check").exists():
+                    current_task().check()  # raises once a cancel was requested
                 time.sleep(0.002)
         return args.get("name")
 
@@ -198,7 +200,7 @@ def test_console_script_is_installed_next_to_the_interpreter() -> None:
     result = cli("--help")
     assert result.returncode == 0
     for command in ("stats", "tasks", "show", "requeue-failed", "clear-failed", "purge",
-                    "remove-channel", "enqueue", "worker"):
+                    "remove-channel", "enqueue", "cancel", "limits", "worker"):
         assert command in result.stdout
 
 
@@ -214,10 +216,13 @@ def test_python_dash_m_runs_the_same_commands(db: str) -> None:
 
 # -- stats -------------------------------------------------
 def test_stats_counts_each_status_per_channel_with_the_oldest_pending_age(db: str) -> None:
+    with SimplePyQ(db) as q:
+        q.cancel(q.enqueue("email", "cancelled"))
     report = json_of(cli("--db", db, "stats", "--json"))
     email = report["channels"]["email"]
-    assert {k: email[k] for k in ("pending", "delayed", "running", "done", "failed")} == {
-        "pending": 1, "delayed": 1, "running": 0, "done": 1, "failed": 1}
+    assert {k: email[k] for k in ("pending", "delayed", "running", "done", "failed",
+                                  "cancelled")} == {
+        "pending": 1, "delayed": 1, "running": 0, "done": 1, "failed": 1, "cancelled": 1}
     assert 0 <= email["oldest_pending_age"] < 60
     assert report["channels"]["resize"]["oldest_pending_age"] is None
     text = cli("stats", db=db)
@@ -252,9 +257,9 @@ def test_stats_counts_live_workers_and_flags_a_running_task_whose_worker_died(
             for name, row in channels.items()} == {
         "work": (1, 0, 1, False), "other": (0, 1, 0, True)}
     header, *rows = cli("stats", db=app.db).stdout.splitlines()[:3]
-    assert header.split()[6:] == ["WORKERS", "OLDEST", "PENDING"]
-    assert [row.split()[:7] for row in rows] == [["other*", "1", "0", "0", "0", "0", "0"],
-                                                 ["work", "0", "1", "0", "0", "0", "1"]]
+    assert header.split()[6:] == ["CANCELLED", "WORKERS", "OLDEST"]
+    assert [row.split()[:8] for row in rows] == [["other*", "1", "0", "0", "0", "0", "0", "0"],
+                                                 ["work", "0", "1", "0", "0", "0", "0", "1"]]
     worker.process.kill()
     worker.finish()
     assert status_of(app.db, task) == ("running", 1)  # until a worker recovers it
@@ -314,6 +319,21 @@ def test_stats_keeps_its_table_aligned_whatever_the_channel_names(store_path: st
         first_count = re.search(r" {2,}1 ", row)
         assert first_count is not None, row
         assert display_width(row[:first_count.end() - 2]) == pending_column, row
+
+
+def test_stats_table_fits_in_80_columns_with_channel_names_up_to_9_characters(
+        store_path: str) -> None:
+    with SimplePyQ(store_path) as q:
+        q.add_channel("thumbnail", noop)
+        q.enqueue("thumbnail", None)
+    # The widest age there is: unknown (a pending task without an enqueue time).
+    raw_sql(store_path, "INSERT INTO tasks (channel, args, status, retries, created_at) "
+            "VALUES ('thumbnail', NULL, 'pending', 0, NULL)")
+    header, row = cli("stats", db=store_path).stdout.splitlines()[:2]
+    assert header.split() == ["CHANNEL", "PENDING", "RUNNING", "DELAYED", "DONE", "FAILED",
+                              "CANCELLED", "WORKERS", "OLDEST"]
+    assert row.split() == ["thumbnail*", "2", "0", "0", "0", "0", "0", "0", "unknown"]
+    assert max(display_width(header), display_width(row)) <= 80, (header, row)
 
 
 # -- tasks and show ----------------------------------------
@@ -411,12 +431,65 @@ def test_show_of_a_missing_task_exits_1(db: str) -> None:
     assert "no task with id 999" in result.stderr
 
 
+def test_show_and_tasks_give_the_key_time_limit_cancel_request_and_progress(db: str) -> None:
+    def report(args: object) -> str:
+        context = current_task()
+        assert context is not None
+        context.set_progress({"done": 3, "of": b"\x00"})
+        return "reported"
+
+    with SimplePyQ(db, poll_interval=0.01) as q:
+        q.add_channel("report", report)
+        reported = q.enqueue("report", None)
+        q.run_until_complete(timeout=30)
+        keyed = q.enqueue("email", "keyed", key="invoice-42", time_limit=90)
+        q.cancel(keyed)
+
+    shown = json_of(cli("show", str(keyed), "--json", db=db))
+    assert {k: shown[k] for k in ("status", "key", "time_limit", "cancel_requested",
+                                  "progress")} == {
+        "status": "cancelled", "key": "invoice-42", "time_limit": 90.0,
+        "cancel_requested": True, "progress": None}
+    text = cli("show", str(keyed), db=db).stdout
+    for line in ("status       cancelled", "key          invoice-42", "time_limit   90s",
+                 "cancel       requested", "progress     null"):
+        assert f"\n{line}\n" in text, text
+    listed = {t["id"]: t for t in json_of(cli("tasks", "--json", db=db))}
+    assert (listed[reported]["progress"], listed[reported]["key"]) == (
+        {"done": 3, "of": {"$bytes": "AA=="}}, None)
+    assert (listed[keyed]["key"], listed[keyed]["cancel_requested"]) == ("invoice-42", True)
+    plain = cli("show", str(reported), db=db).stdout
+    assert ('progress     {"done": 3, "of": {"$bytes": "AA=="}}\n' in plain
+            and "key          -\n" in plain and "time_limit   - (its channel's)\n" in plain
+            and "cancel       -\n" in plain), plain
+    header, *rows = cli("tasks", "--status", "cancelled", db=db).stdout.splitlines()
+    assert header.split()[-2:] == ["KEY", "ARGS"]
+    assert [row.split()[-2:] for row in rows] == [["invoice-42", '"keyed"']]
+
+
 # -- maintenance -------------------------------------------
 def test_requeue_failed_makes_them_pending_with_new_retries_and_says_how_many(db: str) -> None:
     assert json_of(cli("requeue-failed", "--retries", "3", "--json", db=db)) == {"requeued": 1}
     task = json_of(cli("show", "2", "--json", db=db))
     assert (task["status"], task["retries"]) == ("pending", 3)
     assert cli("requeue-failed", "--channel", "email", db=db).stdout.startswith("0 ")
+
+
+def test_requeue_failed_says_which_failed_tasks_stay_failed_because_their_key_is_held(
+        db: str) -> None:
+    with SimplePyQ(db) as q:
+        kept = q.enqueue("email", "failed, keyed", key="invoice-42")
+        raw_sql(db, "UPDATE tasks SET status = 'failed' WHERE id = ?", (kept,))
+        holder = q.enqueue("email", "holds the key now", key="invoice-42")
+    assert holder.created
+
+    result = cli("requeue-failed", "--json", db=db)
+
+    assert json_of(result) == {"requeued": 1}  # task 2, which has no key
+    assert result.stderr == (f"simplepyq: warning: 1 failed task(s) stay failed: an unfinished "
+                             f"task holds their key (task {kept} key 'invoice-42')\n")
+    assert status_of(db, kept)[0] == "failed"
+    assert status_of(db, 2)[0] == "pending"
 
 
 def test_clear_failed_deletes_only_failed_tasks(db: str) -> None:
@@ -431,6 +504,12 @@ def test_purge_deletes_tasks_finished_longer_ago_than_the_given_age(db: str, age
                                                                     purged: int) -> None:
     assert json_of(cli("purge", "--older-than", age, "--json", db=db)) == {"purged": purged}
     assert len(json_of(cli("tasks", "--json", db=db))) == 4 - purged
+
+
+def test_purge_deletes_cancelled_tasks_too(db: str) -> None:
+    assert cli("cancel", "3", "4", db=db).returncode == 0
+    assert json_of(cli("purge", "--older-than", "0", "--json", db=db)) == {"purged": 4}
+    assert json_of(cli("tasks", "--json", db=db)) == []
 
 
 def test_remove_channel_with_yes_deletes_its_tasks(db: str) -> None:
@@ -472,11 +551,35 @@ def test_enqueue_prints_the_new_id_and_stores_the_json_args(db: str) -> None:
     assert (task["status"], task["retries"], task["priority"]) == ("pending", 0, 0)
 
 
-def test_enqueue_takes_retries_delay_and_priority(db: str) -> None:
+def test_enqueue_takes_retries_delay_priority_key_and_time_limit(db: str) -> None:
     created = json_of(cli("enqueue", "email", "null", "--retries", "2", "--delay", "1h",
-                          "--priority", "7", "--json", db=db))
+                          "--priority", "7", "--key", "k", "--time-limit", "1.5m", "--json",
+                          db=db))
+    assert created["created"] is True
     task = json_of(cli("show", str(created["id"]), "--json", db=db))
     assert (task["status"], task["retries"], task["priority"]) == ("delayed", 2, 7)
+    assert (task["key"], task["time_limit"]) == ("k", 90.0)
+
+
+def test_enqueue_with_a_key_an_unfinished_task_holds_prints_that_tasks_id_and_adds_nothing(
+        db: str) -> None:
+    first = cli("enqueue", "email", '"first"', "--key", "invoice-42", db=db)
+    again = cli("enqueue", "email", '"again"', "--key", "invoice-42", db=db)
+    as_json = json_of(cli("enqueue", "email", '"as json"', "--key", "invoice-42", "--json",
+                          db=db))
+    elsewhere = json_of(cli("enqueue", "resize", "null", "--key", "invoice-42", "--json",
+                            db=db))
+
+    assert (first.returncode, first.stderr) == (0, "")
+    holder = int(first.stdout)
+    assert (again.returncode, again.stdout) == (0, f"{holder}\n")
+    assert again.stderr == (f"simplepyq: nothing enqueued: task {holder} (pending) holds key "
+                            "'invoice-42' in channel 'email'\n")
+    assert as_json == {"id": holder, "created": False}
+    assert elsewhere["created"] is True  # a key is unique within its channel
+    keyed = [t for t in json_of(cli("tasks", "--json", db=db)) if t["key"] == "invoice-42"]
+    assert [(t["id"], t["channel"], t["args"]) for t in keyed] == [
+        (holder, "email", "first"), (elsewhere["id"], "resize", None)]
 
 
 def test_enqueue_to_an_unknown_channel_exits_1_naming_the_known_ones(db: str) -> None:
@@ -498,10 +601,143 @@ def test_enqueue_of_invalid_json_is_a_usage_error(db: str) -> None:
     assert "not valid JSON" in result.stderr
 
 
+# -- cancel ------------------------------------------------
+def test_cancel_tells_what_became_of_each_task_and_exits_1_if_one_does_not_exist(
+        db: str) -> None:
+    # The db fixture's tasks: 1 done, 2 failed, 3 pending, 4 delayed.
+    result = cli("cancel", "3", "4", "1", "2", "999", db=db)
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "task 3: cancelled", "task 4: cancelled", "task 1: already done, left as it is",
+        "task 2: already failed, left as it is"]
+    assert result.stderr == "simplepyq: error: there is no task with id 999\n"
+    assert [t["status"] for t in json_of(cli("tasks", "--json", db=db))] == [
+        "done", "failed", "cancelled", "cancelled"]
+    again = cli("cancel", "3", "--json", db=db)
+    assert (again.returncode, json.loads(again.stdout)) == (0, [
+        {"id": 3, "outcome": "already_finished", "status": "cancelled"}])
+
+
+def test_cancel_json_says_missing_for_an_id_that_does_not_exist(db: str) -> None:
+    result = cli("cancel", "999", "3", "--json", db=db)
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == [
+        {"id": 999, "outcome": "missing", "status": None,
+         "error": "there is no task with id 999"},
+        {"id": 3, "outcome": "cancelled", "status": "cancelled"}]
+
+
+def test_cancel_of_a_running_task_asks_it_to_stop_and_it_ends_cancelled(app: App) -> None:
+    [task] = enqueue(app.db, "work", {"block": True, "name": "1"})
+    worker = Worker(app, "--channels", "work")
+    try:
+        wait_until(lambda: (app.flags / "started-1").exists())
+
+        result = cli("cancel", str(task), db=app.db)
+
+        assert (result.returncode, result.stdout) == (0, f"task {task}: cancel requested while "
+                                                      "it runs (cancelled if it then raises, "
+                                                      "done if it returns)\n")
+        assert status_of(app.db, task) == ("running", 1)  # it has not looked yet
+        (app.flags / "check").touch()  # now it calls current_task().check(), which raises
+        with SimplePyQ(app.db) as q:
+            ended = q.wait(task, timeout=30)
+        assert (ended.status, ended.attempts) == ("cancelled", 1)
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.finish() == 0, worker.err
+
+
+def test_cancel_of_a_running_task_that_ends_at_once_says_the_cancel_was_requested(
+        db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    raw_sql(db, "UPDATE tasks SET status = 'running', owner = 'elsewhere' WHERE id = 3")
+    cancel = SimplePyQ.cancel
+
+    def cancel_and_end_at_once(queue: SimplePyQ, task_id: int) -> bool:
+        changed = cancel(queue, task_id)
+        # As the run would, if it learnt of the cancel at once and raised (PostgreSQL).
+        raw_sql(db, "UPDATE tasks SET status = 'cancelled' WHERE id = ?", (task_id,))
+        return changed
+
+    monkeypatch.setattr(SimplePyQ, "cancel", cancel_and_end_at_once)
+    assert main(["--db", db, "cancel", "3"]) == 0
+    assert capsys.readouterr().out == (
+        "task 3: cancel requested while it ran; it has ended cancelled\n")
+
+
+# -- limits ------------------------------------------------
+def test_limits_shows_sets_and_removes_the_limits_of_a_channel(db: str) -> None:
+    assert json_of(cli("limits", "--json", db=db)) == {"channels": {
+        "email": {"rate_limit": None, "max_running": None},
+        "resize": {"rate_limit": None, "max_running": None}}}
+
+    changed = cli("limits", "email", "--rate", "10/s", "--max-running", "3", db=db)
+
+    assert (changed.returncode, changed.stdout) == (0, "email: rate 10/s, at most 3 running\n")
+    with SimplePyQ(db) as q:
+        assert q.limits("email") == Limits(Rate(10, 1.0), 3)
+    assert json_of(cli("limits", "email", "--max-running", "none", "--json", db=db)) == {
+        "channel": "email", "rate_limit": "10/s", "max_running": None}
+    assert [line.split() for line in cli("limits", db=db).stdout.splitlines()] == [
+        ["CHANNEL", "RATE", "MAX", "RUNNING"], ["email", "10/s", "-"], ["resize", "-", "-"]]
+    assert cli("limits", "email", "--rate", "None", db=db).stdout == "email: no limits\n"
+    assert cli("limits", "resize", db=db).stdout == "resize: no limits\n"
+    with SimplePyQ(db) as q:
+        assert q.limits("email") == Limits()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["email", "--rate", "10/x"], "argument --rate: rate_limit '10/x' is not a rate: write "
+                                  "COUNT/UNIT with a unit of s, m, h or d"),
+    (["email", "--rate", "0/s"], "rate_limit '0/s' must allow at least 1 task"),
+    (["email", "--rate=-1/s"], "rate_limit '-1/s' is not a rate"),
+    (["email", "--max-running", "0"], "argument --max-running: max_running must be at least 1"),
+    (["email", "--max-running", "many"], "'many' is not a whole number (at least 1) or none"),
+    (["--rate", "1/s"], "give the CHANNEL whose limits --rate or --max-running change"),
+])
+def test_limits_refuses_a_bad_value_with_the_librarys_message_and_exit_2(
+        db: str, args: list[str], message: str) -> None:
+    with SimplePyQ(db) as q:
+        q.set_limits("email", rate_limit="5/m", max_running=2)
+
+    result = cli("limits", *args, db=db)
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert message in result.stderr
+    with SimplePyQ(db) as q:
+        assert q.limits("email") == Limits(Rate(5, 60.0), 2)  # left as they were
+
+
+def test_limits_of_an_unknown_channel_exits_1_naming_the_known_ones(db: str) -> None:
+    for args in (["emial"], ["emial", "--rate", "1/s"]):
+        result = cli("limits", *args, db=db)
+        assert result.returncode == 1
+        assert "unknown channel 'emial'; known channels: email, resize" in result.stderr
+
+
+def test_limits_changed_on_the_command_line_apply_to_a_running_worker(app: App) -> None:
+    assert cli("limits", "work", "--rate", "1/d", db=app.db).returncode == 0
+    first, second = enqueue(app.db, "work", {"name": "a"}, {"name": "b"})
+    worker = Worker(app, "--channels", "work")
+    try:
+        with SimplePyQ(app.db) as q:
+            assert q.wait(first, timeout=30).status == "done"
+            assert status_of(app.db, second) == ("pending", 0)  # one start a day
+
+            assert cli("limits", "work", "--rate", "none", db=app.db).returncode == 0
+
+            assert q.wait(second, timeout=30).status == "done"
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.finish() == 0, worker.err
+
+
 # -- errors ------------------------------------------------
 @pytest.mark.parametrize("command", [["stats"], ["tasks"], ["show", "1"], ["requeue-failed"],
                                      ["clear-failed"], ["purge", "--older-than", "1d"],
-                                     ["remove-channel", "email", "--yes"]])
+                                     ["remove-channel", "email", "--yes"], ["cancel", "1"],
+                                     ["limits"], ["limits", "email", "--rate", "1/s"]])
 def test_a_missing_store_is_an_error_and_is_not_created(store_path: str,
                                                         command: list[str]) -> None:
     result = cli(*command, db=store_path)
@@ -529,7 +765,11 @@ def test_enqueue_may_create_the_store(store_path: str) -> None:
 @pytest.mark.parametrize("args", [[], ["frobnicate"], ["tasks", "--status", "lost"],
                                   ["tasks", "--limit", "-1"], ["show", "one"],
                                   ["purge"], ["purge", "--older-than", "7 weeks"],
-                                  ["enqueue", "email"], ["worker"],
+                                  ["enqueue", "email"], ["worker"], ["cancel"],
+                                  ["cancel", "one"], ["limits", "a", "b"],
+                                  ["enqueue", "email", "1", "--time-limit", "0"],
+                                  ["enqueue", "email", "1", "--time-limit", "soon"],
+                                  ["enqueue", "email", "1", "--key", ""],
                                   ["worker", "app:q", "--channels", ","]])
 def test_bad_arguments_exit_2_with_usage(db: str, args: list[str]) -> None:
     result = cli(*args, db=db)
@@ -671,8 +911,8 @@ def test_worker_on_a_terminal_keeps_the_stopping_and_stopped_lines_below_its_las
     assert screen[0].endswith("for channels work")
     assert "SIGINT: stopping; running tasks finish" in screen[1]
     assert screen[2].split() == ["channel", "pending", "running", "delayed", "done", "failed",
-                                 "tasks/s"]
-    assert screen[3].split()[:6] == ["work", "0", "0", "0", "1", "0"]
+                                 "cancelled", "tasks/s"]
+    assert screen[3].split()[:7] == ["work", "0", "0", "0", "1", "0", "0"]
     assert screen[4].endswith("tasks/s")
     assert screen[5].endswith("stopped (SIGINT)")
 
@@ -810,8 +1050,8 @@ def test_run_until_complete_with_progress_draws_on_a_terminal(
         q.run_until_complete(timeout=10, progress=True)
     last_table = screen.getvalue().rsplit("\x1b[J", 1)[-1]
     assert last_table.split("\n")[0].split() == [
-        "channel", "pending", "running", "delayed", "done", "failed", "tasks/s"]
-    assert last_table.split("\n")[1].split()[:6] == ["email", "0", "0", "0", "5", "0"]
+        "channel", "pending", "running", "delayed", "done", "failed", "cancelled", "tasks/s"]
+    assert last_table.split("\n")[1].split()[:7] == ["email", "0", "0", "0", "5", "0", "0"]
     assert "5 finished" in last_table
 
 
@@ -841,7 +1081,8 @@ def test_terminal_table_aligns_any_channel_name_and_a_line_from_a_signal_goes_ab
     screen = InterruptedTerminal(writing, lambda: view[0])
     view.append(TerminalView(screen))
     names = ["\u65e5\u672c\u8a9e", "a\nb", "x" * 300]
-    channels = [ChannelProgress(name, {"pending": 1}, 0, 0.0, True) for name in names]
+    counts = {status: number for number, status in enumerate(STATUSES, 1)}  # 1 to 6
+    channels = [ChannelProgress(name, counts, 0, 0.0, True) for name in names]
     view[0].show(channels, 1.0)  # interrupted in the middle of its write
     view[0].show(channels, 2.0)
     view[0].close()
@@ -852,10 +1093,23 @@ def test_terminal_table_aligns_any_channel_name_and_a_line_from_a_signal_goes_ab
     assert lines[0] == "SIGTERM: stopping" and lines[-1] == "stopped", lines
     header, *rows, elapsed = lines[1:-1]
     assert len(rows) == len(names) and elapsed.startswith("0:02 elapsed")
-    pending_column = display_width(header[:header.index("pending") + len("pending")])
-    for row in rows:
-        assert display_width(row[:row.index(" 1 ") + 2]) == pending_column, lines
+    for status, number in counts.items():  # each count ends where its column's name ends
+        column_end = display_width(header[:header.index(status) + len(status)])
+        for row in rows:
+            assert display_width(row[:row.index(f" {number} ") + 1 + len(str(number))]) == (
+                column_end), lines
+    assert all(display_width(row) == display_width(header) for row in rows), lines
     assert rows[1].startswith("a\\nb ") and rows[2].startswith("x" * 39 + "\u2026")
+
+
+def test_terminal_table_of_channels_with_names_up_to_16_characters_fits_in_80_columns() -> None:
+    screen = FakeTerminal()
+    view = TerminalView(screen)
+    big = {status: 10**7 for status in STATUSES}  # counts up to 8 digits fit their columns
+    view.show([ChannelProgress("n" * 16, big, 0, 12345.6, True)], 3600.0)
+    lines = screen.getvalue().splitlines()
+    assert lines[0].split() == ["channel", *STATUSES, "tasks/s"]
+    assert max(display_width(line) for line in lines) <= 80, lines
 
 
 def test_run_until_complete_with_progress_off_a_terminal_logs_changes(
@@ -870,8 +1124,11 @@ def test_run_until_complete_with_progress_off_a_terminal_logs_changes(
 
 
 def test_main_can_be_called_in_process(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--db", db, "tasks", "--status", "done", "--json"]) == 0
+    library = logging.getLogger("simplepyq")
+    before = (list(library.handlers), library.level)
+    assert main(["--db", db, "tasks", "--status", "done", "--json", "--debug"]) == 0
     assert [t["args"] for t in json.loads(capsys.readouterr().out)] == ["good"]
+    assert (list(library.handlers), library.level) == before  # its message handler is gone
 
 
 # -- PostgreSQL URLs ---------------------------------------

@@ -94,8 +94,14 @@ def test_opening_a_013_store_upgrades_it_in_place_and_loses_nothing(legacy_path:
     with closing(sqlite3.connect(legacy_path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        channel_columns = {row[1] for row in conn.execute(
+            "PRAGMA table_info(simplepyq_channels)")}
     assert {"priority", "attempts", "result", "error", "created_at", "started_at",
-            "finished_at", "owner"} <= columns
+            "finished_at", "owner", "recoveries", "history", "key", "time_limit",
+            "cancel_requested", "progress"} <= columns
+    assert {"rate_count", "rate_period", "max_running"} <= channel_columns
+    assert all((t.key, t.time_limit, t.cancel_requested, t.progress) == (None, None, False, None)
+               for t in tasks)
     assert _failed_count(legacy_path) == 1  # 0.1.3's own query still works
 
 

@@ -48,7 +48,8 @@ def fail(args: object) -> None:
 
 @pytest.fixture
 def source(tmp_path: Path) -> str:
-    """A SQLite store with one task of every status: done, failed, pending and delayed."""
+    """A SQLite store with one task of every status: done, failed, pending (with a key and
+    a time limit), delayed and cancelled."""
     path = str(tmp_path / "old.db")
     with SimplePyQ(path) as q:
         q.add_channel("mail", fail)
@@ -56,8 +57,10 @@ def source(tmp_path: Path) -> str:
         q.enqueue("mail", "to@example.com")
         q.enqueue("resize", {"w": 1})
         q.run_until_complete(timeout=30)
-        q.enqueue("mail", {"to": "a@b.c", "body": b"\x00\xff"}, retries=3, priority=7)
+        q.enqueue("mail", {"to": "a@b.c", "body": b"\x00\xff"}, retries=3, priority=7,
+                  key="mail-1", time_limit=60)
         q.enqueue("resize", [640, 480], delay=3600)
+        q.cancel(q.enqueue("resize", "cancelled"))
     return path
 
 
@@ -78,12 +81,13 @@ def test_copy_moves_unfinished_and_failed_tasks_with_their_fields_and_leaves_don
         for status, task in copied.items():
             old = before[status]
             assert (task.channel, task.args, task.retries, task.attempts, task.priority,
-                    task.error, task.created_at, task.run_at) == (
+                    task.error, task.created_at, task.run_at, task.key, task.time_limit) == (
                 old.channel, old.args, old.retries, old.attempts, old.priority,
-                old.error, old.created_at, old.run_at)
+                old.error, old.created_at, old.run_at, old.key, old.time_limit)
+        assert (copied[Status.PENDING].key, copied[Status.PENDING].time_limit) == ("mail-1", 60)
         assert set(target.known_channels()) == {"mail", "resize"}
-    with SimplePyQ(source) as left:
-        assert [task.status for task in left.tasks()] == [Status.DONE]
+    with SimplePyQ(source) as left:  # finished ones stay: done and cancelled
+        assert [task.status for task in left.tasks()] == [Status.DONE, Status.CANCELLED]
 
 
 def test_copied_tasks_run_in_the_target(source: str, store_path: str) -> None:
@@ -148,6 +152,47 @@ def test_a_task_left_running_by_a_killed_worker_is_copied_as_pending(
     mail = SimplePyQ(store_path).tasks(channel="mail", status="pending")
     assert [(task.args, task.started_at) for task in mail] == [
         ({"to": "a@b.c", "body": b"\x00\xff"}, None)]
+
+
+def test_a_copied_task_never_shares_its_key_with_an_unfinished_task_of_the_target(
+    source: str, store_path: str
+) -> None:
+    with SimplePyQ(store_path) as target:
+        target.add_channel("mail", print)
+        held = target.enqueue("mail", "already here", key="mail-1")
+
+    result = copy("--from", source, "--to", store_path, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["copied"] == {"failed": 1, "pending": 1, "delayed": 1}
+    with SimplePyQ(store_path) as target:
+        holders = [task.id for task in target.tasks(channel="mail")
+                   if task.key == "mail-1" and not task.finished]
+        assert holders == [held]
+        assert target.enqueue("mail", "again", key="mail-1") == held
+
+
+def test_a_task_whose_cancel_was_requested_before_its_worker_was_killed_is_copied_cancelled(
+    source: str, store_path: str, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    worker = spawn_python(BLOCKED_WORKER, source, str(started))
+    wait_until(started.exists, timeout=30)
+    with SimplePyQ(source) as q:
+        [running] = q.tasks(channel="mail", status="running")
+        assert q.cancel(running.id) is True  # the task sleeps on: it never checks
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate()
+
+    result = copy("--from", source, "--to", store_path, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["copied"] == {"failed": 1, "cancelled": 1, "delayed": 1}
+    with SimplePyQ(store_path) as target:
+        [copied] = target.tasks(channel="mail", status="cancelled")
+        assert (copied.args, copied.key) == ({"to": "a@b.c", "body": b"\x00\xff"}, "mail-1")
+        assert copied.finished_at is not None  # so that purge deletes it in time
+        assert target.tasks(status="pending") == []  # as recovery would have done: not rerun
 
 
 def test_forget_deletes_only_tasks_still_as_they_were_read(store_path: str) -> None:

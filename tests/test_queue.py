@@ -23,7 +23,7 @@ from simplepyq import SimplePyQ, Status, StoreError, Task
 from tests.backends import is_postgres, raw_sql
 from tests.support import run_python, spawn_python
 
-NO_TASKS = {"pending": 0, "running": 0, "delayed": 0, "done": 0, "failed": 0}
+NO_TASKS = {"pending": 0, "running": 0, "delayed": 0, "done": 0, "failed": 0, "cancelled": 0}
 
 
 def _count(store_path: str, where: str = "1=1") -> int:
@@ -642,9 +642,11 @@ def test_stats_counts_every_status_of_every_known_channel(
     queue.run_until_complete(timeout=10)
     queue.enqueue("work", 5, delay=3600)
     queue.enqueue("work", 5)
+    assert queue.cancel(queue.enqueue("work", 6)) is True
     expected = {
         "idle": NO_TASKS,
-        "work": {"pending": 1, "running": 0, "delayed": 1, "done": 2, "failed": 1},
+        "work": {"pending": 1, "running": 0, "delayed": 1, "done": 2, "failed": 1,
+                 "cancelled": 1},
     }
     assert queue.stats() == expected
     with SimplePyQ(store_path) as elsewhere:  # registered nothing itself
@@ -1010,8 +1012,9 @@ def test_nothing_is_printed_when_the_application_configured_no_logging(store_pat
 
 def test_public_names_are_exactly_those_listed_and_each_is_importable() -> None:
     assert sorted(simplepyq.__all__) == sorted(
-        ["Attempt", "Backoff", "DelayException", "SimplePyQ", "Status", "StoreError", "Task",
-         "__version__"])
+        ["Attempt", "Backoff", "DelayException", "Limits", "Rate", "SimplePyQ", "Status",
+         "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskId", "TaskTimeout",
+         "__version__", "current_task"])
     for name in simplepyq.__all__:
         namespace: dict[str, object] = {}
         exec(f"from simplepyq import {name}", namespace)
@@ -1019,4 +1022,5 @@ def test_public_names_are_exactly_those_listed_and_each_is_importable() -> None:
     assert isinstance(simplepyq.__version__, str)
     public = {name for name in vars(simplepyq)
               if not name.startswith("_") and name[0].isupper()}
-    assert public == set(simplepyq.__all__) - {"__version__"}
+    assert public == set(simplepyq.__all__) - {"__version__", "current_task"}
+    assert callable(simplepyq.current_task)

@@ -112,7 +112,7 @@ def test_schema_parameter_puts_the_store_tables_in_that_schema(
         q.add_channel("c", print)
         task_id = q.enqueue("c", "here")
     assert _tables(schema) == {"tasks", "simplepyq_channels", "simplepyq_owners",
-                               "simplepyq_schema"}
+                               "simplepyq_schema", "simplepyq_starts"}
     assert "simplepyq_schema" not in _tables("public")
     rows = raw_sql(postgres_url(), f'SELECT id, channel FROM "{schema}".tasks')
     assert rows == [(task_id, "c")]
@@ -174,12 +174,42 @@ def test_a_schema_written_by_a_newer_version_is_refused_with_store_error(locatio
         (SCHEMA_VERSION + 1,)]  # left alone
 
 
+SCHEMA_3_TASK_COLUMNS = ("key", "time_limit", "cancel_requested", "progress")
+SCHEMA_3_CHANNEL_COLUMNS = ("rate_count", "rate_period", "max_running")
+
+
+def _back_to_schema_2(location: str) -> None:
+    """Undo what schema 3 added, leaving the store as simplepyq at schema 2 made it."""
+    raw_sql(location, "DROP INDEX tasks_key, tasks_cancel")
+    raw_sql(location, "DROP TABLE simplepyq_starts")
+    raw_sql(location, "ALTER TABLE tasks " + ", ".join(
+        f"DROP COLUMN {column}" for column in SCHEMA_3_TASK_COLUMNS))
+    raw_sql(location, "ALTER TABLE simplepyq_channels " + ", ".join(
+        f"DROP COLUMN {column}" for column in SCHEMA_3_CHANNEL_COLUMNS))
+    raw_sql(location, "ALTER TABLE tasks DROP CONSTRAINT tasks_status_check, ADD CONSTRAINT "
+                      "tasks_status_check CHECK (status IN ('pending', 'delayed', 'running', "
+                      "'done', 'failed'))")
+    raw_sql(location, "UPDATE simplepyq_schema SET version = 2")
+
+
+def _columns(location: str) -> set[tuple[str, str]]:
+    return set(raw_sql(location, "SELECT table_name, column_name FROM "
+                                 "information_schema.columns WHERE table_schema = "
+                                 "current_schema()"))
+
+
+def _indexes(location: str) -> set[tuple[str, str]]:
+    return set(raw_sql(location, "SELECT indexname::text, indexdef FROM pg_indexes "
+                                 "WHERE schemaname = current_schema()"))
+
+
 def test_a_schema_1_store_gains_recoveries_history_and_owner_channels_keeping_its_tasks(
     location: str,
 ) -> None:
     with SimplePyQ(location) as q:
         q.add_channel("kept", lambda args: args * 2)
         task_id = q.enqueue("kept", 21)
+    _back_to_schema_2(location)
     raw_sql(location, "ALTER TABLE tasks DROP COLUMN recoveries, DROP COLUMN history, "
                       "DROP COLUMN alone")
     raw_sql(location, "ALTER TABLE simplepyq_owners DROP COLUMN channels")
@@ -190,11 +220,45 @@ def test_a_schema_1_store_gains_recoveries_history_and_owner_channels_keeping_it
         q.run_until_complete(timeout=30)
         assert q.get_task(task_id).result == 42  # type: ignore[union-attr]
     assert raw_sql(location, "SELECT version FROM simplepyq_schema") == [(SCHEMA_VERSION,)]
-    columns = set(raw_sql(location, "SELECT table_name, column_name FROM "
-                                    "information_schema.columns WHERE table_schema = "
-                                    "current_schema()"))
     assert {("tasks", "recoveries"), ("tasks", "history"), ("tasks", "alone"),
-            ("simplepyq_owners", "channels")} <= columns
+            ("simplepyq_owners", "channels"),
+            *(("tasks", column) for column in SCHEMA_3_TASK_COLUMNS)} <= _columns(location)
+
+
+def test_a_schema_2_store_gains_keys_time_limits_cancels_progress_and_limits_keeping_its_tasks(
+    location: str,
+) -> None:
+    with SimplePyQ(location) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        pending, failed = q.enqueue_many("kept", [21, "fails"])
+    raw_sql(location, "UPDATE tasks SET status = 'failed', error = 'boom' WHERE id = ?",
+            (failed,))
+    fresh = _indexes(location)
+    _back_to_schema_2(location)
+    with pytest.raises(psycopg.errors.CheckViolation):  # schema 2 knew no 'cancelled'
+        raw_sql(location, "UPDATE tasks SET status = 'cancelled' WHERE id = ?", (pending,))
+
+    with SimplePyQ(location) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        old = q.get_task(failed)
+        assert old is not None and (old.status, old.error, old.args) == ("failed", "boom",
+                                                                         "fails")
+        assert (old.key, old.time_limit, old.cancel_requested, old.progress) == (
+            None, None, False, None)
+        assert str(q.limits("kept")) == "no limits"
+        assert str(q.set_limits("kept", rate_limit="5/s", max_running=2)) == (
+            "rate 5/s, at most 2 running")
+        keyed = q.enqueue("kept", 1, key="k")
+        assert q.enqueue("kept", 2, key="k") == keyed  # the unique index is back
+        assert q.cancel(keyed) is True
+        q.run_until_complete(timeout=30)
+        assert q.get_task(pending).result == 42  # type: ignore[union-attr]
+        assert q.get_task(keyed).status == "cancelled"  # type: ignore[union-attr]
+    assert raw_sql(location, "SELECT version FROM simplepyq_schema") == [(SCHEMA_VERSION,)]
+    assert {*(("tasks", column) for column in SCHEMA_3_TASK_COLUMNS),
+            *(("simplepyq_channels", column) for column in SCHEMA_3_CHANNEL_COLUMNS),
+            ("simplepyq_starts", "started_at")} <= _columns(location)
+    assert _indexes(location) == fresh  # the same indexes as a new store's, defined alike
 
 
 def test_opening_waits_no_longer_than_busy_timeout_for_a_migration_that_holds_the_lock(

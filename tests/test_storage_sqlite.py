@@ -50,14 +50,15 @@ def _version(store_path: str) -> int:
 
 
 @pytest.mark.sqlite_only
-def test_new_store_is_in_wal_mode_with_schema_version_3(queue: SimplePyQ, store_path: str) -> None:
+def test_new_store_is_in_wal_mode_with_schema_version_4(queue: SimplePyQ, store_path: str) -> None:
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     names = {name for _, name, _ in _schema(store_path)}
-    assert {"tasks", "simplepyq_channels", "simplepyq_owners", "tasks_claim", "tasks_due",
-            "tasks_running", "tasks_failed"} <= names
+    assert {"tasks", "simplepyq_channels", "simplepyq_owners", "simplepyq_starts",
+            "tasks_claim", "tasks_due", "tasks_running", "tasks_failed", "tasks_key",
+            "tasks_cancel"} <= names
     assert "tasks_channel_status" not in names  # an index on every row costs every write
 
 
@@ -88,6 +89,22 @@ def test_schema_1_store_is_upgraded_without_touching_its_tasks_or_channels(
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
+SCHEMA_4_TASK_COLUMNS = ("key", "time_limit", "cancel_requested", "progress")
+SCHEMA_4_CHANNEL_COLUMNS = ("rate_count", "rate_period", "max_running")
+
+
+def _back_to_schema_3(conn: sqlite3.Connection) -> None:
+    """Undo what schema 4 added, leaving the file as simplepyq at schema 3 made it."""
+    conn.execute("DROP INDEX tasks_key")  # (a column in an index cannot be dropped)
+    conn.execute("DROP INDEX tasks_cancel")
+    conn.execute("DROP TABLE simplepyq_starts")
+    for column in SCHEMA_4_TASK_COLUMNS:
+        conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+    for column in SCHEMA_4_CHANNEL_COLUMNS:
+        conn.execute(f"ALTER TABLE simplepyq_channels DROP COLUMN {column}")
+    conn.execute("PRAGMA user_version = 3")
+
+
 @pytest.mark.sqlite_only
 def test_schema_2_store_gains_recoveries_history_and_owner_channels_keeping_its_tasks(
     store_path: str,
@@ -96,6 +113,7 @@ def test_schema_2_store_gains_recoveries_history_and_owner_channels_keeping_its_
         q.add_channel("kept", lambda args: args * 2)
         task_id = q.enqueue("kept", 21)
     with closing(sqlite3.connect(store_path, isolation_level=None)) as conn:
+        _back_to_schema_3(conn)
         for table, column in [("tasks", "recoveries"), ("tasks", "history"),
                               ("tasks", "alone"), ("simplepyq_owners", "channels")]:
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
@@ -106,11 +124,53 @@ def test_schema_2_store_gains_recoveries_history_and_owner_channels_keeping_its_
         q.run_until_complete(timeout=30)
         assert q.get_task(task_id).result == 42  # type: ignore[union-attr]
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         owner_columns = {row[1] for row in conn.execute("PRAGMA table_info(simplepyq_owners)")}
         task_columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
     assert "channels" in owner_columns
-    assert {"recoveries", "history", "alone"} <= task_columns
+    assert {"recoveries", "history", "alone", *SCHEMA_4_TASK_COLUMNS} <= task_columns
+
+
+@pytest.mark.sqlite_only
+def test_schema_3_store_gains_keys_time_limits_cancels_progress_and_limits_keeping_its_tasks(
+    store_path: str,
+) -> None:
+    with SimplePyQ(store_path) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        pending, failed = q.enqueue_many("kept", [21, "fails"])
+    raw_sql(store_path, "UPDATE tasks SET status = 'failed', error = 'boom' WHERE id = ?",
+            (failed,))
+    fresh = {(kind, name, sql) for kind, name, sql in _schema(store_path) if kind == "index"}
+    with closing(sqlite3.connect(store_path, isolation_level=None)) as conn:
+        _back_to_schema_3(conn)
+        assert {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}.isdisjoint(
+            SCHEMA_4_TASK_COLUMNS)
+
+    with SimplePyQ(store_path) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        old = q.get_task(failed)
+        assert old is not None and (old.status, old.error, old.args) == ("failed", "boom",
+                                                                         "fails")
+        assert (old.key, old.time_limit, old.cancel_requested, old.progress) == (
+            None, None, False, None)
+        assert str(q.limits("kept")) == "no limits"
+        assert str(q.set_limits("kept", rate_limit="5/s", max_running=2)) == (
+            "rate 5/s, at most 2 running")
+        keyed = q.enqueue("kept", 1, key="k")
+        assert q.enqueue("kept", 2, key="k") == keyed  # the unique index is back
+        assert q.cancel(keyed) is True
+        q.run_until_complete(timeout=30)
+        assert q.get_task(pending).result == 42  # type: ignore[union-attr]
+        assert q.get_task(keyed).status == "cancelled"  # type: ignore[union-attr]
+    with closing(sqlite3.connect(store_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        task_columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        channel_columns = {row[1] for row in conn.execute("PRAGMA table_info("
+                                                          "simplepyq_channels)")}
+    assert set(SCHEMA_4_TASK_COLUMNS) <= task_columns
+    assert set(SCHEMA_4_CHANNEL_COLUMNS) <= channel_columns
+    upgraded = {(kind, name, sql) for kind, name, sql in _schema(store_path) if kind == "index"}
+    assert upgraded == fresh  # the same indexes as a new store's, defined alike
 
 
 def test_opening_an_existing_store_twice_changes_nothing_and_keeps_its_tasks(

@@ -149,6 +149,7 @@ WHERE channel = :channel AND status = 'delayed'
 -- name: claim
 -- Marks the next due tasks running for :owner, and returns them in no particular
 -- order (the caller sorts by priority, then id). The subquery walks tasks_claim.
+-- A time limit that is not a number (written by hand) is none.
 UPDATE tasks
 SET status = 'running', owner = :owner, started_at = :now, finished_at = NULL,
     attempts = COALESCE(attempts, 0) + 1
@@ -158,7 +159,7 @@ WHERE id IN (SELECT id FROM tasks
              LIMIT :limit)
 RETURNING id, args, CAST(COALESCE(retries, 0) AS INTEGER), CAST(attempts AS INTEGER),
           CAST(COALESCE(priority, 0) AS INTEGER), CAST(COALESCE(recoveries, 0) AS INTEGER),
-          time_limit;
+          CASE WHEN typeof(time_limit) IN ('integer', 'real') THEN time_limit END;
 
 -- name: channel_limits
 -- Read first in every claim: a channel without limits is claimed as above, at no
