@@ -2,7 +2,8 @@
 
 This is ``simplepyq copy``, for a project that moves up from a SQLite file to
 PostgreSQL (or back). Tasks keep their channel, args, retries, attempts,
-priority, run-at time, error and creation time; they get new ids in the target.
+priority, run-at time, error, creation time, key and time limit; they get new ids
+in the target. Channels keep their rate and concurrency limits.
 A task that was running when its worker died is copied as pending, to be run
 again, as recovery would have done (as cancelled, if its cancel was requested).
 While a live worker still runs tasks of the source nothing is copied: the same
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simplepyq.identity import ProcessIdentity, is_dead
-from simplepyq.storage.base import Store, named
+from simplepyq.storage.base import LimitChange, Store, named
 from simplepyq.task import Status
 
 COPIED = (Status.PENDING, Status.DELAYED, Status.RUNNING, Status.FAILED)
@@ -63,11 +64,22 @@ def copy_tasks(source: Store, target: Store, *, keep: bool, lease: float,
             portable.append(clean)
     channels = source.known_channels() | {str(row[1]) for row in portable}
     target.adopt(portable, sorted(channels), now)
+    _copy_limits(source, target)
     report.copied.update(str(named(row)["status"]) for row in portable)
     if not keep:
         report.removed = source.forget(taken)
         report.changed = len(taken) - report.removed
     return report
+
+
+def _copy_limits(source: Store, target: Store) -> None:
+    """The channels' rate and concurrency limits, set in the target as in the source."""
+    for name, limits in source.limits().items():
+        if limits.rate_limit is not None or limits.max_running is not None:
+            target.set_limits(name, LimitChange(
+                set_rate=limits.rate_limit is not None, rate=limits.rate_limit,
+                set_max_running=limits.max_running is not None,
+                max_running=limits.max_running))
 
 
 def _refuse_live_workers(source: Store, lease: float, now: float) -> None:

@@ -90,6 +90,23 @@ def test_copy_moves_unfinished_and_failed_tasks_with_their_fields_and_leaves_don
         assert [task.status for task in left.tasks()] == [Status.DONE, Status.CANCELLED]
 
 
+def test_copy_sets_the_channel_limits_of_the_source_in_the_target(
+    source: str, store_path: str
+) -> None:
+    with SimplePyQ(source) as old:
+        old.set_limits("mail", rate_limit="10/m", max_running=2)
+        old.set_limits("resize", max_running=5)
+    with SimplePyQ(store_path) as target:
+        target.declare("resize")
+        target.set_limits("resize", rate_limit="3/s")
+
+    assert copy("--from", source, "--to", store_path).returncode == 0
+
+    with SimplePyQ(store_path) as target:
+        assert (str(target.limits("mail")), str(target.limits("resize"))) == (
+            "rate 10/m, at most 2 running", "rate 3/s, at most 5 running")
+
+
 def test_copied_tasks_run_in_the_target(source: str, store_path: str) -> None:
     assert copy("--from", source, "--to", store_path).returncode == 0
     with SimplePyQ(store_path, poll_interval=0.01) as target:
