@@ -77,8 +77,8 @@ class TaskContext:
         """
         blob = codec.pack(value, "the progress value")
         if len(blob) > MAX_PROGRESS:
-            raise ValueError(f"the progress value takes {len(blob)} bytes encoded; at most "
-                             f"{MAX_PROGRESS} are kept")
+            raise ValueError(f"the progress value {codec.short_repr(value)} takes {len(blob)} "
+                             f"bytes encoded; at most {MAX_PROGRESS} are kept")
         self._run.progress(self._run.task_id, blob)
 
     def __repr__(self) -> str:

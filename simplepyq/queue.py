@@ -357,7 +357,7 @@ class SimplePyQ:
     def run_until_complete(self, timeout: float | None = None, *,
                            channels: Iterable[str] | None = None,
                            progress: bool | Progress = False) -> None:
-        """Run until every task of this process's channels is done or failed, then stop.
+        """Run until every task of this process's channels is finished, then stop.
 
         Waits out delays and retries. Tasks of channels not registered here are
         left alone; ``channels`` narrows the run further, as in ``start``. If
@@ -409,7 +409,7 @@ class SimplePyQ:
         return None if row is None else Task.from_row(row)
 
     def wait(self, task_id: int, timeout: float | None = None) -> Task:
-        """Block until the task is done or failed and return it.
+        """Block until the task is done, failed or cancelled and return it.
 
         Works in any process, running workers or not. Raises ``TimeoutError`` when
         ``timeout`` passes, ``ValueError`` if the task does not exist (or is deleted).

@@ -575,6 +575,7 @@ class Scheduler:
         # read and the pause must cut the pause short, not wait for the next poll.
         seen = self._nudge.generation
         last_token = self._safe(self._store.change_token, 0)
+        looked = last_token  # the token when cancel requests were last looked for
         next_due = self._next_due()
         next_beat = next_sweep = next_progress = time.monotonic()
         while not (self._stopping.is_set() and (self._store_closed or not self._busy())):
@@ -585,9 +586,13 @@ class Scheduler:
             self._flush(due_only=True)
             self._release_stale()
             token = self._safe(self._store.change_token, last_token)
+            # Looked for only while tasks run here (or cancels wait to be matched); a change
+            # seen while none ran (a cancel of a task claimed here and not started yet) is
+            # looked at once one runs, and one whose look failed, at the next pass.
+            if token != looked and (self._runs or self._cancels) \
+                    and self._safe(self._look_for_cancels, False):
+                looked = token
             if token != last_token or (next_due is not None and next_due <= time.time()):
-                if token != last_token and self._runs:
-                    self._safe(self._look_for_cancels, None)
                 last_token = token
                 self._wake_all()
                 next_due = self._next_due()
@@ -607,12 +612,14 @@ class Scheduler:
             self._flush(due_only=False)
             self._safe(lambda: self._store.unregister_owner(self._identity.owner), None)
 
-    def _look_for_cancels(self) -> None:
-        """Tell the runs here whose cancel another process (or thread) requested."""
+    def _look_for_cancels(self) -> bool:
+        """Tell the runs here whose cancel another process (or thread) requested, and
+        forget the requests noted here for tasks that no longer run here; True."""
         requested = self._store.cancel_requests(self._identity.owner)
         for task_id in requested:
             self.cancel_here(task_id)
         self._cancels.intersection_update(requested)
+        return True
 
     def _save_progress(self) -> None:
         """Write the progress values that running tasks reported since the last write."""
