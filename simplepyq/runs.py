@@ -52,6 +52,8 @@ class Run:
     finished = False
     abandoned = False
     _injected = False
+    _armed = False
+    _async = False
     _loop: asyncio.AbstractEventLoop | None = None
     _future: asyncio.Future[Any] | None = None
     thread: threading.Thread
@@ -80,12 +82,17 @@ class Run:
 
         An interruption that comes as the function returns lands in ``finish`` (in
         the ``finally``) or is withdrawn by it; either way it lands inside the outer
-        ``try``, and once ``finish`` has run none can come.
+        ``try``, and once ``finish`` has run none can come; none comes before
+        ``_arm``, inside it. One that comes before an awaitable is handed to the loop
+        leaves a coroutine never awaited: it is closed.
         """
+        value: Any = None
         try:
             try:
+                self._arm()
                 value = func(args)
-                if inspect.isawaitable(value):
+                if value is not None and inspect.isawaitable(value):
+                    self._go_async()
                     loop = loop or asyncio.new_event_loop()
                     future = asyncio.ensure_future(value, loop=loop)
                     self._attach(loop, future)
@@ -96,13 +103,17 @@ class Run:
         except BaseException as exc:  # the task's failure, whatever it is, is reported
             with contextlib.suppress(TaskTimeout):  # cannot come (finish withdraws it)
                 self.finish()
+            if inspect.iscoroutine(value) and \
+                    inspect.getcoroutinestate(value) == inspect.CORO_CREATED:
+                value.close()
             return None, exc, loop
 
     def finish(self) -> None:
         """The run is over: no interruption may come after this returns."""
         if self.limit is None:
             self.finished = True
-            self._loop = self._future = None
+            if self._future is not None:
+                self._loop = self._future = None
             return
         with self.lock:
             if self.finished:
@@ -113,6 +124,30 @@ class Run:
                 # the run's own thread, it may land first: then it is raised here.
                 _set_async_exc(self.thread.ident or 0, ctypes.py_object())
             self._loop = self._future = None
+
+    def _arm(self) -> None:
+        """The worker is inside ``call``'s ``try``: from now on an interruption may be
+        raised in its thread (before, it would have landed in the worker's own code).
+        If the limit passed already, it is raised here."""
+        if self.limit is None:
+            return
+        with self.lock:
+            self._armed = True
+            if self.timed_out:
+                raise TaskTimeout(f"task {self.task_id} passed its time limit of "
+                                  f"{self.limit:g} s before it started")
+
+    def _go_async(self) -> None:
+        """The task is async: from now on an interruption cancels its asyncio task
+        (in ``_attach`` if it comes first) instead of raising in this thread, where it
+        could land in the event loop's own code; one raised already is withdrawn."""
+        if self.limit is None:
+            return
+        with self.lock:
+            self._async = True
+            if self._injected:
+                _set_async_exc(self.thread.ident or 0, ctypes.py_object())
+                self._injected = False
 
     def _attach(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
         """The task is async: interruptions cancel ``future`` from now on (and at once, if
@@ -139,7 +174,7 @@ class Run:
             self.timed_out = True
             if self._future is not None:
                 self._cancel_future()
-            elif self.thread.ident is not None:
+            elif self._armed and not self._async and self.thread.ident is not None:
                 self._injected = bool(_set_async_exc(self.thread.ident, TaskTimeout))
             return True
 
@@ -163,4 +198,7 @@ class Run:
     def _cancel_future(self) -> None:
         loop, future = self._loop, self._future
         if loop is not None and future is not None:
-            loop.call_soon_threadsafe(future.cancel)
+            # A run without a time limit takes no lock: its loop may have closed as the
+            # run ended (its worker stopping), and then there is nothing left to cancel.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(future.cancel)
