@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -158,13 +158,17 @@ def status_of(store: str, task_id: int) -> tuple[str, int]:
 
 
 class Worker:
-    """A ``simplepyq worker`` child whose output lines are collected as they come."""
+    """A ``simplepyq worker`` child whose output lines are collected as they come; one
+    still running when its test ends (a failed test) is killed then."""
+
+    started: ClassVar[list[Worker]] = []
 
     def __init__(self, app: App, *args: str) -> None:
         self.process = subprocess.Popen(
             [str(SCRIPT), "worker", "app:q", *args], cwd=app.dir, env=app_env(app),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        Worker.started.append(self)
         self.out: list[str] = []
         self.err: list[str] = []
         self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
@@ -192,6 +196,16 @@ class Worker:
 
     def events(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in self.out]
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left_running() -> Iterator[None]:
+    yield
+    while Worker.started:
+        process = Worker.started.pop().process
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 # -- packaging ---------------------------------------------
