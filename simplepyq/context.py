@@ -97,26 +97,27 @@ class ProgressBox:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: dict[int, bytes] = {}
+        self.latest: dict[int, bytes] = {}
+        """The latest value of each running task that reported one (empty, usually)."""
         self._unsaved: set[int] = set()
 
     def put(self, task_id: int, blob: bytes) -> None:
         with self._lock:
-            self._latest[task_id] = blob
+            self.latest[task_id] = blob
             self._unsaved.add(task_id)
 
     def unsaved(self) -> dict[int, bytes]:
         """The values not given to the store yet; they count as given from now on."""
         with self._lock:
-            taken = {task_id: self._latest[task_id] for task_id in self._unsaved
-                     if task_id in self._latest}
+            taken = {task_id: self.latest[task_id] for task_id in self._unsaved
+                     if task_id in self.latest}
             self._unsaved.clear()
             return taken
 
     def end(self, task_id: int) -> bytes | None:
         """The task's run ended: its latest value (saved or not), for its outcome."""
-        if task_id not in self._latest:  # the common case, without the lock
+        if task_id not in self.latest:  # without the lock: only this task puts its value
             return None
         with self._lock:
             self._unsaved.discard(task_id)
-            return self._latest.pop(task_id, None)
+            return self.latest.pop(task_id, None)

@@ -283,15 +283,17 @@ class Scheduler:
                     self._signals.idle.notify()
                     channel.wake.wait_past(seen, timeout=_throttled_for(channel))
                     continue
+                left_behind = False
                 try:
                     if task.recoveries:
                         loop = self._run_alone(channel, hand, task, loop)
                     else:
                         loop = self._run(channel, hand, task, loop)
                 finally:
-                    if not self._left_behind():
+                    left_behind = self._left_behind() if self._abandoned else False
+                    if not left_behind:
                         self._solo.leave()
-                if self._left_behind():
+                if left_behind:
                     break  # another worker took this one's place
         finally:
             if not self._left_behind():
@@ -306,7 +308,7 @@ class Scheduler:
 
     def _left_behind(self) -> bool:
         """Whether the calling worker was abandoned (see ``_abandon``)."""
-        return bool(self._abandoned) and threading.current_thread() in self._abandoned
+        return threading.current_thread() in self._abandoned
 
     def _run_alone(self, channel: Channel, hand: Hand, task: Claimed,
                    loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
@@ -390,7 +392,11 @@ class Scheduler:
     def _call(self, channel: Channel, task: Claimed, args: Any,
               loop: asyncio.AbstractEventLoop | None
               ) -> tuple[Decision, asyncio.AbstractEventLoop | None]:
-        limit = task.time_limit if task.time_limit is not None else channel.time_limit
+        # Its own limit, else its channel's (one that is not a number, written by hand in
+        # a SQLite file, counts as none).
+        limit = task.time_limit
+        if limit is None or not isinstance(limit, (int, float)):
+            limit = channel.time_limit
         run = Run(task.id, channel.name, task.attempts, limit, self._progress.put)
         self._runs[task.id] = run
         if self._cancels and task.id in self._cancels:
@@ -404,7 +410,7 @@ class Scheduler:
             CURRENT.reset(token)
             del self._runs[task.id]
         decision = self._decided(channel, task, run, value, error)
-        progress = self._progress.end(task.id)
+        progress = self._progress.end(task.id) if self._progress.latest else None
         return (decision if progress is None else decision._replace(progress=progress)), loop
 
     def _decided(self, channel: Channel, task: Claimed, run: Run, value: Any,

@@ -48,18 +48,22 @@ class TaskId(int):
     call created the task (``created``), which is False when the task was enqueued
     with a key that an unfinished task of the channel held: then this is that task."""
 
-    created: bool
+    created: bool = True
+    """Set on the instance only when False: ids are made by the thousand (``enqueue_many``),
+    and ``int``'s own constructor, kept, is what makes that cheap."""
 
-    def __new__(cls, value: int, created: bool = True) -> TaskId:
-        task_id = super().__new__(cls, value)
-        task_id.created = created
+    @classmethod
+    def held(cls, value: int) -> TaskId:
+        """The id of a task that held the key, returned instead of creating one."""
+        task_id = cls(value)
+        task_id.created = False
         return task_id
 
     def __repr__(self) -> str:
         return int.__repr__(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return TaskId, (int(self), self.created)
+        return (TaskId.held if not self.created else TaskId), (int(self),)
 
 
 @dataclass(frozen=True)

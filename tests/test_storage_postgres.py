@@ -180,7 +180,7 @@ SCHEMA_3_CHANNEL_COLUMNS = ("rate_count", "rate_period", "max_running")
 
 def _back_to_schema_2(location: str) -> None:
     """Undo what schema 3 added, leaving the store as simplepyq at schema 2 made it."""
-    raw_sql(location, "DROP INDEX tasks_key, tasks_cancel")
+    raw_sql(location, "DROP INDEX tasks_key")
     raw_sql(location, "DROP TABLE simplepyq_starts")
     raw_sql(location, "ALTER TABLE tasks " + ", ".join(
         f"DROP COLUMN {column}" for column in SCHEMA_3_TASK_COLUMNS))

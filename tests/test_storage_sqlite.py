@@ -57,8 +57,7 @@ def test_new_store_is_in_wal_mode_with_schema_version_4(queue: SimplePyQ, store_
     assert SCHEMA_VERSION == 4
     names = {name for _, name, _ in _schema(store_path)}
     assert {"tasks", "simplepyq_channels", "simplepyq_owners", "simplepyq_starts",
-            "tasks_claim", "tasks_due", "tasks_running", "tasks_failed", "tasks_key",
-            "tasks_cancel"} <= names
+            "tasks_claim", "tasks_due", "tasks_running", "tasks_failed", "tasks_key"} <= names
     assert "tasks_channel_status" not in names  # an index on every row costs every write
 
 
@@ -96,7 +95,6 @@ SCHEMA_4_CHANNEL_COLUMNS = ("rate_count", "rate_period", "max_running")
 def _back_to_schema_3(conn: sqlite3.Connection) -> None:
     """Undo what schema 4 added, leaving the file as simplepyq at schema 3 made it."""
     conn.execute("DROP INDEX tasks_key")  # (a column in an index cannot be dropped)
-    conn.execute("DROP INDEX tasks_cancel")
     conn.execute("DROP TABLE simplepyq_starts")
     for column in SCHEMA_4_TASK_COLUMNS:
         conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")

@@ -275,8 +275,8 @@ class PostgresStore(QueryStore):
                     for start in range(0, len(payloads), ADD_CHUNK)]
                 conn.execute(Q["notify"], {"topic": self._topic})
             # Identity values are drawn in row order, whatever order RETURNING uses.
-            return [TaskId(task_id) for cursor in inserts
-                    for task_id in sorted(row[0] for row in cursor.fetchall())]
+            return list(map(TaskId, sorted(row[0] for cursor in inserts
+                                           for row in cursor.fetchall())))
 
         return self._write(insert, notify=False)
 
@@ -295,7 +295,7 @@ class PostgresStore(QueryStore):
             holder = conn.execute(Q["key_holder"], {"channel": shared["channel"],
                                                     "key": key}).fetchone()
             if holder is not None:
-                return TaskId(holder[0], created=False)
+                return TaskId.held(holder[0])
         raise StoreError(f"key {key!r} of channel {shared['channel']!r} kept changing hands "
                          f"({KEY_TRIES} tries): no task was enqueued")
 

@@ -91,8 +91,6 @@ CREATE INDEX IF NOT EXISTS simplepyq_starts_channel ON simplepyq_starts (channel
 -- The same unique and partial indexes as SQLite's (see sqlite.sql).
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks (channel, key)
     WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked');
-CREATE INDEX IF NOT EXISTS tasks_cancel ON tasks (owner)
-    WHERE cancel_requested = 1 AND status = 'running';
 
 -- name: set_version
 DELETE FROM simplepyq_schema;
@@ -502,7 +500,8 @@ RETURNING status;
 SELECT status FROM tasks WHERE id = %(id)s;
 
 -- name: cancel_requests
--- The running tasks of an owner whose cancel was requested (served by tasks_cancel).
+-- The running tasks of an owner whose cancel was requested. It walks the running tasks
+-- (tasks_running): see sqlite.sql.
 SELECT id FROM tasks
 WHERE owner = %(owner)s AND cancel_requested = 1 AND status = 'running';
 

@@ -291,7 +291,7 @@ class SQLiteStore(QueryStore):
                 chunk = payloads[start:start + ADD_CHUNK]
                 last = conn.execute(_insert_statement(len(chunk)), (*shared, *chunk)).lastrowid or 0
             # AUTOINCREMENT under the write lock hands out consecutive ids, in row order.
-            return [TaskId(task_id) for task_id in range(last - len(payloads) + 1, last + 1)]
+            return list(map(TaskId, range(last - len(payloads) + 1, last + 1)))
 
         return self._write(insert)
 
@@ -309,7 +309,7 @@ class SQLiteStore(QueryStore):
         if cursor.rowcount == 1:
             return TaskId(cursor.lastrowid or 0)
         holder = conn.execute(Q["key_holder"], {"channel": channel, "key": key}).fetchone()
-        return TaskId(holder[0], created=False)
+        return TaskId.held(holder[0])
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
                  limit: int, now: float) -> Exchange:
@@ -342,13 +342,19 @@ class SQLiteStore(QueryStore):
         """Apply outcomes of tasks ``owner`` still runs; the ids of those it no longer runs.
 
         Successes, most outcomes, take a statement of their own that leaves the
-        history alone: binding and evaluating the history's values costs every row.
+        history (and, without a progress value, the progress) alone: binding and
+        evaluating those values costs every row.
         """
         if not outcomes:
             return []
-        done = [_recorded_done(o, owner) for o in outcomes if o.decision.outcome is None]
+        done = [_recorded_done(o, owner) for o in outcomes
+                if o.decision.outcome is None and o.decision.progress is None]
+        reported = [{**_recorded_done(o, owner), "progress": o.decision.progress}
+                    for o in outcomes
+                    if o.decision.outcome is None and o.decision.progress is not None]
         other = [_recorded(o, owner) for o in outcomes if o.decision.outcome is not None]
-        batches = [(Q["record_done"], done), (Q["record"], other)]
+        batches = [(Q["record_done"], done), (Q["record_done_progress"], reported),
+                   (Q["record"], other)]
         conn.execute("SAVEPOINT outcomes")
         if sum(conn.executemany(query, rows).rowcount
                for query, rows in batches if rows) == len(outcomes):
@@ -414,8 +420,7 @@ def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
 def _recorded_done(outcome: Outcome, owner: str) -> dict[str, Any]:
     decision = outcome.decision
     return {"id": outcome.task_id, "owner": owner, "retries": decision.retries,
-            "result": decision.result, "finished_at": decision.finished_at,
-            "progress": decision.progress}
+            "result": decision.result, "finished_at": decision.finished_at}
 
 
 def _no_more_calls() -> None:

@@ -90,9 +90,6 @@ CREATE INDEX IF NOT EXISTS tasks_failed ON tasks (channel) WHERE status = 'faile
 -- without a key are not in it and cost nothing.
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks (channel, key)
     WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked');
--- Running tasks whose cancel was requested, for their owners to find (none, usually).
-CREATE INDEX IF NOT EXISTS tasks_cancel ON tasks (owner)
-    WHERE cancel_requested = 1 AND status = 'running';
 
 -- name: retired_indexes
 -- Indexes of schema 1 that schema 2 replaced (tasks_running gained the channel).
@@ -149,7 +146,6 @@ WHERE channel = :channel AND status = 'delayed'
 -- name: claim
 -- Marks the next due tasks running for :owner, and returns them in no particular
 -- order (the caller sorts by priority, then id). The subquery walks tasks_claim.
--- A time limit that is not a number (written by hand) is none.
 UPDATE tasks
 SET status = 'running', owner = :owner, started_at = :now, finished_at = NULL,
     attempts = COALESCE(attempts, 0) + 1
@@ -159,7 +155,7 @@ WHERE id IN (SELECT id FROM tasks
              LIMIT :limit)
 RETURNING id, args, CAST(COALESCE(retries, 0) AS INTEGER), CAST(attempts AS INTEGER),
           CAST(COALESCE(priority, 0) AS INTEGER), CAST(COALESCE(recoveries, 0) AS INTEGER),
-          CASE WHEN typeof(time_limit) IN ('integer', 'real') THEN time_limit END;
+          time_limit;
 
 -- name: channel_limits
 -- Read first in every claim: a channel without limits is claimed as above, at no
@@ -223,11 +219,18 @@ SET status = CASE WHEN cancel_requested = 1 AND :status <> 'done' THEN 'cancelle
 WHERE id = :id AND owner = :owner AND status = 'running';
 
 -- name: record_done
--- The same for a run that succeeded (the common case): no history to add.
+-- The same for a run that succeeded (the common case): no history to add, and no
+-- progress (a column more to write costs every row).
 UPDATE tasks
 SET status = 'done', retries = :retries, delay_until = NULL, result = :result, error = NULL,
-    finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0,
-    progress = COALESCE(:progress, progress)
+    finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0
+WHERE id = :id AND owner = :owner AND status = 'running';
+
+-- name: record_done_progress
+-- A run that succeeded and reported progress.
+UPDATE tasks
+SET status = 'done', retries = :retries, delay_until = NULL, result = :result, error = NULL,
+    finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0, progress = :progress
 WHERE id = :id AND owner = :owner AND status = 'running';
 
 -- name: release
@@ -436,7 +439,9 @@ RETURNING status;
 SELECT status FROM tasks WHERE id = :id;
 
 -- name: cancel_requests
--- The running tasks of :owner whose cancel was requested (served by tasks_cancel).
+-- The running tasks of :owner whose cancel was requested. It walks the running tasks
+-- (tasks_running, a few per worker): an index of its own would cost every change of
+-- every task's status, to serve a look made a few times a second at most.
 SELECT id FROM tasks WHERE owner = :owner AND cancel_requested = 1 AND status = 'running';
 
 -- name: progress
