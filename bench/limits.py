@@ -9,7 +9,7 @@ A channel limited to 100/s and to 1000/s is drained of no-op tasks by 1 process 
 appends its start time to a log outside the store. With ``WINDOWS`` windows' worth of
 tasks plus one, the limit lets the last one start ``WINDOWS`` periods after the first,
 so the achieved rate is ``WINDOWS * N / (last start - first start)``, and its ratio to
-the limit should be close to 1 (the issue asks for at least 0.9). Also shown: the most
+the limit should be close to 1 (the goal: at least 0.9). Also shown: the most
 tasks claimed in any one-second window (the store's claim times, which the limit
 counts) over the limit, at most 1.00 if the limit holds; and how long after its claim
 a task started (p50 / p99). The limit lets tasks through in bursts, one a period, and a
