@@ -20,6 +20,9 @@ from typing import TypeVar
 
 import pytest
 
+from simplepyq import SimplePyQ
+from tests.backends import raw_sql
+
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +77,6 @@ def all_running(children: Sequence[subprocess.Popen[str]]) -> bool:
 def enqueue_numbered(store: str, total: int) -> list[int]:
     """Enqueue ``total`` tasks on channel "c" of a new store, each task's args its own id
     (so that a run log can name tasks by their args); the ids, 1 to ``total``."""
-    from simplepyq import SimplePyQ
-
     with SimplePyQ(store) as q:
         q.add_channel("c", lambda args: args)
         ids = q.enqueue_many("c", range(1, total + 1))
@@ -175,3 +176,34 @@ LABELLED_DRAINER = """
             time.sleep(0.005)
         q.run_until_complete(timeout=300)
 """
+
+
+def tasks_to_upgrade(location: str) -> tuple[int, int]:
+    """For an upgrade test: a pending and a failed task of channel "kept" (their ids)."""
+    with SimplePyQ(location) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        pending, failed = q.enqueue_many("kept", [21, "fails"])
+    raw_sql(location, "UPDATE tasks SET status = 'failed', error = 'boom' WHERE id = ?",
+            (failed,))
+    return pending, failed
+
+
+def check_task_control_after_upgrade(location: str, pending: int, failed: int) -> None:
+    """After an upgrade to task control: the tasks of ``tasks_to_upgrade`` are as they were,
+    with no key, time limit, cancel or progress, and limits, keys and cancel work."""
+    with SimplePyQ(location) as q:
+        q.add_channel("kept", lambda args: args * 2)
+        old = q.get_task(failed)
+        assert old is not None and (old.status, old.error, old.args) == ("failed", "boom",
+                                                                         "fails")
+        assert (old.key, old.time_limit, old.cancel_requested, old.progress) == (
+            None, None, False, None)
+        assert str(q.limits("kept")) == "no limits"
+        assert str(q.set_limits("kept", rate_limit="5/s", max_running=2)) == (
+            "rate 5/s, at most 2 running")
+        keyed = q.enqueue("kept", 1, key="k")
+        assert q.enqueue("kept", 2, key="k") == keyed  # the unique index is back
+        assert q.cancel(keyed) is True
+        q.run_until_complete(timeout=30)
+        assert q.get_task(pending).result == 42  # type: ignore[union-attr]
+        assert q.get_task(keyed).status == "cancelled"  # type: ignore[union-attr]

@@ -19,7 +19,14 @@ import pytest
 
 from simplepyq import SimplePyQ, StoreError
 from tests.backends import drop_schema, new_schema_location, postgres_url, raw_sql
-from tests.support import finish_all, run_python, spawn_python, wait_until
+from tests.support import (
+    check_task_control_after_upgrade,
+    finish_all,
+    run_python,
+    spawn_python,
+    tasks_to_upgrade,
+    wait_until,
+)
 
 psycopg = pytest.importorskip("psycopg")
 SCHEMA_VERSION = pytest.importorskip("simplepyq.storage.postgres").SCHEMA_VERSION
@@ -228,32 +235,13 @@ def test_a_schema_1_store_gains_recoveries_history_and_owner_channels_keeping_it
 def test_a_schema_2_store_gains_keys_time_limits_cancels_progress_and_limits_keeping_its_tasks(
     location: str,
 ) -> None:
-    with SimplePyQ(location) as q:
-        q.add_channel("kept", lambda args: args * 2)
-        pending, failed = q.enqueue_many("kept", [21, "fails"])
-    raw_sql(location, "UPDATE tasks SET status = 'failed', error = 'boom' WHERE id = ?",
-            (failed,))
+    pending, failed = tasks_to_upgrade(location)
     fresh = _indexes(location)
     _back_to_schema_2(location)
     with pytest.raises(psycopg.errors.CheckViolation):  # schema 2 knew no 'cancelled'
         raw_sql(location, "UPDATE tasks SET status = 'cancelled' WHERE id = ?", (pending,))
 
-    with SimplePyQ(location) as q:
-        q.add_channel("kept", lambda args: args * 2)
-        old = q.get_task(failed)
-        assert old is not None and (old.status, old.error, old.args) == ("failed", "boom",
-                                                                         "fails")
-        assert (old.key, old.time_limit, old.cancel_requested, old.progress) == (
-            None, None, False, None)
-        assert str(q.limits("kept")) == "no limits"
-        assert str(q.set_limits("kept", rate_limit="5/s", max_running=2)) == (
-            "rate 5/s, at most 2 running")
-        keyed = q.enqueue("kept", 1, key="k")
-        assert q.enqueue("kept", 2, key="k") == keyed  # the unique index is back
-        assert q.cancel(keyed) is True
-        q.run_until_complete(timeout=30)
-        assert q.get_task(pending).result == 42  # type: ignore[union-attr]
-        assert q.get_task(keyed).status == "cancelled"  # type: ignore[union-attr]
+    check_task_control_after_upgrade(location, pending, failed)
     assert raw_sql(location, "SELECT version FROM simplepyq_schema") == [(SCHEMA_VERSION,)]
     assert {*(("tasks", column) for column in SCHEMA_3_TASK_COLUMNS),
             *(("simplepyq_channels", column) for column in SCHEMA_3_CHANNEL_COLUMNS),

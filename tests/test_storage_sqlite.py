@@ -18,7 +18,7 @@ import pytest
 from simplepyq import SimplePyQ, StoreError
 from simplepyq.storage.sqlite import FIRST_PAUSE, SCHEMA_VERSION, Q
 from tests.backends import is_postgres, raw_sql, store_exists
-from tests.support import wait_until
+from tests.support import check_task_control_after_upgrade, tasks_to_upgrade, wait_until
 
 PG_CATALOG = """
     SELECT 'table', table_name::text, NULL FROM information_schema.tables
@@ -133,33 +133,14 @@ def test_schema_2_store_gains_recoveries_history_and_owner_channels_keeping_its_
 def test_schema_3_store_gains_keys_time_limits_cancels_progress_and_limits_keeping_its_tasks(
     store_path: str,
 ) -> None:
-    with SimplePyQ(store_path) as q:
-        q.add_channel("kept", lambda args: args * 2)
-        pending, failed = q.enqueue_many("kept", [21, "fails"])
-    raw_sql(store_path, "UPDATE tasks SET status = 'failed', error = 'boom' WHERE id = ?",
-            (failed,))
+    pending, failed = tasks_to_upgrade(store_path)
     fresh = {(kind, name, sql) for kind, name, sql in _schema(store_path) if kind == "index"}
     with closing(sqlite3.connect(store_path, isolation_level=None)) as conn:
         _back_to_schema_3(conn)
         assert {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}.isdisjoint(
             SCHEMA_4_TASK_COLUMNS)
 
-    with SimplePyQ(store_path) as q:
-        q.add_channel("kept", lambda args: args * 2)
-        old = q.get_task(failed)
-        assert old is not None and (old.status, old.error, old.args) == ("failed", "boom",
-                                                                         "fails")
-        assert (old.key, old.time_limit, old.cancel_requested, old.progress) == (
-            None, None, False, None)
-        assert str(q.limits("kept")) == "no limits"
-        assert str(q.set_limits("kept", rate_limit="5/s", max_running=2)) == (
-            "rate 5/s, at most 2 running")
-        keyed = q.enqueue("kept", 1, key="k")
-        assert q.enqueue("kept", 2, key="k") == keyed  # the unique index is back
-        assert q.cancel(keyed) is True
-        q.run_until_complete(timeout=30)
-        assert q.get_task(pending).result == 42  # type: ignore[union-attr]
-        assert q.get_task(keyed).status == "cancelled"  # type: ignore[union-attr]
+    check_task_control_after_upgrade(store_path, pending, failed)
     with closing(sqlite3.connect(store_path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         task_columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
