@@ -121,11 +121,8 @@ class SimplePyQ:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         limit = None if time_limit is None else check_time_limit(time_limit)
-        change = LimitChange(
-            set_rate=rate_limit is not None,
-            rate=None if rate_limit is None else parse_rate(rate_limit),
-            set_max_running=max_running is not None,
-            max_running=None if max_running is None else check_max_running(max_running))
+        change = _limit_change(UNCHANGED if rate_limit is None else rate_limit,
+                               UNCHANGED if max_running is None else max_running)
         channel = Channel(name, func, max_workers, Backoff.coerce(backoff), time_limit=limit)
         with self._lock:
             if name in self._channels:
@@ -163,14 +160,7 @@ class SimplePyQ:
         stays pending and spends no retry. The channel must be registered.
         """
         _check_name(channel)
-        change = LimitChange(
-            set_rate=rate_limit is not UNCHANGED,
-            rate=None if rate_limit is UNCHANGED or rate_limit is None
-            else parse_rate(rate_limit),
-            set_max_running=max_running is not UNCHANGED,
-            max_running=None if max_running is UNCHANGED or max_running is None
-            else check_max_running(max_running))
-        limits = self._store.set_limits(channel, change)
+        limits = self._store.set_limits(channel, _limit_change(rate_limit, max_running))
         with self._lock:
             local = self._channels.get(channel)
         if local is not None:  # a limit raised or lifted: workers here look again at once
@@ -668,6 +658,16 @@ def _remaining(deadline: float | None) -> float | None:
 
 def _shorter(remaining: float | None, interval: float) -> float:
     return interval if remaining is None else min(remaining, interval)
+
+
+def _limit_change(rate_limit: Any, max_running: Any) -> LimitChange:
+    """The limits to change, each checked: those not ``UNCHANGED``; None removes one."""
+    return LimitChange(
+        set_rate=rate_limit is not UNCHANGED,
+        rate=None if rate_limit is UNCHANGED or rate_limit is None else parse_rate(rate_limit),
+        set_max_running=max_running is not UNCHANGED,
+        max_running=None if max_running is UNCHANGED or max_running is None
+        else check_max_running(max_running))
 
 
 def _checked_keys(keys: Iterable[str | None], count: int) -> list[str | None]:
