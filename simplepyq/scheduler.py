@@ -392,6 +392,8 @@ class Scheduler:
     def _call(self, channel: Channel, task: Claimed, args: Any,
               loop: asyncio.AbstractEventLoop | None
               ) -> tuple[Decision, asyncio.AbstractEventLoop | None]:
+        """Call the channel's function as a ``Run`` (its time limit watched, its cancel
+        deliverable, ``current_task()`` set) and decide what the run came to."""
         # Its own limit, else its channel's (one that is not a number, written by hand in
         # a SQLite file, counts as none).
         limit = task.time_limit
