@@ -81,3 +81,11 @@ def split_location(location: str) -> tuple[str, str]:
     schema = next((pair[7:] for pair in query.split("&") if pair.startswith("schema=")),
                   "simplepyq")
     return base + ("?" + "&".join(kept) if kept else ""), schema
+
+
+def blocked_by(location: str, pid: int) -> int | None:
+    """The backend pid of a PostgreSQL session waiting for a lock that session ``pid``
+    holds, or None: for tests that hold a transaction open until another waits on it."""
+    rows = raw_sql(location, "SELECT pid FROM pg_stat_activity "
+                             "WHERE ? = ANY(pg_blocking_pids(pid))", (pid,))
+    return int(rows[0][0]) if rows else None

@@ -25,9 +25,8 @@ import pytest
 from simplepyq import SimplePyQ, Status, Task, TaskCancelled, current_task, policy
 from simplepyq.policy import Backoff
 from simplepyq.storage.base import Outcome
-from tests.backends import raw_sql, split_location
+from tests.backends import blocked_by, raw_sql, split_location
 from tests.support import spawn_python, wait_until
-from tests.test_recovery import _blocked_by
 
 OWNER = "test:1:owner"
 """The owner that store-level tests claim tasks for."""
@@ -493,7 +492,7 @@ def test_a_cancel_waits_for_a_claim_in_flight_and_then_sees_what_it_did(
                                                "now": time.time()}).fetchall()
         assert [row[0] for row in claimed] == [task_id]
         cancel = pool.submit(queue.cancel, task_id)
-        wait_until(lambda: _blocked_by(queue.store_path, claimer.info.backend_pid))
+        wait_until(lambda: blocked_by(queue.store_path, claimer.info.backend_pid))
         assert not cancel.done()
         getattr(claimer, claimer_ends)()
         changed = cancel.result(timeout=30)

@@ -21,7 +21,7 @@ import pytest
 from simplepyq import SimplePyQ, Status, TaskId
 from simplepyq.copying import copy_tasks
 from simplepyq.storage import open_store
-from tests.backends import raw_sql, split_location
+from tests.backends import blocked_by, raw_sql, split_location
 from tests.support import all_running, finish_all, spawn_python, wait_until
 
 
@@ -426,18 +426,6 @@ def test_an_enqueue_whose_key_holder_ends_between_insert_and_look_up_inserts_aga
     assert _keyed(store_path, "k") == [(holder, Status.CANCELLED), (made, Status.PENDING)]
 
 
-def _blocked_by(store_path: str, conn: Any) -> Callable[[], bool]:
-    """Whether some connection waits for a lock that ``conn``'s transaction holds."""
-    [(pid,)] = conn.execute("SELECT pg_backend_pid()").fetchall()
-
-    def waiting() -> bool:
-        [(count,)] = raw_sql(store_path, "SELECT COUNT(*) FROM pg_stat_activity "
-                                         "WHERE ? = ANY(pg_blocking_pids(pid))", (pid,))
-        return int(count) > 0
-
-    return waiting
-
-
 class InThread:
     """A call run in a thread of its own; ``result()`` waits for what it returned."""
 
@@ -477,7 +465,7 @@ def test_an_enqueue_of_a_key_being_inserted_by_an_open_transaction_waits_for_its
         [(inserted,)] = first.execute(Q["add_keyed"], {
             **_shared("c"), "args": codec.pack("first", "args"), "key": "k"}).fetchall()
         second = InThread(lambda: queue.enqueue("c", "second", key="k"))
-        wait_until(_blocked_by(store_path, first), timeout=30)
+        wait_until(lambda: blocked_by(store_path, first.info.backend_pid), timeout=30)
         assert second.running()  # the unique index makes it wait for the first to end
         getattr(first, first_ends_by)()
 
@@ -555,7 +543,7 @@ def test_requeue_failed_racing_an_enqueue_of_the_key_leaves_the_failed_task_fail
         [(holder,)] = enqueuing.execute(Q["add_keyed"], {
             **_shared("c"), "args": codec.pack("good", "args"), "key": "k"}).fetchall()
         requeue = InThread(queue.requeue_failed)
-        wait_until(_blocked_by(store_path, enqueuing), timeout=30)
+        wait_until(lambda: blocked_by(store_path, enqueuing.info.backend_pid), timeout=30)
         enqueuing.commit()
 
     assert requeue.result() == 0

@@ -25,7 +25,7 @@ from simplepyq.errors import UnknownChannelError
 from simplepyq.limits import check_max_running, parse_rate
 from simplepyq.scheduler import FULL_RECHECK
 from simplepyq.storage.base import Exchange, Outcome
-from tests.backends import raw_sql
+from tests.backends import blocked_by, raw_sql
 from tests.support import (
     all_running,
     enqueue_numbered,
@@ -516,9 +516,8 @@ def _overlapping_claims(store_path: str, limits: dict[str, Any]) -> tuple[int, i
         claimer = threading.Thread(target=lambda: second.append(
             len(store.exchange("second", [], "c", 3, time.time()).claimed)))
         claimer.start()
-        wait_until(lambda: not claimer.is_alive() or raw_sql(
-            store_path, "SELECT COUNT(*) FROM pg_stat_activity WHERE ? = ANY("
-                        "pg_blocking_pids(pid))", [first.info.backend_pid]) == [(1,)])
+        wait_until(lambda: not claimer.is_alive()
+                   or blocked_by(store_path, first.info.backend_pid))
         first.commit()
         claimer.join(30)
     return len(rows), second[0]
@@ -563,9 +562,7 @@ def test_a_claim_that_overlaps_a_limit_being_lifted_hands_over_every_task_it_cla
         claimer = threading.Thread(target=lambda: got.append(
             q._store.exchange("me", [outcome], "c", 10, time.time())))
         claimer.start()
-        wait_until(lambda: raw_sql(store_path, "SELECT COUNT(*) FROM pg_stat_activity WHERE "
-                                               "? = ANY(pg_blocking_pids(pid))",
-                                   [holder.info.backend_pid]) == [(1,)])
+        wait_until(lambda: blocked_by(store_path, holder.info.backend_pid))
         q.set_limits("c", max_running=None)
         holder.rollback()
         claimer.join(30)

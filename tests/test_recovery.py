@@ -22,7 +22,7 @@ import pytest
 
 from simplepyq import SimplePyQ, Task, policy
 from simplepyq.storage.base import Outcome, Owner
-from tests.backends import raw_sql, split_location
+from tests.backends import blocked_by, raw_sql, split_location
 from tests.support import finish_all, spawn_python, wait_until
 
 # Runs channel "c" with N workers whose task marks that it started, then blocks forever.
@@ -365,11 +365,11 @@ def test_recovery_waits_for_a_claim_in_flight_and_takes_back_what_it_claimed(
         blocker.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (first,))
         done = Outcome(first, policy.succeeded(0, None, time.time()))
         claim = pool.submit(store.exchange, "far:1:o", [done], "c", 1, time.time())
-        claimer = wait_until(lambda: _blocked_by(store_path, blocker.info.backend_pid))
+        claimer = wait_until(lambda: blocked_by(store_path, blocker.info.backend_pid))
         # Given a claim in flight, a recovery of the same owner (judged by the same
         # heartbeat) waits for it,
         recovery = pool.submit(store.recover, [judged], "recovered: test", time.time(), 3)
-        wait_until(lambda: _blocked_by(store_path, claimer))
+        wait_until(lambda: blocked_by(store_path, claimer))
         blocker.rollback()
         exchanged = claim.result(timeout=30)
         recovered = recovery.result(timeout=30)
@@ -444,13 +444,6 @@ def _heartbeat_of_pid(store_path: str, pid: int) -> float:
     ((beat,),) = raw_sql(store_path, "SELECT heartbeat_at FROM simplepyq_owners WHERE pid = ?",
                          (pid,))
     return float(beat)
-
-
-def _blocked_by(store_path: str, pid: int) -> int | None:
-    """The backend pid of a PostgreSQL session waiting for a lock that session ``pid`` holds."""
-    rows = raw_sql(store_path, "SELECT pid FROM pg_stat_activity "
-                               "WHERE ? = ANY(pg_blocking_pids(pid))", (pid,))
-    return int(rows[0][0]) if rows else None
 
 
 def _statuses(store_path: str) -> Counter[str]:
