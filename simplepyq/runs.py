@@ -178,6 +178,18 @@ class Run:
                 self._injected = bool(_set_async_exc(self.thread.ident, TaskTimeout))
             return True
 
+    def interrupt_again(self) -> None:
+        """Interrupt a run still going past its limit once more: the last interruption may
+        have been lost (raised while a garbage collector callback or a finalizer ran in
+        its thread, which swallow exceptions), or caught by the task."""
+        with self.lock:
+            if self.finished or not self.timed_out:
+                return
+            if self._future is not None:
+                self._cancel_future()
+            elif self._armed and not self._async and self.thread.ident is not None:
+                self._injected = bool(_set_async_exc(self.thread.ident, TaskTimeout))
+
     def abandon(self, then: Callable[[Run], None]) -> bool:
         """Give the run up (it ignored its interruption past the grace period) and call
         ``then(self)`` under the run's lock, so that the worker, whose ``finish`` takes

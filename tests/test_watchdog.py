@@ -307,3 +307,35 @@ def test_watchdog_does_not_abandon_a_run_that_stopped_at_its_interruption(
     [(_, error)] = stops.results
     assert isinstance(error, TaskTimeout)
 
+
+
+def test_a_run_that_lost_its_interruption_is_interrupted_again_before_it_is_abandoned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watchdog, "GRACE", 2.0)
+    caught = threading.Event()
+
+    def swallows_the_first(args: object) -> str:
+        # As a garbage collector callback would, the first TaskTimeout is swallowed.
+        try:
+            while True:
+                pass
+        except TaskTimeout:
+            caught.set()
+        while True:
+            pass
+
+    abandoned: list[Run] = []
+    dog = Watchdog(abandoned.append)
+    worker = Worker(swallows_the_first, lambda: _run(limit=0.05), runs=1)
+    try:
+        worker.thread.start()
+        wait_until(lambda: worker.current is not None)
+        assert worker.current is not None
+        dog.watch(worker.current)
+        worker.thread.join(10)
+    finally:
+        dog.stop()
+    assert caught.is_set() and not worker.thread.is_alive()
+    [(_, error)] = worker.results
+    assert isinstance(error, TaskTimeout) and not abandoned
