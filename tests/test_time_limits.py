@@ -468,10 +468,6 @@ async def _spin_then_await(seconds: float) -> float:
     return seconds
 
 
-# An interruption that lands while a garbage collector callback runs in the worker
-# (Hypothesis installs one) is swallowed there, and reported as "unraisable": the run is
-# interrupted again (watchdog.AGAIN), so no task here depends on it.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("func", [_spin_for, _spin_then_await], ids=["sync", "async"])
 def test_tasks_ending_right_at_their_tiny_limits_end_done_or_timed_out_and_workers_live_on(
     queue: SimplePyQ, func: Any,
