@@ -429,7 +429,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
         raise UsageError("give the CHANNEL whose limits --rate or --max-running change")
     with _opened(args) as queue:
         if args.channel is None:
-            found = {name: queue.limits(name) for name in queue.known_channels()}
+            found = dict(sorted(queue.all_limits().items()))
         elif changing:
             found = {args.channel: queue.set_limits(args.channel, rate_limit=args.rate,
                                                     max_running=args.max_running)}

@@ -171,10 +171,14 @@ class SimplePyQ:
     def limits(self, channel: str) -> Limits:
         """The limits stored for ``channel`` (``UnknownChannelError`` if not registered)."""
         _check_name(channel)
-        found = self._store.limits()
+        found = self.all_limits()
         if channel not in found:
             raise UnknownChannelError(channel, set(found))
         return found[channel]
+
+    def all_limits(self) -> dict[str, Limits]:
+        """The limits of every channel registered in the store, by name, in one read."""
+        return self._store.limits()
 
     def declare(self, *names: str) -> None:
         """Make channel names known to the store without binding functions to them.

@@ -401,6 +401,7 @@ class Scheduler:
             limit = channel.time_limit
         run = Run(task.id, channel.name, task.attempts, limit, self._progress.put)
         self._runs[task.id] = run
+        # A cancel that came after _run looked, and before cancel_here could find the run:
         if self._cancels and task.id in self._cancels:
             run.cancel_requested = True
         if limit is not None:

@@ -294,8 +294,8 @@ class QueryStore:
     # -- moving between stores -----------------------------
     def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],
               now: float) -> int:
-        values = [{**named(row), "history": history_text(named(row)["history"])}
-                  for row in rows]
+        values = [{**task, "history": history_text(task["history"])}
+                  for task in map(named, rows)]
 
         def insert(conn: Any) -> int:
             for name in channels:

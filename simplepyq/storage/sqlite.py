@@ -347,12 +347,16 @@ class SQLiteStore(QueryStore):
         """
         if not outcomes:
             return []
-        done = [_recorded_done(o, owner) for o in outcomes
-                if o.decision.outcome is None and o.decision.progress is None]
-        reported = [{**_recorded_done(o, owner), "progress": o.decision.progress}
-                    for o in outcomes
-                    if o.decision.outcome is None and o.decision.progress is not None]
-        other = [_recorded(o, owner) for o in outcomes if o.decision.outcome is not None]
+        done: list[dict[str, Any]] = []
+        reported: list[dict[str, Any]] = []
+        other: list[dict[str, Any]] = []
+        for o in outcomes:  # one pass: this is the hot path of every commit
+            if o.decision.outcome is not None:
+                other.append(_recorded(o, owner))
+            elif o.decision.progress is None:
+                done.append(_recorded_done(o, owner))
+            else:
+                reported.append({**_recorded_done(o, owner), "progress": o.decision.progress})
         batches = [(Q["record_done"], done), (Q["record_done_progress"], reported),
                    (Q["record"], other)]
         conn.execute("SAVEPOINT outcomes")
