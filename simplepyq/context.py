@@ -13,7 +13,7 @@ import time
 
 from simplepyq import codec
 from simplepyq.errors import TaskCancelled, TaskTimeout
-from simplepyq.runs import CURRENT, Run
+from simplepyq.runs import Run, running
 
 MAX_PROGRESS = 64 * 1024
 """The most bytes a progress value may take, encoded: it is rewritten often."""
@@ -87,7 +87,7 @@ class TaskContext:
 
 def current_task() -> TaskContext | None:
     """The context of the task running in this thread (or asyncio task), else None."""
-    run = CURRENT.get()
+    run = running()
     return None if run is None else TaskContext(run)
 
 

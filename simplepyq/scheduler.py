@@ -12,7 +12,6 @@ this instance and returns the running tasks of dead instances to pending.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -32,7 +31,7 @@ from simplepyq.errors import DelayException, TaskTimeout
 from simplepyq.failing import RepeatedFailure
 from simplepyq.identity import Heartbeats, ProcessIdentity, is_dead
 from simplepyq.policy import Backoff, Decision
-from simplepyq.runs import CURRENT, Run
+from simplepyq.runs import Run, Seat, seat
 from simplepyq.solo import SoloGate
 from simplepyq.storage.base import Claimed, CommitUnknownError, Exchange, Outcome, Owner, Store
 from simplepyq.watchdog import Watchdog
@@ -262,7 +261,7 @@ class Scheduler:
     def _work(self, channel: Channel) -> None:
         hand = self._hands[channel.name]
         claiming = self._failure(f"claiming tasks of channel {channel.name!r}")
-        loop: asyncio.AbstractEventLoop | None = None
+        here = seat()
         try:
             while not self._stopping.is_set() and not channel.removed:
                 seen = channel.wake.generation
@@ -286,9 +285,9 @@ class Scheduler:
                 left_behind = False
                 try:
                     if task.recoveries:
-                        loop = self._run_alone(channel, hand, task, loop)
+                        self._run_alone(channel, hand, task, here)
                     else:
-                        loop = self._run(channel, hand, task, loop)
+                        self._run(channel, hand, task, here)
                 finally:
                     left_behind = self._left_behind() if self._abandoned else False
                     if not left_behind:
@@ -299,8 +298,7 @@ class Scheduler:
             if not self._left_behind():
                 self._give_back(hand)
             self._flush(due_only=False)
-            if loop is not None:
-                loop.close()
+            here.close_loop()
             with self._ended:
                 self._live.discard(threading.current_thread())
                 self._ended.notify_all()
@@ -311,14 +309,14 @@ class Scheduler:
         return threading.current_thread() in self._abandoned
 
     def _run_alone(self, channel: Channel, hand: Hand, task: Claimed,
-                   loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
+                   here: Seat) -> None:
         """Run a suspect (see ``solo``) with nothing else of this process in flight, its
         outcome committed at once; if another suspect runs alone already, give it back.
         The caller is in the gate, so a suspect runs only once it has given this back."""
         if not self._solo.begin():
             hand.put([task])
             self._give_back(hand)
-            return loop
+            return
         try:
             for other in list(self._hands.values()):
                 self._give_back(other)
@@ -326,14 +324,13 @@ class Scheduler:
             self.settle(settle_by)
             self._safe(lambda: self._store.run_alone(self._identity.owner, task.id), None)
             self._suspect = threading.current_thread()
-            loop = self._run(channel, hand, task, loop)
+            self._run(channel, hand, task, here)
             self.settle(settle_by + self._settings.lease)
         finally:
             if not self._left_behind():  # else _abandon opened the gate already
                 self._suspect = None
                 self._solo.end()
                 self._wake_all()
-        return loop
 
     def _refill(self, channel: Channel, hand: Hand) -> Claimed | None:
         """Commit the waiting outcomes and claim the channel's next batch, in one transaction."""
@@ -365,8 +362,7 @@ class Scheduler:
                 channel.wake.notify(min(len(exchange.claimed), channel.max_workers) - 1)
             return hand.take()
 
-    def _run(self, channel: Channel, hand: Hand, task: Claimed,
-             loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
+    def _run(self, channel: Channel, hand: Hand, task: Claimed, here: Seat) -> None:
         """Run one claimed task and keep its outcome for the next commit; never raises."""
         began = time.perf_counter()
         if self._cancels and task.id in self._cancels:
@@ -378,7 +374,7 @@ class Scheduler:
                 decision = policy.unrunnable(task.retries, f"args could not be decoded: {exc}",
                                              time.time())
             else:
-                decision, loop = self._call(channel, task, args, loop)
+                decision = self._call(channel, task, args, here)
         if self._cancels:
             self._cancels.discard(task.id)
         if _forks_seen and os.getpid() != self._pid:
@@ -387,11 +383,8 @@ class Scheduler:
         channel.full = False  # one of its tasks ended: below max_running, if it has one
         if self._outbox.add(Outcome(task.id, decision)):
             self._nudge.notify()  # the housekeeper commits it if no worker does in time
-        return loop
 
-    def _call(self, channel: Channel, task: Claimed, args: Any,
-              loop: asyncio.AbstractEventLoop | None
-              ) -> tuple[Decision, asyncio.AbstractEventLoop | None]:
+    def _call(self, channel: Channel, task: Claimed, args: Any, here: Seat) -> Decision:
         """Call the channel's function as a ``Run`` (its time limit watched, its cancel
         deliverable, ``current_task()`` set) and decide what the run came to."""
         # Its own limit, else its channel's (one that is not a number, written by hand in
@@ -406,15 +399,16 @@ class Scheduler:
             run.cancel_requested = True
         if limit is not None:
             self._watchdog.watch(run)
-        token = CURRENT.set(run)
         try:
-            value, error, loop = run.call(channel.func, args, loop)
+            value, error = run.call(channel.func, args, here)
         finally:
-            CURRENT.reset(token)
             del self._runs[task.id]
-        decision = self._decided(channel, task, run, value, error)
+        if error is None and value is None:  # the common case, decided the short way
+            decision = policy.succeeded(task.retries, None, time.time())
+        else:
+            decision = self._decided(channel, task, run, value, error)
         progress = self._progress.end(task.id) if self._progress.latest else None
-        return (decision if progress is None else decision._replace(progress=progress)), loop
+        return decision if progress is None else decision._replace(progress=progress)
 
     def _decided(self, channel: Channel, task: Claimed, run: Run, value: Any,
                  error: BaseException | None) -> Decision:

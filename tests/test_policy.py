@@ -139,8 +139,9 @@ def test_deferral_keeps_retries_and_sets_the_run_time(retries: int) -> None:
 
 def test_success_keeps_the_result_and_the_retries() -> None:
     decision = policy.succeeded(1, b"\x2a", now=100.0)
-    assert (decision.status, decision.result, decision.finished_at) == (Status.DONE, b"\x2a", 100.0)
-    assert decision.retries == 1 and decision.error is None and decision.run_at is None
+    assert decision == policy.Decision(Status.DONE, 1, result=b"\x2a", finished_at=100.0,
+                                       ended_at=100.0)
+    assert type(decision) is policy.Decision and decision.progress is None
 
 
 # -- DelayException ---------------------------------------------------------------------

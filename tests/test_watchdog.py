@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from simplepyq import TaskCancelled, TaskTimeout, current_task, watchdog
-from simplepyq.runs import CURRENT, Run
+from simplepyq.runs import CURRENT, Run, seat
 from simplepyq.watchdog import Watchdog
 from tests.support import wait_until
 
@@ -39,11 +39,11 @@ class Worker:
         self.thread = threading.Thread(target=self._work, name="test-worker", daemon=True)
 
     def _work(self) -> None:
-        loop: asyncio.AbstractEventLoop | None = None
+        here = seat()
         try:
             for n in range(self.runs):
                 run = self.current = self.make_run()
-                value, error, loop = run.call(self.func, n, loop)
+                value, error = run.call(self.func, n, here)
                 self.results.append((value, error))
             # Some more Python code, where a stray interruption would land.
             total = 0
@@ -52,8 +52,7 @@ class Worker:
         except BaseException as exc:
             self.escaped.append(exc)
         finally:
-            if loop is not None:
-                loop.close()
+            here.close_loop()
 
 
 @pytest.fixture
@@ -114,7 +113,7 @@ def test_a_call_blocked_in_c_is_not_interrupted_and_the_timeout_comes_as_it_retu
 
 def test_time_out_of_a_finished_run_does_nothing() -> None:
     run = _run()
-    value, error, _ = run.call(lambda args: args * 2, 21, None)
+    value, error = run.call(lambda args: args * 2, 21, seat())
     assert (value, error) == (42, None)
     assert run.time_out() is False
     total = 0

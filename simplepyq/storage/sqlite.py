@@ -347,8 +347,8 @@ class SQLiteStore(QueryStore):
         """
         if not outcomes:
             return []
-        done: list[dict[str, Any]] = []
-        reported: list[dict[str, Any]] = []
+        done: list[tuple[Any, ...]] = []
+        reported: list[tuple[Any, ...]] = []
         other: list[dict[str, Any]] = []
         for o in outcomes:  # one pass: this is the hot path of every commit
             if o.decision.outcome is not None:
@@ -356,9 +356,10 @@ class SQLiteStore(QueryStore):
             elif o.decision.progress is None:
                 done.append(_recorded_done(o, owner))
             else:
-                reported.append({**_recorded_done(o, owner), "progress": o.decision.progress})
-        batches = [(Q["record_done"], done), (Q["record_done_progress"], reported),
-                   (Q["record"], other)]
+                reported.append((*_recorded_done(o, owner), o.decision.progress))
+        batches: list[tuple[str, Sequence[Any]]] = [
+            (Q["record_done"], done), (Q["record_done_progress"], reported),
+            (Q["record"], other)]
         conn.execute("SAVEPOINT outcomes")
         if sum(conn.executemany(query, rows).rowcount
                for query, rows in batches if rows) == len(outcomes):
@@ -367,7 +368,8 @@ class SQLiteStore(QueryStore):
         # Rare: some task was recovered or deleted meanwhile. Redo one by one to tell which.
         conn.execute("ROLLBACK TO outcomes")
         conn.execute("RELEASE outcomes")
-        return [row["id"] for query, rows in batches for row in rows
+        return [row[0] if isinstance(row, tuple) else row["id"]
+                for query, rows in batches for row in rows
                 if conn.execute(query, row).rowcount != 1]
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
@@ -421,10 +423,10 @@ def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
     }
 
 
-def _recorded_done(outcome: Outcome, owner: str) -> dict[str, Any]:
+def _recorded_done(outcome: Outcome, owner: str) -> tuple[Any, ...]:
+    """The values of ``record_done``, in its order."""
     decision = outcome.decision
-    return {"id": outcome.task_id, "owner": owner, "retries": decision.retries,
-            "result": decision.result, "finished_at": decision.finished_at}
+    return outcome.task_id, owner, decision.retries, decision.result, decision.finished_at
 
 
 def _no_more_calls() -> None:

@@ -220,18 +220,20 @@ WHERE id = :id AND owner = :owner AND status = 'running';
 
 -- name: record_done
 -- The same for a run that succeeded (the common case): no history to add, and no
--- progress (a column more to write costs every row).
+-- progress (a column more to write costs every row). Its values come by position,
+-- (id, owner, retries, result, finished_at), which binds faster than by name: it is
+-- run once for nearly every task.
 UPDATE tasks
-SET status = 'done', retries = :retries, delay_until = NULL, result = :result, error = NULL,
-    finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0
-WHERE id = :id AND owner = :owner AND status = 'running';
+SET status = 'done', retries = ?3, delay_until = NULL, result = ?4, error = NULL,
+    finished_at = ?5, owner = NULL, recoveries = 0, alone = 0
+WHERE id = ?1 AND owner = ?2 AND status = 'running';
 
 -- name: record_done_progress
--- A run that succeeded and reported progress.
+-- A run that succeeded and reported progress: the values of record_done, then it.
 UPDATE tasks
-SET status = 'done', retries = :retries, delay_until = NULL, result = :result, error = NULL,
-    finished_at = :finished_at, owner = NULL, recoveries = 0, alone = 0, progress = :progress
-WHERE id = :id AND owner = :owner AND status = 'running';
+SET status = 'done', retries = ?3, delay_until = NULL, result = ?4, error = NULL,
+    finished_at = ?5, owner = NULL, recoveries = 0, alone = 0, progress = ?6
+WHERE id = ?1 AND owner = ?2 AND status = 'running';
 
 -- name: release
 -- A claimed task that was never started goes back as if it had not been claimed
