@@ -83,6 +83,15 @@ def split_location(location: str) -> tuple[str, str]:
     return base + ("?" + "&".join(kept) if kept else ""), schema
 
 
+def pg_connect(location: str) -> Any:
+    """A raw psycopg connection to a PostgreSQL store's schema (a transaction opens with
+    its first statement), to hold locks while the library waits on them."""
+    import psycopg
+
+    url, schema = split_location(location)
+    return psycopg.connect(url, options=f"-c search_path={schema}")
+
+
 def blocked_by(location: str, pid: int) -> int | None:
     """The backend pid of a PostgreSQL session waiting for a lock that session ``pid``
     holds, or None: for tests that hold a transaction open until another waits on it."""

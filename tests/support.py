@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -207,3 +208,29 @@ def check_task_control_after_upgrade(location: str, pending: int, failed: int) -
         q.run_until_complete(timeout=30)
         assert q.get_task(pending).result == 42  # type: ignore[union-attr]
         assert q.get_task(keyed).status == "cancelled"  # type: ignore[union-attr]
+
+
+class InThread:
+    """A call run in a thread of its own; ``result()`` waits for what it returned."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._value = call()
+        except BaseException as exc:  # handed to the test by result()
+            self._error = exc
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def result(self) -> Any:
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the call never returned"
+        if self._error is not None:
+            raise self._error
+        return self._value

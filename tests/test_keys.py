@@ -21,8 +21,8 @@ import pytest
 from simplepyq import SimplePyQ, Status, TaskId
 from simplepyq.copying import copy_tasks
 from simplepyq.storage import open_store
-from tests.backends import blocked_by, raw_sql, split_location
-from tests.support import all_running, finish_all, spawn_python, wait_until
+from tests.backends import blocked_by, pg_connect, raw_sql
+from tests.support import InThread, all_running, finish_all, spawn_python, wait_until
 
 
 def fail_bad(args: Any) -> Any:
@@ -391,14 +391,6 @@ class PausingConnection:
         return cursor
 
 
-def _connect(store_path: str) -> Any:
-    """A raw psycopg connection to the store's schema (a transaction opens at once)."""
-    import psycopg
-
-    url, schema = split_location(store_path)
-    return psycopg.connect(url, options=f"-c search_path={schema}")
-
-
 def _shared(channel: str) -> dict[str, Any]:
     """The values the PostgreSQL store's insert statements take for a plain task."""
     return {"channel": channel, "status": "pending", "retries": 0, "run_at": None,
@@ -415,7 +407,7 @@ def test_an_enqueue_whose_key_holder_ends_between_insert_and_look_up_inserts_aga
     queue.declare("c")
     holder = queue.enqueue("c", "holder", key="k")
 
-    with _connect(store_path) as conn:
+    with pg_connect(store_path) as conn:
         # The insert meets the holder and does nothing; before the look-up runs, the
         # holder ends: the look-up finds no one, and the insert is made again.
         racing: Any = PausingConnection(conn, "ON CONFLICT", lambda: queue.cancel(holder))
@@ -424,32 +416,6 @@ def test_an_enqueue_whose_key_holder_ends_between_insert_and_look_up_inserts_aga
 
     assert made.created and made != holder
     assert _keyed(store_path, "k") == [(holder, Status.CANCELLED), (made, Status.PENDING)]
-
-
-class InThread:
-    """A call run in a thread of its own; ``result()`` waits for what it returned."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
-        self._thread.start()
-
-    def _run(self, call: Callable[[], Any]) -> None:
-        try:
-            self._value = call()
-        except BaseException as exc:  # handed to the test by result()
-            self._error = exc
-
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def result(self) -> Any:
-        self._thread.join(60)
-        assert not self._thread.is_alive(), "the call never returned"
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 @pytest.mark.postgres_only
@@ -461,7 +427,7 @@ def test_an_enqueue_of_a_key_being_inserted_by_an_open_transaction_waits_for_its
     from simplepyq.storage.postgres import Q
 
     queue.declare("c")
-    with _connect(store_path) as first:
+    with pg_connect(store_path) as first:
         [(inserted,)] = first.execute(Q["add_keyed"], {
             **_shared("c"), "args": codec.pack("first", "args"), "key": "k"}).fetchall()
         second = InThread(lambda: queue.enqueue("c", "second", key="k"))
@@ -539,7 +505,7 @@ def test_requeue_failed_racing_an_enqueue_of_the_key_leaves_the_failed_task_fail
 
     queue.add_channel("c", fail_bad)
     failed = _fail(queue, "k")
-    with _connect(store_path) as enqueuing:
+    with pg_connect(store_path) as enqueuing:
         [(holder,)] = enqueuing.execute(Q["add_keyed"], {
             **_shared("c"), "args": codec.pack("good", "args"), "key": "k"}).fetchall()
         requeue = InThread(queue.requeue_failed)
