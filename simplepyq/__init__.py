@@ -12,6 +12,7 @@ from simplepyq.limits import Limits, Rate
 from simplepyq.policy import Backoff
 from simplepyq.queue import SimplePyQ
 from simplepyq.task import Attempt, Status, Task, TaskId
+from simplepyq.workflows import Links, Step, TaskFunction, Workflow, WorkflowStatus
 
 __version__ = "1.0.0"
 
@@ -20,7 +21,7 @@ __version__ = "1.0.0"
 logging.getLogger("simplepyq").addHandler(logging.NullHandler())
 
 __all__ = [
-    "Attempt", "Backoff", "DelayException", "Limits", "Rate", "SimplePyQ", "Status",
-    "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskId", "TaskTimeout",
-    "__version__", "current_task",
+    "Attempt", "Backoff", "DelayException", "Limits", "Links", "Rate", "SimplePyQ", "Status",
+    "Step", "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskFunction", "TaskId",
+    "TaskTimeout", "Workflow", "WorkflowStatus", "__version__", "current_task",
 ]

@@ -45,10 +45,12 @@ from simplepyq.progress import (
     is_terminal,
     padded,
     printable,
+    shown_statuses,
 )
 from simplepyq.queue import UNCHANGED, SimplePyQ
 from simplepyq.storage import is_database_url, open_store, store_location
 from simplepyq.task import Status, Task
+from simplepyq.workflows import Links
 
 log = logging.getLogger("simplepyq.cli")
 
@@ -63,7 +65,7 @@ CELL_WIDTH = 50
 BYTES_TAG, DICT_TAG = "$bytes", "$dict"
 TAGS = {BYTES_TAG, DICT_TAG}
 UNKNOWN = "unknown"
-UNFINISHED = (Status.PENDING, Status.DELAYED, Status.RUNNING)
+UNFINISHED = (Status.PENDING, Status.DELAYED, Status.RUNNING, Status.BLOCKED)
 NO_LIMIT = "none"
 """What ``limits --rate`` and ``--max-running`` take to remove a limit."""
 TIME_FORMAT = "%Y-%m-%d %H:%M:%SZ"
@@ -151,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("show", cmd_show,
                   "One task in full: args, result, times, history, error traceback.")
+    sub.add_argument("id", type=int, metavar="ID")
+
+    sub = command("workflow", cmd_workflow,
+                  "A workflow's tasks (ID: the workflow's id, or any of its tasks' ids): "
+                  "counts by status, and each task with what it depends on.")
     sub.add_argument("id", type=int, metavar="ID")
 
     sub = command("requeue-failed", cmd_requeue_failed, "Make failed tasks pending again; a "
@@ -259,7 +266,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 for name, numbers in counts.items()}
     if args.json:
         return _print_json({"store": _shown(args.db), "channels": channels})
-    statuses = [s.value for s in Status]
+    statuses = shown_statuses(counts.values())
     rows = [[cell(name, CELL_WIDTH - 1) + ("*" if row["no_live_worker"] else ""),
              *[str(row[s]) for s in statuses], str(row["workers"]),
              UNKNOWN if row["oldest_pending_unknown"] else _age(row["oldest_pending_age"])]
@@ -300,13 +307,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     with _opened(args) as queue:
         task = queue.get_task(args.id)
-    if task is None:
+        links = None if task is None else queue.links(task.id)
+    if task is None or links is None:
         raise CommandError(f"there is no task with id {args.id}")
     if args.json:
-        return _print_json(_task_dict(task))
+        return _print_json({**_task_dict(task), **_links_dict(links)})
     fields = [
         ("id", task.id), ("channel", printable(task.channel)), ("status", _status(task)),
         ("key", "-" if task.key is None else printable(task.key)),
+        ("workflow", "-" if links.workflow is None else links.workflow),
+        ("depends_on", _id_list(links.depends_on)), ("dependents", _id_list(links.dependents)),
         ("args", _to_json(task.args)), ("result", _to_json(task.result)),
         ("progress", _to_json(task.progress)),
         ("attempts", task.attempts), ("retries", f"{task.retries} left"),
@@ -327,6 +337,31 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"{'error':<12} {'-' if task.error is None else ''}".rstrip())
     if task.error is not None:
         print(task.error.rstrip("\n"))
+    return EXIT_OK
+
+
+def cmd_workflow(args: argparse.Namespace) -> int:
+    with _opened(args) as queue:
+        workflow = queue.links(args.id).workflow if queue.get_task(args.id) else None
+        workflow = args.id if workflow is None else workflow
+        ids = queue.workflow_task_ids(workflow)
+        if not ids:
+            raise CommandError(f"there is no workflow with id {args.id}")
+        tasks = [(queue.get_task(task_id), queue.links(task_id)) for task_id in ids]
+    shown = [(task, links) for task, links in tasks if task is not None]
+    counts: dict[str, int] = {}
+    for task, _ in shown:
+        counts[_status(task)] = counts.get(_status(task), 0) + 1
+    if args.json:
+        return _print_json({"workflow": workflow, "counts": counts, "tasks": [
+            {"id": task.id, "channel": task.channel, "status": _status(task),
+             **_links_dict(links)} for task, links in shown]})
+    print(f"workflow {workflow}: " + ", ".join(f"{count} {status}"
+                                              for status, count in sorted(counts.items())))
+    _print_table(["ID", "CHANNEL", "STATUS", "DEPENDS ON", "ERROR"],
+                 [[str(task.id), task.channel, _status(task), _id_list(links.depends_on),
+                   "-" if task.error is None else task.error.strip().splitlines()[-1]]
+                  for task, links in shown])
     return EXIT_OK
 
 
@@ -783,6 +818,15 @@ def _task_dict(task: Task) -> dict[str, Any]:
                      "ended_at": _iso(a.ended_at), "outcome": a.outcome, "error": a.error}
                     for a in task.history],
     }
+
+
+def _links_dict(links: Links) -> dict[str, Any]:
+    return {"workflow": links.workflow, "depends_on": [int(i) for i in links.depends_on],
+            "dependents": [int(i) for i in links.dependents]}
+
+
+def _id_list(ids: Sequence[int]) -> str:
+    return " ".join(map(str, ids)) or "-"
 
 
 def _status(task: Task) -> str:

@@ -225,3 +225,28 @@ def short_repr(value: Any) -> str:
     """A bounded repr for messages: safe for huge, deep or self-containing values."""
     text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+NIL: bytes = b"\xc0"
+"""None, encoded: what an absent stored value stands for inside a composed one."""
+
+
+def array_of(blobs: Iterable[bytes | None]) -> bytes:
+    """The encoding of a list whose items are already encoded (None: an absent value,
+    read back as None): upstream results become a downstream task's args without being
+    decoded and encoded again."""
+    items = [NIL if blob is None else blob for blob in blobs]
+    header: bytes = msgpack.Packer().pack_array_header(len(items))
+    return header + b"".join(items)
+
+
+def map_of(fields: dict[str, Any], encoded: dict[str, bytes | None]) -> bytes:
+    """The encoding of a dict of ``fields`` (plain values) and ``encoded`` (values
+    already encoded, None standing for None)."""
+    packer = msgpack.Packer()
+    parts: list[bytes] = [packer.pack_map_header(len(fields) + len(encoded))]
+    for name, value in fields.items():
+        parts += [packer.pack(name), packer.pack(value)]
+    for name, blob in encoded.items():
+        parts += [packer.pack(name), NIL if blob is None else blob]
+    return b"".join(parts)

@@ -7,7 +7,8 @@ in the target. Channels keep their rate and concurrency limits.
 A task that was running when its worker died is copied as pending, to be run
 again, as recovery would have done (as cancelled, if its cancel was requested).
 While a live worker still runs tasks of the source nothing is copied: the same
-task could then finish in both stores.
+task could then finish in both stores. Nor is anything copied while tasks of the
+source are blocked: dependencies between tasks are not carried over.
 
 Unless kept, the copied tasks are then deleted from the source, each only if it
 is still as it was read, so a task changed meanwhile (a worker started after the
@@ -34,6 +35,11 @@ class LiveWorkersError(Exception):
     """The source store has tasks that a live worker is running: stop it first."""
 
 
+class BlockedTasksError(Exception):
+    """The source store has blocked tasks (workflows in flight), whose dependencies a
+    copy does not carry: let them finish, or cancel them, first."""
+
+
 @dataclass
 class CopyReport:
     """What one copy did."""
@@ -53,6 +59,12 @@ def copy_tasks(source: Store, target: Store, *, keep: bool, lease: float,
     """Copy the unfinished and failed tasks of ``source`` into ``target`` (one transaction),
     then delete them from ``source`` unless ``keep``."""
     _refuse_live_workers(source, lease, now)
+    blocked = source.list(None, Status.BLOCKED.value, 1)
+    if blocked:
+        raise BlockedTasksError(
+            f"{source.location!r} has blocked tasks (task {blocked[0][0]} is one): a copy "
+            "does not carry what tasks wait for; let the workflows finish, or cancel "
+            "them, then copy")
     report = CopyReport()
     listed = (source.list(None, status.value, sys.maxsize) for status in COPIED)
     rows = sorted((row for rows in listed for row in rows), key=lambda row: int(row[0]))

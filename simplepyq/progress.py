@@ -20,7 +20,7 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TextIO
@@ -33,6 +33,9 @@ Counts = Callable[[], Mapping[str, Mapping[str, int]]]
 """Where counts come from: ``SimplePyQ.stats`` (``{channel: {status: count}}``)."""
 
 STATUSES = tuple(status.value for status in Status)
+SOMETIMES = (Status.BLOCKED.value,)
+"""Statuses shown in tables and lines only while some task has them (only workflows
+make tasks blocked): tables stay within 80 columns without them."""
 COLUMNS = {status: max(len(status), 8) for status in STATUSES}
 """The width of each status's column in the terminal table: its name's, at least 8."""
 WINDOW = 5.0
@@ -56,13 +59,21 @@ class ChannelProgress:
 
     def describe(self) -> str:
         """``pending 3, delayed 0, running 1, done 12, failed 0; +5 finished, 2.5 tasks/s``."""
-        counts = ", ".join(f"{status} {self.counts.get(status, 0)}" for status in STATUSES)
+        counts = ", ".join(f"{status} {self.counts.get(status, 0)}"
+                           for status in shown_statuses([self.counts]))
         return f"{counts}; +{self.finished} finished, {self.rate:.1f} tasks/s"
 
     def as_dict(self) -> dict[str, object]:
         """The same, for JSON."""
         return {"channel": self.name, **{s: self.counts.get(s, 0) for s in STATUSES},
                 "finished": self.finished, "rate": round(self.rate, 3)}
+
+
+def shown_statuses(counts: Iterable[Mapping[str, int]]) -> list[str]:
+    """The statuses to show for these counts: every one, but those of SOMETIMES that no
+    count has."""
+    present = {status for numbers in counts for status in SOMETIMES if numbers.get(status)}
+    return [status for status in STATUSES if status not in SOMETIMES or status in present]
 
 
 class View(Protocol):
@@ -164,11 +175,12 @@ class TerminalView:
     def show(self, channels: Sequence[ChannelProgress], elapsed: float) -> None:
         names = [cell(c.name) for c in channels]
         width = max([len("channel"), *map(display_width, names)])
+        statuses = shown_statuses([c.counts for c in channels])
         lines = [padded("channel", width) + " "
-                 + " ".join(f"{s:>{COLUMNS[s]}}" for s in STATUSES) + f" {'tasks/s':>8}"]
+                 + " ".join(f"{s:>{COLUMNS[s]}}" for s in statuses) + f" {'tasks/s':>8}"]
         for name, c in zip(names, channels, strict=True):
             lines.append(padded(name, width) + " "
-                         + " ".join(f"{c.counts.get(s, 0):>{COLUMNS[s]}}" for s in STATUSES)
+                         + " ".join(f"{c.counts.get(s, 0):>{COLUMNS[s]}}" for s in statuses)
                          + f" {c.rate:>8.1f}")
         finished = sum(c.finished for c in channels)
         rate = sum(c.rate for c in channels)

@@ -18,7 +18,7 @@ from os import PathLike
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
-from simplepyq import codec
+from simplepyq import codec, workflows
 from simplepyq.errors import (
     StoreError,
     UnknownChannelError,
@@ -30,12 +30,15 @@ from simplepyq.identity import ProcessIdentity, is_dead
 from simplepyq.limits import Limits, Rate, check_max_running, check_time_limit, parse_rate
 from simplepyq.policy import Backoff
 from simplepyq.progress import Progress
+from simplepyq.runs import running_in
 from simplepyq.scheduler import Channel, Scheduler, Settings, Signals
 from simplepyq.storage import open_store, store_location
 from simplepyq.storage.base import LimitChange
+from simplepyq.storage.dependents import NewTask
 from simplepyq.task import Status, Task, TaskId
+from simplepyq.workflows import Links, Step, TaskFunction, Workflow, WorkflowStatus
 
-F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 log = logging.getLogger("simplepyq")
 UNCHANGED: Any = object()
 """``set_limits``' default: leave this limit as it is."""
@@ -138,13 +141,17 @@ class SimplePyQ:
                 backoff: Backoff | float | timedelta = 0,
                 time_limit: float | timedelta | None = None,
                 rate_limit: str | Rate | None = None,
-                max_running: int | None = None) -> Callable[[F], F]:
-        """Decorator form of ``add_channel``: ``@q.channel("email", max_workers=2)``."""
+                max_running: int | None = None) -> Callable[[Callable[[Any], Any]], TaskFunction]:
+        """Decorator form of ``add_channel``: ``@q.channel("email", max_workers=2)``.
 
-        def register(func: F) -> F:
+        The decorated name is a ``TaskFunction``: calling it calls the function as it
+        was, and ``.enqueue(args, ...)`` and ``.step(args, ...)`` make its tasks.
+        """
+
+        def register(func: Callable[[Any], Any]) -> TaskFunction:
             self.add_channel(name, func, max_workers, backoff=backoff, time_limit=time_limit,
                              rate_limit=rate_limit, max_running=max_running)
-            return func
+            return TaskFunction(self, name, func)
 
         return register
 
@@ -225,7 +232,9 @@ class SimplePyQ:
     def enqueue(self, channel: str, args: Any, retries: int = 0, *,
                 delay: float | timedelta | None = None, run_at: datetime | None = None,
                 priority: int = 0, key: str | None = None,
-                time_limit: float | timedelta | None = None) -> TaskId:
+                time_limit: float | timedelta | None = None,
+                depends_on: Iterable[int] | None = None,
+                on_failure: Step | None = None) -> TaskId:
         """Store a task for ``channel`` and return its id.
 
         ``args`` is passed to the channel's function after a msgpack round trip.
@@ -239,7 +248,20 @@ class SimplePyQ:
         (checked in the insert's transaction), else ``ValueError`` lists the known
         ones. Raises ``TypeError`` for args msgpack cannot encode (or could not read
         back as they were), writing nothing.
+
+        ``depends_on`` (task ids) stores it ``blocked`` until each of those tasks is
+        done; if one fails or is cancelled, it is cancelled (see ``Step`` for the
+        rest of workflows). ``on_failure`` (a ``Step``) is stored with it, to run if
+        it fails or is cancelled; it is cancelled if the task succeeds.
         """
+        if depends_on is not None or on_failure is not None:
+            when = _run_at(delay, run_at)
+            step = Step(channel, args, retries, priority=priority, key=key,
+                        delay=None if when is None else max(when - time.time(), 0.0),
+                        time_limit=time_limit, on_failure=on_failure)
+            upstreams = _checked_upstreams(depends_on)
+            return self._add_graph(workflows.after_tasks(step, upstreams,
+                                                         self._check_step))[0]
         return self.enqueue_many(channel, [args], retries, delay=delay, run_at=run_at,
                                  priority=priority, time_limit=time_limit,
                                  keys=None if key is None else [key])[0]
@@ -294,6 +316,78 @@ class SimplePyQ:
             for scheduler in schedulers:
                 scheduler.cancel_here(task_id)
         return changed
+
+    # -- workflows -----------------------------------------
+    def chain(self, *steps: Step) -> Workflow:
+        """Store ``steps`` at once (all or nothing), each waiting for the one before: it
+        runs once that one is done, with its result as args if it was given none. If
+        a step fails or is cancelled, the steps after it are cancelled."""
+        tasks = workflows.chain_tasks(steps, self._check_step)
+        return self._workflow_of(self._add_graph(tasks), len(steps))
+
+    def group(self, steps: Iterable[Step], then: Step | None = None) -> Workflow:
+        """Store ``steps`` at once (all or nothing), to run independently, and ``then``,
+        which waits for all of them: it runs once every one is done, with the list of
+        their results, in order, as args if it was given none (with ``then``'s
+        ``always=True``: once every one has finished, with their outcomes). The
+        handle's ``task_ids`` are the members', then ``then``'s."""
+        members = list(steps)
+        tasks = workflows.group_tasks(members, then, self._check_step)
+        return self._workflow_of(self._add_graph(tasks),
+                                 len(members) + (then is not None))
+
+    def workflow(self, workflow_id: int) -> WorkflowStatus:
+        """How far a workflow has come: its tasks' counts by status. ``ValueError`` if
+        no task belongs to it."""
+        _check_int(workflow_id, "workflow_id")
+        counts = self._store.workflow_counts(workflow_id)
+        if not counts:
+            raise ValueError(f"there is no workflow with id {workflow_id}")
+        return WorkflowStatus(workflow_id, MappingProxyType(counts))
+
+    def workflow_task_ids(self, workflow_id: int) -> list[TaskId]:
+        """The ids of a workflow's tasks, those it grew by at run time included, in order."""
+        _check_int(workflow_id, "workflow_id")
+        return [TaskId(task_id) for task_id in self._store.workflow_tasks(workflow_id)]
+
+    def wait_workflow(self, workflow_id: int, timeout: float | None = None) -> WorkflowStatus:
+        """Block until every task of the workflow has finished; from any process.
+        ``TimeoutError`` past ``timeout`` seconds."""
+        return self._until(lambda: self.workflow(workflow_id),
+                           lambda status: status.finished,
+                           lambda status: f"workflow {workflow_id} was unfinished"
+                           + ("" if status is None else f" ({status.describe()})"), timeout)
+
+    def links(self, task_id: int) -> Links:
+        """The tasks a task depends on (in order), the tasks that depend on it, and its
+        workflow."""
+        _check_int(task_id, "task_id")
+        depends_on, dependents, workflow = self._store.links(task_id)
+        return Links(tuple(map(TaskId, depends_on)), tuple(map(TaskId, dependents)), workflow)
+
+    def _add_graph(self, tasks: list[NewTask]) -> list[TaskId]:
+        """Store a workflow's tasks; inside a task of this store, in its workflow."""
+        run = running_in(self._store)
+        workflow = None if run is None else self._store.workflow_of(run.task_id)
+        with self._lock:
+            local = {task.channel for task in tasks} & set(self._channels)
+        ids = self._store.add_graph(tasks, workflow, local, time.time())
+        for channel in {task.channel for task in tasks}:
+            self._wake(channel, len(ids))
+        return ids
+
+    def _workflow_of(self, ids: list[TaskId], shown: int) -> Workflow:
+        """The handle of a workflow just stored: its first ``shown`` ids."""
+        workflow = self._store.workflow_of(ids[0]) or ids[0]
+        return Workflow(workflow, tuple(ids[:shown]), self)
+
+    def _check_step(self, step: Step) -> None:
+        """Refuse a step whose options ``enqueue`` would refuse."""
+        _check_name(step.channel)
+        _check_count(step.retries, "retries")
+        _check_int(step.priority, "priority")
+        if step.key is not None:
+            _checked_keys([step.key], 1)
 
     # -- running -------------------------------------------
     def start(self, channels: Iterable[str] | None = None) -> None:
@@ -408,33 +502,43 @@ class SimplePyQ:
         Works in any process, running workers or not. Raises ``TimeoutError`` when
         ``timeout`` passes, ``ValueError`` if the task does not exist (or is deleted).
         """
+        _check_int(task_id, "task_id")
+        return self._until(lambda: self._existing(task_id), lambda task: task.finished,
+                           lambda task: f"task {task_id} was still "
+                           f"{'unfinished' if task is None else task.status}", timeout)
+
+    def _existing(self, task_id: int) -> Task:
+        task = self.get_task(task_id)
+        if task is None:
+            raise ValueError(f"there is no task with id {task_id}")
+        return task
+
+    def _until(self, look: Callable[[], T], over: Callable[[T], bool],
+               unfinished: Callable[[T | None], str], timeout: float | None) -> T:
+        """Look again whenever the store changes, until ``over(look())``; that value.
+        ``TimeoutError`` saying ``unfinished(the last value seen)`` when ``timeout``
+        passes."""
         check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         unwatch = self._store.watch(self._signals.recorded.notify)
         try:
-            return self._wait(task_id, timeout, deadline)
+            token: int | None = None
+            seen_last: T | None = None
+            while True:
+                seen = self._signals.recorded.generation
+                current = self._store.change_token()
+                if current != token:
+                    token = current
+                    seen_last = look()
+                    if over(seen_last):
+                        return seen_last
+                remaining = _remaining(deadline)
+                if remaining == 0:
+                    raise TimeoutError(f"{unfinished(seen_last)} after {timeout}s")
+                self._signals.recorded.wait_past(
+                    seen, _shorter(remaining, self._settings.poll_interval))
         finally:
             unwatch()
-
-    def _wait(self, task_id: int, timeout: float | None, deadline: float | None) -> Task:
-        token: int | None = None
-        task: Task | None = None
-        while True:
-            seen = self._signals.recorded.generation
-            current = self._store.change_token()
-            if current != token:
-                token = current
-                task = self.get_task(task_id)
-                if task is None:
-                    raise ValueError(f"there is no task with id {task_id}")
-                if task.finished:
-                    return task
-            remaining = _remaining(deadline)
-            if remaining == 0:
-                status = "unfinished" if task is None else task.status
-                raise TimeoutError(f"task {task_id} was still {status} after {timeout}s")
-            self._signals.recorded.wait_past(seen, _shorter(remaining,
-                                                            self._settings.poll_interval))
 
     def tasks(self, channel: str | None = None, status: Status | str | None = None,
               limit: int = 100) -> list[Task]:
@@ -514,6 +618,11 @@ class SimplePyQ:
         A failed task with a key stays failed while an unfinished task of its channel
         holds the key (of several failed tasks sharing a key, only the newest is
         requeued): a warning names each one left failed.
+
+        The tasks that a requeued task's failure cancelled (those waiting for it, and
+        so on down) are blocked again, waiting for it, unless another task they need
+        done has failed or been cancelled too, or an unfinished task holds their key.
+        Its ``on_failure`` follow-ups are not undone.
         """
         if channel is not None:
             _check_name(channel)
@@ -692,6 +801,21 @@ def _checked_keys(keys: Iterable[str | None], count: int) -> list[str | None]:
         if not key:
             raise ValueError("a key must not be empty, got ''")
     return checked
+
+
+def _checked_upstreams(depends_on: Iterable[int] | None) -> list[int]:
+    """``depends_on``'s task ids: each an int, at least one, none twice."""
+    if depends_on is None:
+        return []
+    if isinstance(depends_on, int):
+        raise TypeError(f"depends_on must be a list of task ids, not the int {depends_on}; "
+                        f"give [{depends_on}]")
+    upstreams = list(depends_on)
+    for task_id in upstreams:
+        _check_int(task_id, "each task id of depends_on")
+    if len(set(upstreams)) != len(upstreams):
+        raise ValueError(f"depends_on names a task twice: {upstreams}")
+    return upstreams
 
 
 def _check_args_list(args_list: object) -> None:

@@ -45,11 +45,13 @@ class Seat:
     once (``seat()``) and sets it for every task: far cheaper than setting a
     thread-local or a context variable each time."""
 
-    __slots__ = ("loop", "run")
+    __slots__ = ("loop", "run", "store")
 
     def __init__(self) -> None:
         self.run: Run | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.store: object = None
+        """The store of the queue whose worker this thread is, once it is one."""
 
     def close_loop(self) -> None:
         """Close the event loop, if one was made (the thread runs no more tasks)."""
@@ -67,6 +69,13 @@ def seat() -> Seat:
     if here is None:
         here = _this_thread.seat = Seat()
     return here
+
+
+def running_in(store: object) -> Run | None:
+    """The run of the task the caller is part of, if it is a task of ``store`` (run by a
+    worker of a queue of that store)."""
+    here: Seat | None = getattr(_this_thread, "seat", None)
+    return running() if here is not None and here.store is store else None
 
 
 def running() -> Run | None:

@@ -262,6 +262,7 @@ class Scheduler:
         hand = self._hands[channel.name]
         claiming = self._failure(f"claiming tasks of channel {channel.name!r}")
         here = seat()
+        here.store = self._store
         try:
             while not self._stopping.is_set() and not channel.removed:
                 seen = channel.wake.generation
@@ -353,7 +354,7 @@ class Scheduler:
                 if isinstance(exc, CommitUnknownError):
                     self._commit_unknown(outcomes)
                 raise
-            self._settled(outcomes, exchange.dropped)
+            self._settled(outcomes, exchange)
             if limit:
                 _throttle(channel, exchange)
             hand.put(exchange.claimed)
@@ -463,7 +464,7 @@ class Scheduler:
             if isinstance(exc, CommitUnknownError):
                 self._commit_unknown(outcomes)
             return
-        self._settled(outcomes, exchange.dropped)
+        self._settled(outcomes, exchange)
 
     def settle(self, deadline: float | None) -> bool:
         """Commit the outcomes still waiting, trying again with growing pauses until
@@ -487,8 +488,14 @@ class Scheduler:
             time.sleep(min(pause, deadline - now))
             pause = min(pause * 2, RETRY_LONGEST)
 
-    def _settled(self, outcomes: list[Outcome], dropped: list[int]) -> None:
-        """After a commit that went through: the outcomes it carried are held no more."""
+    def _settled(self, outcomes: list[Outcome], exchange: Exchange) -> None:
+        """After a commit that went through: the outcomes it carried are held no more, and
+        workers here of channels it released tasks of look for them."""
+        dropped = exchange.dropped
+        for name in exchange.released:
+            channel = self._channels.get(name)
+            if channel is not None:
+                channel.wake.notify(1)
         self._outbox.settled(outcomes)
         self._failure("recording task outcomes").succeeded()
         doubted = self._ledger.drop(outcome.task_id for outcome in outcomes)

@@ -26,7 +26,10 @@ class Status(str, Enum):
     FAILED = "failed"
     """Out of retries (or unrunnable); ``error`` holds the reason and traceback."""
     CANCELLED = "cancelled"
-    """Cancelled by ``cancel()``: before it started, or while it ran and then raised."""
+    """Cancelled by ``cancel()``: before it started, or while it ran and then raised;
+    or never run, because a task it depended on failed or was cancelled."""
+    BLOCKED = "blocked"
+    """Waiting for the tasks it depends on (``depends_on``, a chain, a group) to end."""
 
     # Python 3.11 made str() and format() of a str-mixin Enum print "Status.PENDING";
     # a status prints as the string it is stored as, on every Python.

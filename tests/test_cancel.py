@@ -114,7 +114,7 @@ def test_cancel_of_a_task_not_started_makes_it_cancelled_at_once_and_it_never_ru
     assert _task(queue, task_id) == cancelled
     assert _task(queue, later).status == "done"
     assert queue.stats()["c"] == {"pending": 0, "running": 0, "delayed": 0, "done": 0,
-                                  "failed": 0, "cancelled": 1}
+                                  "failed": 0, "cancelled": 1, "blocked": 0}
 
 
 # -- running -----------------------------------------------

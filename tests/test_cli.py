@@ -389,6 +389,36 @@ def test_show_gives_a_failed_task_in_full_with_its_traceback(db: str) -> None:
     assert (done["status"], done["result"]) == ("done", "sent")
 
 
+def test_show_and_workflow_tell_what_a_task_depends_on_and_what_waits_for_it(
+    db: str
+) -> None:
+    from simplepyq import Step
+
+    with SimplePyQ(db, poll_interval=0.01) as q:
+        q.add_channel("resize", lambda args: fail(args) if args == "bad" else "sent")
+        first, second, third = q.chain(Step("resize", "bad"), Step("resize"),
+                                       Step("resize")).task_ids
+        q.run_until_complete(timeout=30)
+    shown = json_of(cli("show", str(second), "--json", db=db))
+    assert (shown["workflow"], shown["depends_on"], shown["dependents"]) == (
+        first, [first], [third])
+    assert shown["status"] == "cancelled"
+    text = cli("show", str(second), db=db).stdout
+    assert f"workflow     {first}\ndepends_on   {first}\ndependents   {third}\n" in text
+    assert "workflow     -\ndepends_on   -\ndependents   -\n" in cli("show", "1", db=db).stdout
+
+    listed = json_of(cli("workflow", str(third), "--json", db=db))  # any task of it
+    assert listed["workflow"] == first
+    assert listed["counts"] == {"failed": 1, "cancelled": 2}
+    assert [(t["id"], t["status"], t["depends_on"]) for t in listed["tasks"]] == [
+        (first, "failed", []), (second, "cancelled", [first]), (third, "cancelled", [second])]
+    lines = cli("workflow", str(first), db=db).stdout.splitlines()
+    assert lines[0] == f"workflow {first}: 2 cancelled, 1 failed"
+    assert lines[4].split()[:4] == [str(third), "resize", "cancelled", str(second)]
+    missing = cli("workflow", "999", db=db)
+    assert missing.returncode == 1 and "no workflow with id 999" in missing.stderr
+
+
 def test_times_are_shown_in_utc_marked_z_whatever_the_local_zone(db: str) -> None:
     with SimplePyQ(db) as q:
         task = q.get_task(1)
@@ -1116,13 +1146,18 @@ def test_terminal_table_aligns_any_channel_name_and_a_line_from_a_signal_goes_ab
     assert rows[1].startswith("a\\nb ") and rows[2].startswith("x" * 39 + "\u2026")
 
 
-def test_terminal_table_of_channels_with_names_up_to_16_characters_fits_in_80_columns() -> None:
+@pytest.mark.parametrize(("blocked", "longest_name"), [(0, 16), (10**7, 7)])
+def test_terminal_table_of_channels_fits_in_80_columns_its_blocked_column_shown_if_any(
+    blocked: int, longest_name: int
+) -> None:
     screen = FakeTerminal()
     view = TerminalView(screen)
-    big = {status: 10**7 for status in STATUSES}  # counts up to 8 digits fit their columns
-    view.show([ChannelProgress("n" * 16, big, 0, 12345.6, True)], 3600.0)
+    # Counts up to 8 digits fit their columns.
+    big = {status: 10**7 for status in STATUSES} | {"blocked": blocked}
+    view.show([ChannelProgress("n" * longest_name, big, 0, 12345.6, True)], 3600.0)
     lines = screen.getvalue().splitlines()
-    assert lines[0].split() == ["channel", *STATUSES, "tasks/s"]
+    shown = [status for status in STATUSES if status != "blocked" or blocked]
+    assert lines[0].split() == ["channel", *shown, "tasks/s"]
     assert max(display_width(line) for line in lines) <= 80, lines
 
 

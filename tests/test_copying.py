@@ -152,6 +152,25 @@ def test_copy_refuses_while_a_live_worker_runs_tasks_of_the_source(
         worker.communicate()
 
 
+def test_copy_refuses_a_source_with_blocked_tasks_and_copies_once_they_are_cancelled(
+    source: str, store_path: str
+) -> None:
+    from simplepyq import Step
+
+    with SimplePyQ(source) as q:
+        first, blocked = q.chain(Step("resize", "a"), Step("resize")).task_ids
+        before = q.tasks()
+
+    result = copy("--from", source, "--to", store_path)
+
+    assert result.returncode == 1
+    assert f"has blocked tasks (task {blocked} is one)" in result.stderr
+    assert SimplePyQ(source).tasks() == before and SimplePyQ(store_path).tasks() == []
+    with SimplePyQ(source) as q:
+        q.cancel(first)  # and, with it, what waits for it
+    assert copy("--from", source, "--to", store_path).returncode == 0
+
+
 def test_a_task_left_running_by_a_killed_worker_is_copied_as_pending(
     source: str, store_path: str, tmp_path: Path
 ) -> None:

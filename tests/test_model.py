@@ -38,8 +38,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from simplepyq import DelayException, SimplePyQ, TaskId, current_task
-from tests.backends import drop_schema, new_schema_location, postgres_url
+from simplepyq import DelayException, SimplePyQ, Step, TaskId, current_task
+from tests.backends import drop_schema, new_schema_location, postgres_url, raw_sql
 from tests.soak import SOAKING, scaled
 
 CHANNELS = ("a", "b")
@@ -431,3 +431,201 @@ def test_keyed_enqueues_requeues_and_cancels_in_every_state_match_the_model(
 
 def _check_phases(machine: QueueModel, by_id: dict[int, str]) -> None:
     assert {task_id: machine.expected[task_id].phase for task_id in by_id} == by_id
+
+
+# -- random dependency graphs ------------------------------------------------------
+
+GRAPH_KINDS = ("ok", "raise")
+UNFINISHED = {"pending", "delayed", "running", "blocked"}
+
+
+class GraphModel(RuleBasedStateMachine):
+    """Random workflows (tasks depending on random earlier tasks, chains, groups with a
+    callback, follow-ups, ``always`` steps), cancels, requeues, and crashes (a task
+    claimed by a process that dies before recording it: recovered, or failed by the
+    crash-loop rule, which ends it as any failure does). Properties, not predictions:
+    no task runs before the tasks it needs have ended as it needs; no task runs more
+    often than it was claimed; no task stays blocked once every task it waits for has
+    ended; after a drain every task has ended."""
+
+    backend = "sqlite"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.mkdtemp(prefix="simplepyq-graph-")
+        self.schema: str | None = None
+        if self.backend == "postgres":
+            location, self.schema = new_schema_location(postgres_url())
+        else:
+            location = str(Path(self.directory, "tasks.db"))
+        self.location = location
+        self.q = SimplePyQ(location, poll_interval=0.01)
+        self.q.add_channel("g", self.work, max_workers=3)
+        self.lock = threading.Lock()
+        self.kinds: dict[int, str] = {}
+        self.runs: Counter[int] = Counter()
+        self.early: list[str] = []
+        """Runs that started before what they wait for had ended as they need."""
+        self.crashes = 0
+        self.requeued: set[int] = set()
+        """Tasks that failed and were requeued at some point."""
+
+    def teardown(self) -> None:
+        self.q.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.schema is not None:
+            drop_schema(postgres_url(), self.schema)
+
+    def work(self, args: Any) -> dict[str, int]:
+        context = current_task()
+        assert context is not None
+        with self.lock:
+            self.runs[context.id] += 1
+        links = self.q.links(context.id)
+        needs = self._needs(context.id)
+        # A task released by an end that requeue_failed undid later stays released (it
+        # received that outcome), except one that needs its upstreams done.
+        ends = {int(up): self._status(up) for up in links.depends_on
+                if needs == "done" or int(up) not in self.requeued}
+        if any(status in UNFINISHED or (needs == "done" and status != "done")
+               or (needs == "failed" and status == "done") for status in ends.values()):
+            self.early.append(f"task {context.id} ran with upstreams {ends} ({needs})")
+        wanted = _input(self._input(context.id), [int(up) for up in links.depends_on])
+        if wanted is not None and not wanted(args):
+            self.early.append(f"task {context.id} received {args} from {links.depends_on}")
+        if self.kinds.get(context.id) == "raise":
+            raise ValueError(f"task {context.id} fails")
+        return {"from": context.id}
+
+    def _status(self, task_id: int) -> str:
+        task = self.q.get_task(task_id)
+        return "gone" if task is None else str(task.status)
+
+    def _needs(self, task_id: int) -> str:
+        [(needs,)] = raw_sql(self.location, "SELECT needs FROM simplepyq_flows "
+                                            "WHERE task_id = ?", (task_id,)) or [("done",)]
+        return str(needs)
+
+    def _input(self, task_id: int) -> str | None:
+        [(kind,)] = raw_sql(self.location, "SELECT input FROM simplepyq_flows "
+                                           "WHERE task_id = ?", (task_id,)) or [(None,)]
+        return None if kind is None else str(kind)
+
+    def _step(self, kind: str, with_args: bool, always: bool = False,
+              on_failure: bool = False) -> Step:
+        return Step("g", {"kind": kind} if with_args else _NO_INPUT, always=always,
+                    on_failure=Step("g", {"kind": "ok"}) if on_failure else None)
+
+    def _learn(self, ids: Any, kinds: list[str]) -> None:
+        for task_id, kind in zip(ids, kinds, strict=False):
+            self.kinds[int(task_id)] = kind
+
+    # -- rules ---------------------------------------------
+    @rule(kind=st.sampled_from(GRAPH_KINDS), picks=st.lists(st.integers(0, 1000), max_size=3),
+          always=st.booleans(), on_failure=st.booleans())
+    def enqueue_after(self, kind: str, picks: list[int], always: bool, on_failure: bool) -> None:
+        known = sorted(self.kinds)
+        upstreams = sorted({known[pick % len(known)] for pick in picks}) if known else []
+        step = self._step(kind, True, always, on_failure)
+        task_id = self.q.enqueue("g", step.args, depends_on=upstreams or None,
+                                 on_failure=step.on_failure)
+        self.kinds[int(task_id)] = kind
+        for follow_up in self.q.links(task_id).dependents:
+            self.kinds[int(follow_up)] = "ok"
+
+    @rule(kinds=st.lists(st.sampled_from(GRAPH_KINDS), min_size=1, max_size=4),
+          always=st.booleans())
+    def chain(self, kinds: list[str], always: bool) -> None:
+        steps = [self._step(kind, index == 0, always and index > 0)
+                 for index, kind in enumerate(kinds)]
+        self._learn(self.q.chain(*steps).task_ids, kinds)
+
+    @rule(kinds=st.lists(st.sampled_from(GRAPH_KINDS), min_size=1, max_size=4),
+          then=st.sampled_from(GRAPH_KINDS), always=st.booleans())
+    def group(self, kinds: list[str], then: str, always: bool) -> None:
+        flow = self.q.group([self._step(kind, True) for kind in kinds],
+                            then=self._step(then, False, always))
+        self._learn(flow.task_ids, [*kinds, then])
+
+    @rule(pick=st.integers(0, 1000))
+    def cancel(self, pick: int) -> None:
+        if self.kinds:
+            self.q.cancel(sorted(self.kinds)[pick % len(self.kinds)])
+
+    @rule(max_recoveries=st.sampled_from([1, 3]))
+    def crash(self, max_recoveries: int) -> None:
+        """A process claims the next task and dies before it records anything."""
+        from simplepyq.storage import open_store
+        from simplepyq.storage.base import Owner
+
+        self.crashes += 1
+        owner = f"dead-{self.crashes}"
+        store = open_store(self.location, 30.0)
+        try:
+            store.exchange(owner, [], "g", 1, time.time())
+            store.recover([Owner(owner, None, None, None, None)], "its process died",
+                          time.time(), max_recoveries)
+        finally:
+            store.close()
+
+    @rule()
+    def requeue_failed(self) -> None:
+        self.requeued |= {int(task.id) for task in self.q.tasks(status="failed", limit=10_000)}
+        self.q.requeue_failed()
+
+    @rule()
+    def run_until_complete(self) -> None:
+        self.q.run_until_complete(timeout=60)
+        left = {int(t.id): str(t.status) for t in self.q.tasks(limit=10_000)
+                if str(t.status) in UNFINISHED}
+        assert not left, f"unfinished after a drain: {left}"
+
+    # -- properties ----------------------------------------
+    @invariant()
+    def graph_properties_hold(self) -> None:
+        assert not self.early, self.early
+        tasks = {int(t.id): t for t in self.q.tasks(limit=10_000)}
+        for task_id, task in tasks.items():
+            assert self.runs[task_id] <= task.attempts, (task_id, self.runs[task_id], task)
+            if str(task.status) != "blocked":
+                continue
+            upstreams = self.q.links(task_id).depends_on
+            assert any(up in tasks and str(tasks[up].status) in UNFINISHED
+                       for up in upstreams), f"task {task_id} blocked after {upstreams} ended"
+
+
+def _input(kind: str | None, upstreams: list[int]) -> Callable[[Any], bool] | None:
+    """What a task taking ``kind`` of input from ``upstreams`` must receive (each
+    upstream's function returns {"from": its id}); None for a task with its own args."""
+    def outcomes(args: Any) -> bool:
+        return [(o["id"], o["status"] in ("done", "failed", "cancelled")) for o in args] == [
+            (up, True) for up in upstreams]
+
+    return {
+        None: None,
+        "result": lambda args: args == {"from": upstreams[0]},
+        "results": lambda args: args == [{"from": up} for up in upstreams],
+        "outcome": lambda args: outcomes([args]),
+        "outcomes": outcomes,
+        "failure": lambda args: args["id"] == upstreams[0] and args["status"] != "done",
+    }[kind]
+
+
+_NO_INPUT: Any = Step("g").args
+"""A step's args when it was given none (it receives its input)."""
+
+GRAPH_SETTINGS = settings(
+    max_examples=scaled(25), stateful_step_count=15, deadline=None, database=None,
+    derandomize=not SOAKING, suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class PostgresGraphModel(GraphModel):
+    backend = "postgres"
+
+
+def test_random_dependency_graphs_with_crashes_end_every_task_in_order(backend: str) -> None:
+    if backend == "postgres":
+        postgres_url()
+    run_machine({"sqlite": GraphModel, "postgres": PostgresGraphModel}[backend],
+                settings=GRAPH_SETTINGS)

@@ -23,7 +23,8 @@ from simplepyq import SimplePyQ, Status, StoreError, Task
 from tests.backends import is_postgres, raw_sql
 from tests.support import run_python, spawn_python
 
-NO_TASKS = {"pending": 0, "running": 0, "delayed": 0, "done": 0, "failed": 0, "cancelled": 0}
+NO_TASKS = {"pending": 0, "running": 0, "delayed": 0, "done": 0, "failed": 0, "cancelled": 0,
+            "blocked": 0}
 
 
 def _count(store_path: str, where: str = "1=1") -> int:
@@ -105,13 +106,15 @@ def test_another_instance_on_the_same_store_may_add_the_same_channel(store_path:
         assert list(second.stats()) == ["email"]
 
 
-def test_channel_decorator_registers_and_returns_the_function_unchanged(
+def test_channel_decorator_registers_and_returns_a_task_function_that_calls_it(
     queue: SimplePyQ,
 ) -> None:
     def send(args: str) -> str:
         return f"sent {args}"
 
-    assert queue.channel("email", max_workers=2)(send) is send
+    decorated = queue.channel("email", max_workers=2)(send)
+    assert decorated("you") == "sent you" and decorated.__wrapped__ is send  # type: ignore[attr-defined]
+    assert (decorated.channel, decorated.func) == ("email", send)
     assert queue.stats() == {"email": NO_TASKS}
     with pytest.raises(ValueError, match="'email'"):
         queue.add_channel("email", send)
@@ -641,12 +644,13 @@ def test_stats_counts_every_status_of_every_known_channel(
     queue.enqueue_many("work", [1, 2, 0])
     queue.run_until_complete(timeout=10)
     queue.enqueue("work", 5, delay=3600)
-    queue.enqueue("work", 5)
+    waited_for = queue.enqueue("work", 5)
     assert queue.cancel(queue.enqueue("work", 6)) is True
+    queue.enqueue("work", 7, depends_on=[waited_for])
     expected = {
         "idle": NO_TASKS,
         "work": {"pending": 1, "running": 0, "delayed": 1, "done": 2, "failed": 1,
-                 "cancelled": 1},
+                 "cancelled": 1, "blocked": 1},
     }
     assert queue.stats() == expected
     with SimplePyQ(store_path) as elsewhere:  # registered nothing itself
@@ -1012,9 +1016,9 @@ def test_nothing_is_printed_when_the_application_configured_no_logging(store_pat
 
 def test_public_names_are_exactly_those_listed_and_each_is_importable() -> None:
     assert sorted(simplepyq.__all__) == sorted(
-        ["Attempt", "Backoff", "DelayException", "Limits", "Rate", "SimplePyQ", "Status",
-         "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskId", "TaskTimeout",
-         "__version__", "current_task"])
+        ["Attempt", "Backoff", "DelayException", "Limits", "Links", "Rate", "SimplePyQ",
+         "Status", "Step", "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskFunction",
+         "TaskId", "TaskTimeout", "Workflow", "WorkflowStatus", "__version__", "current_task"])
     for name in simplepyq.__all__:
         namespace: dict[str, object] = {}
         exec(f"from simplepyq import {name}", namespace)

@@ -34,11 +34,11 @@ def _row(**overrides: object) -> tuple[object, ...]:
 
 # -- Status -----------------------------------------------------------------------------
 
-def test_statuses_are_the_five_strings_stored_since_013_then_cancelled() -> None:
+def test_statuses_are_the_five_strings_stored_since_013_then_cancelled_and_blocked() -> None:
     assert [s.value for s in Status] == ["pending", "running", "delayed", "done", "failed",
-                                         "cancelled"]
+                                         "cancelled", "blocked"]
     assert [s.name for s in Status] == ["PENDING", "RUNNING", "DELAYED", "DONE", "FAILED",
-                                        "CANCELLED"]
+                                        "CANCELLED", "BLOCKED"]
 
 
 @pytest.mark.parametrize("text", ["pending", "running", "delayed", "done", "failed",

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 from simplepyq.errors import StoreError
 from simplepyq.limits import Limits, Rate
 from simplepyq.policy import Decision
+from simplepyq.storage.dependents import NewTask
 from simplepyq.task import TaskId
 
 TASK_COLUMNS = (
@@ -66,6 +67,8 @@ class Exchange(NamedTuple):
     """Set when the channel's limits allowed fewer tasks than asked for: seconds until
     its rate limit lets the next one start, or ``math.inf`` when it waits for one of
     its running tasks to end (``max_running``)."""
+    released: frozenset[str] = frozenset()
+    """Channels of tasks that the outcomes released (their last upstream ended)."""
 
 
 class LimitChange(NamedTuple):
@@ -163,6 +166,27 @@ class Store(Protocol):
         A backend that cannot tell (SQLite) never calls it: its users poll
         ``change_token`` instead, which they do anyway as a fallback.
         """
+
+    # -- workflows -----------------------------------------
+    def add_graph(self, tasks: Sequence[NewTask], workflow: int | None,
+                  register: Iterable[str], now: float) -> list[TaskId]:
+        """Store ``tasks`` in one transaction, each after the tasks it names (see
+        ``dependents.add_graph``); their ids. The channels in ``register`` are
+        (re)registered; any other must be registered already (``UnknownChannelError``).
+        ``ValueError`` if an upstream does not exist; nothing is stored then."""
+
+    def workflow_of(self, task_id: int) -> int | None:
+        """The workflow a task belongs to, if any."""
+
+    def workflow_counts(self, workflow: int) -> dict[str, int]:
+        """How many tasks of ``workflow`` have each status (empty if there is none)."""
+
+    def workflow_tasks(self, workflow: int) -> list[int]:
+        """The ids of the tasks of ``workflow``, in order."""
+
+    def links(self, task_id: int) -> tuple[list[int], list[int], int | None]:
+        """The tasks a task waits for (in order), those that wait for it, and its
+        workflow, in one read."""
 
     # -- task control --------------------------------------
     def cancel(self, task_id: int, now: float) -> tuple[bool, str] | None:

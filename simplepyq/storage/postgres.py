@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.limits import Limits
-from simplepyq.storage import queries
+from simplepyq.storage import dependents, queries
 from simplepyq.storage.base import Claimed, CommitUnknownError, Exchange, Outcome
 from simplepyq.storage.queries import QueryStore
 from simplepyq.task import Status, TaskId
@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_SCHEMA = "simplepyq"
 MAX_CONNECTIONS = 8
 """Connections a store may open besides its listener (workers share them)."""
@@ -121,6 +121,10 @@ class PostgresStore(QueryStore):
         conn.execute(sql.SQL("SET idle_in_transaction_session_timeout = {}").format(
             _milliseconds(max(self._busy_timeout, IDLE_FLOOR))))
         conn.commit()
+
+    @staticmethod
+    def _ids(task_ids: Sequence[int]) -> list[int]:
+        return list(task_ids)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         return self._transaction(work, notify=False)
@@ -318,11 +322,17 @@ class PostgresStore(QueryStore):
                     claims = conn.execute(Q["claim"], {"channel": channel, "owner": owner,
                                                        "limit": limit, "now": now})
                 if outcomes:  # claims alone change nothing that anyone waits for
+                    # A statement of its own, after the one that ended the tasks: see
+                    # finished_upstreams.
+                    ended = conn.execute(Q["finished_upstreams"], {
+                        "ids": [outcome.task_id for outcome in outcomes]})
                     conn.execute(Q["notify"], {"topic": self._topic})
+            released = frozenset(dependents.tell(conn, Q, ended.fetchall(), now)) \
+                if outcomes else frozenset()
             done = set() if recorded is None else {row[0] for row in recorded.fetchall()}
             dropped = [outcome.task_id for outcome in outcomes if outcome.task_id not in done]
             if not claiming:
-                return Exchange(dropped, [])
+                return Exchange(dropped, [], released=released)
             self._renew_in_claim(conn, owner, held.fetchone())
             rows, throttle = claims.fetchall(), None
             stored = limited.fetchone()
@@ -336,7 +346,7 @@ class PostgresStore(QueryStore):
                         conn, owner, channel, limit, Limits.from_stored(*locked[:3]),
                         float(locked[3]))
             claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
-            return Exchange(dropped, claimed, throttle)
+            return Exchange(dropped, claimed, throttle, released)
 
         if not outcomes and not claiming:
             return Exchange([], [])
@@ -345,8 +355,15 @@ class PostgresStore(QueryStore):
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         if not task_ids:
             return 0
-        values = {"ids": list(task_ids), "owner": owner, "now": time.time()}
-        return self._write(lambda c: c.execute(Q["release"], values).rowcount)
+        now = time.time()
+        values = {"ids": list(task_ids), "owner": owner, "now": now}
+
+        def give_back(conn: Connection) -> int:
+            count = int(conn.execute(Q["release"], values).rowcount)
+            self._settle(conn, task_ids, now)  # those whose cancel was requested
+            return count
+
+        return self._write(give_back)
 
     def next_due(self, channels: Iterable[str]) -> float | None:
         names = list(channels)

@@ -377,7 +377,8 @@ SET status = CASE WHEN t.cancel_requested = 1 THEN 'cancelled'
                 'attempt', t.attempts, 'started_at', t.started_at,
                 'ended_at', %(now)s::double precision, 'outcome', 'recovered',
                 'error', %(note)s::text))))
-WHERE t.status = 'running' AND t.owner IS NOT DISTINCT FROM %(owner)s::text;
+WHERE t.status = 'running' AND t.owner IS NOT DISTINCT FROM %(owner)s::text
+RETURNING t.id;
 
 -- name: run_alone
 -- A recovered task starts running alone in its process: if that process dies now,
@@ -422,7 +423,8 @@ WHERE status = 'failed' AND (%(channel)s::text IS NULL OR channel = %(channel)s:
                     AND held.status IN ('pending', 'delayed', 'running', 'blocked'))
       AND id = (SELECT MAX(id) FROM tasks AS failed
                 WHERE failed.channel = tasks.channel AND failed.key = tasks.key
-                  AND failed.status = 'failed')));
+                  AND failed.status = 'failed')))
+RETURNING id;
 
 -- name: kept_failed
 -- After requeue_failed: the failed tasks it left failed, because their key was held.
@@ -480,7 +482,8 @@ SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
     error = CASE WHEN cancel_requested = 1 THEN 'cancelled before it ran' ELSE error END,
     owner = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
 WHERE status = 'running' AND owner = %(owner)s
-  AND id NOT IN (SELECT jsonb_array_elements_text(%(held)s::jsonb)::bigint);
+  AND id NOT IN (SELECT jsonb_array_elements_text(%(held)s::jsonb)::bigint)
+RETURNING id;
 
 -- name: cancel
 -- A task not started yet ends cancelled at once; a running one is asked to stop (its
@@ -508,3 +511,169 @@ WHERE owner = %(owner)s AND cancel_requested = 1 AND status = 'running';
 -- name: progress
 UPDATE tasks SET progress = %(progress)s
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'running';
+
+-- Workflows: dependencies between tasks (see sqlite.sql) --------------------------
+
+-- name: migrate_4
+-- Schema 4: workflows. Tasks outside workflows have no row in either table.
+CREATE TABLE IF NOT EXISTS simplepyq_flows (
+    task_id BIGINT PRIMARY KEY,
+    workflow BIGINT NOT NULL,
+    waiting INTEGER NOT NULL DEFAULT 0,
+    needs TEXT NOT NULL DEFAULT 'done',
+    input TEXT,
+    cancelled_by BIGINT
+);
+CREATE INDEX IF NOT EXISTS simplepyq_flows_workflow ON simplepyq_flows (workflow);
+CREATE TABLE IF NOT EXISTS simplepyq_deps (
+    task_id BIGINT NOT NULL,
+    position INTEGER NOT NULL,
+    upstream_id BIGINT NOT NULL,
+    needs TEXT NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, position)
+);
+CREATE INDEX IF NOT EXISTS simplepyq_deps_upstream ON simplepyq_deps (upstream_id);
+-- The edges whose upstream has not ended: what every end looks up (see
+-- finished_upstreams), small however many workflows have run.
+CREATE INDEX IF NOT EXISTS simplepyq_deps_unsettled ON simplepyq_deps (upstream_id)
+    WHERE settled = 0;
+
+-- name: finished_upstreams
+-- Run as a statement of its own after the one that ended the tasks, so that its
+-- snapshot sees every dependent committed before that one took the tasks' row locks
+-- (one added later saw them ended: see lock_upstreams).
+SELECT DISTINCT t.id, t.status, t.error
+FROM simplepyq_deps AS d JOIN tasks AS t ON t.id = d.upstream_id
+WHERE d.upstream_id = ANY(%(ids)s::bigint[]) AND d.settled = 0
+  AND t.status IN ('done', 'failed', 'cancelled');
+
+-- name: any_unsettled
+-- Whether any task waits for another at all: when none does (a store without
+-- workflows in flight), ends need no further look.
+SELECT 1 FROM simplepyq_deps WHERE settled = 0 LIMIT 1;
+
+-- name: settle_edges
+UPDATE simplepyq_deps SET settled = 1
+WHERE upstream_id = %(id)s AND settled = 0
+RETURNING task_id, needs;
+
+-- name: one_less
+-- The row lock orders the transactions of upstreams ending at once: the one that
+-- brings waiting to 0, and only that one, releases the task.
+UPDATE simplepyq_flows SET waiting = waiting - %(count)s
+WHERE task_id = %(id)s
+RETURNING waiting, input;
+
+-- name: release_blocked
+UPDATE tasks
+SET status = CASE WHEN COALESCE(delay_until, 0) > %(now)s THEN 'delayed' ELSE 'pending' END,
+    args = CASE WHEN %(has_input)s THEN %(args)s::bytea ELSE args END
+WHERE id = %(id)s AND status = 'blocked'
+RETURNING channel;
+
+-- name: cancel_blocked
+UPDATE tasks SET status = 'cancelled', finished_at = %(now)s, error = %(error)s
+WHERE id = %(id)s AND status = 'blocked'
+RETURNING id;
+
+-- name: note_cancelled_by
+UPDATE simplepyq_flows SET cancelled_by = %(upstream)s WHERE task_id = %(id)s;
+
+-- name: inputs_of
+SELECT d.upstream_id, t.status, t.result, t.error
+FROM simplepyq_deps AS d LEFT JOIN tasks AS t ON t.id = d.upstream_id
+WHERE d.task_id = %(id)s
+ORDER BY d.position;
+
+-- name: lock_upstreams
+-- FOR SHARE: an upstream ending now (its row updated) makes this wait for that commit
+-- and then read it ended; one that ends later waits for this transaction, and then
+-- its finished_upstreams sees the new dependent.
+SELECT t.id, t.status, f.workflow
+FROM tasks AS t LEFT JOIN simplepyq_flows AS f ON f.task_id = t.id
+WHERE t.id = ANY(%(ids)s::bigint[])
+ORDER BY t.id
+FOR SHARE OF t;
+
+-- name: add_node
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at,
+                   time_limit, key, finished_at, error)
+VALUES (%(channel)s, %(args)s, %(status)s, %(retries)s, %(run_at)s, %(priority)s, 0, %(now)s,
+        %(time_limit)s, %(key)s, %(finished_at)s, %(error)s)
+ON CONFLICT (channel, key)
+    WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked')
+DO NOTHING
+RETURNING id;
+
+-- name: add_flow
+INSERT INTO simplepyq_flows (task_id, workflow, waiting, needs, input)
+VALUES (%(id)s, %(workflow)s, %(waiting)s, %(needs)s, %(input)s);
+
+-- name: add_edge
+INSERT INTO simplepyq_deps (task_id, position, upstream_id, needs, settled)
+VALUES (%(id)s, %(position)s, %(upstream)s, %(needs)s, %(settled)s);
+
+-- name: workflow_of
+SELECT workflow FROM simplepyq_flows WHERE task_id = %(id)s;
+
+-- name: workflow_counts
+SELECT t.status, COUNT(*)
+FROM simplepyq_flows AS f JOIN tasks AS t ON t.id = f.task_id
+WHERE f.workflow = %(workflow)s
+GROUP BY t.status;
+
+-- name: workflow_tasks
+SELECT f.task_id FROM simplepyq_flows AS f WHERE f.workflow = %(workflow)s ORDER BY f.task_id;
+
+-- name: upstreams_of
+SELECT upstream_id FROM simplepyq_deps WHERE task_id = %(id)s ORDER BY position;
+
+-- name: dependents_of
+SELECT DISTINCT task_id FROM simplepyq_deps WHERE upstream_id = %(id)s ORDER BY task_id;
+
+-- name: channel_upstreams
+SELECT DISTINCT d.upstream_id
+FROM simplepyq_deps AS d JOIN tasks AS t ON t.id = d.upstream_id
+WHERE t.channel = %(name)s AND d.settled = 0;
+
+-- name: forget_flows
+DELETE FROM simplepyq_flows AS f WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = f.task_id);
+
+-- name: forget_edges
+DELETE FROM simplepyq_deps AS d WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = d.task_id);
+
+-- name: task_end
+SELECT status, result, error FROM tasks WHERE id = %(id)s;
+
+-- name: restorable
+-- Tasks cancelled because one of :ids failed (or was cancelled) that can wait again
+-- now that it is requeued: no other task they need done has failed or been
+-- cancelled, and no unfinished task holds their key.
+SELECT f.task_id, f.cancelled_by
+FROM simplepyq_flows AS f JOIN tasks AS t ON t.id = f.task_id
+WHERE f.cancelled_by = ANY(%(ids)s::bigint[]) AND t.status = 'cancelled'
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_deps AS e JOIN tasks AS u ON u.id = e.upstream_id
+                  WHERE e.task_id = f.task_id AND e.upstream_id <> f.cancelled_by
+                    AND e.needs = 'done' AND u.status IN ('failed', 'cancelled'))
+  AND (t.key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM tasks AS held
+      WHERE held.channel = t.channel AND held.key = t.key
+        AND held.status IN ('pending', 'delayed', 'running', 'blocked')))
+ORDER BY f.task_id;
+
+-- name: restore
+-- A task restored (see restorable) waits again for the task that had cancelled it.
+UPDATE tasks SET status = 'blocked', error = NULL, finished_at = NULL
+WHERE id = %(id)s AND status = 'cancelled';
+
+-- name: unsettle
+-- Its edges whose upstream is unfinished again (requeued) count again; its waiting
+-- count never dropped for them, as they had ended as it did not need.
+UPDATE simplepyq_deps SET settled = 0
+WHERE task_id = %(id)s AND settled = 1
+  AND upstream_id IN (SELECT id FROM tasks
+                      WHERE status IN ('pending', 'delayed', 'running', 'blocked'));
+
+-- name: forget_cancelled_by
+UPDATE simplepyq_flows SET cancelled_by = NULL WHERE task_id = %(id)s;

@@ -21,7 +21,10 @@ from typing import Any, ClassVar, TypeVar
 
 from simplepyq.errors import UnknownChannelError
 from simplepyq.limits import Limits
+from simplepyq.storage import dependents
 from simplepyq.storage.base import LimitChange, Owner, Requeued, named
+from simplepyq.storage.dependents import NewTask
+from simplepyq.task import TaskId
 
 T = TypeVar("T")
 
@@ -67,6 +70,45 @@ class QueryStore:
 
     def _write(self, work: Callable[[Any], T], notify: bool = True) -> T:
         raise NotImplementedError
+
+    @staticmethod
+    def _ids(task_ids: Sequence[int]) -> Any:
+        """Ids as the backend's statements take a list of them (``:ids``)."""
+        raise NotImplementedError
+
+    def _settle(self, conn: Any, task_ids: Sequence[int], now: float) -> set[str]:
+        """Tell the dependents of those of ``task_ids`` that have ended (see
+        ``dependents``), in the caller's transaction; the channels released."""
+        return dependents.settle(conn, self.Q, self._ids, task_ids, now)
+
+    # -- workflows -----------------------------------------
+    def add_graph(self, tasks: Sequence[NewTask], workflow: int | None,
+                  register: Iterable[str], now: float) -> list[TaskId]:
+        return self._write(lambda c: dependents.add_graph(c, self.Q, self._ids, tasks,
+                                                          workflow, register, now))
+
+    def workflow_of(self, task_id: int) -> int | None:
+        row = self._read(lambda c: c.execute(self.Q["workflow_of"], {"id": task_id}).fetchone())
+        return None if row is None else int(row[0])
+
+    def workflow_counts(self, workflow: int) -> dict[str, int]:
+        return self._read(lambda c: {str(status): int(count) for status, count in c.execute(
+            self.Q["workflow_counts"], {"workflow": workflow})})
+
+    def workflow_tasks(self, workflow: int) -> list[int]:
+        return self._read(lambda c: [int(row[0]) for row in c.execute(
+            self.Q["workflow_tasks"], {"workflow": workflow})])
+
+    def links(self, task_id: int) -> tuple[list[int], list[int], int | None]:
+        def read(conn: Any) -> tuple[list[int], list[int], int | None]:
+            workflow = conn.execute(self.Q["workflow_of"], {"id": task_id}).fetchone()
+            return ([int(row[0]) for row in conn.execute(self.Q["upstreams_of"],
+                                                          {"id": task_id})],
+                    [int(row[0]) for row in conn.execute(self.Q["dependents_of"],
+                                                          {"id": task_id})],
+                    None if workflow is None else int(workflow[0]))
+
+        return self._read(read)
 
     # -- channels ------------------------------------------
     def register_channel(self, name: str, now: float,
@@ -202,21 +244,31 @@ class QueryStore:
                     continue  # it wrote a heartbeat since it was judged: alive after all
                 values = {"owner": owner.owner, "note": note, "now": now,
                           "max_recoveries": max_recoveries}
-                count += conn.execute(self.Q["recover"], values).rowcount
+                ended = [int(row[0]) for row in conn.execute(self.Q["recover"], values)]
+                count += len(ended)
+                self._settle(conn, ended, now)  # those failed or cancelled
                 conn.execute(self.Q["unregister_owner"], {"owner": owner.owner})
             return count
 
         return self._write(requeue)
 
     def reconcile(self, owner: str, held: Sequence[int]) -> int:
-        values = {"owner": owner, "held": json.dumps(list(held)), "now": time.time()}
-        return self._write(lambda c: int(c.execute(self.Q["reconcile"], values).rowcount))
+        now = time.time()
+        values = {"owner": owner, "held": json.dumps(list(held)), "now": now}
+
+        def give_back(conn: Any) -> int:
+            back = [int(row[0]) for row in conn.execute(self.Q["reconcile"], values)]
+            self._settle(conn, back, now)  # those whose cancel was requested
+            return len(back)
+
+        return self._write(give_back)
 
     # -- task control --------------------------------------
     def cancel(self, task_id: int, now: float) -> tuple[bool, str] | None:
         def cancel(conn: Any) -> tuple[bool, str] | None:
             row = conn.execute(self.Q["cancel"], {"id": task_id, "now": now}).fetchone()
             if row is not None:
+                self._settle(conn, [task_id], now)
                 return True, str(row[0])
             row = conn.execute(self.Q["task_status"], {"id": task_id}).fetchone()
             return None if row is None else (False, str(row[0]))
@@ -266,14 +318,20 @@ class QueryStore:
 
     # -- maintenance ---------------------------------------
     def clear_failed(self, channel: str | None) -> int:
-        return self._write(
-            lambda c: int(c.execute(self.Q["clear_failed"], {"channel": channel}).rowcount))
+        def clear(conn: Any) -> int:
+            count = int(conn.execute(self.Q["clear_failed"], {"channel": channel}).rowcount)
+            self._forget_flows(conn, count)
+            return count
+
+        return self._write(clear)
 
     def requeue_failed(self, channel: str | None, retries: int | None) -> Requeued:
         values = {"channel": channel, "retries": retries}
 
         def requeue(conn: Any) -> Requeued:
-            count = int(conn.execute(self.Q["requeue_failed"], values).rowcount)
+            requeued = [int(row[0]) for row in conn.execute(self.Q["requeue_failed"], values)]
+            count = len(requeued)
+            dependents.restore(conn, self.Q, self._ids, requeued)
             kept = [(int(task_id), str(key)) for task_id, key
                     in conn.execute(self.Q["kept_failed"], {"channel": channel})]
             return Requeued(count, kept)
@@ -282,14 +340,33 @@ class QueryStore:
 
     def remove_channel(self, name: str) -> int:
         def remove(conn: Any) -> int:
+            awaited = [int(row[0]) for row in conn.execute(self.Q["channel_upstreams"],
+                                                           {"name": name})]
             conn.execute(self.Q["remove_channel"], {"name": name})
-            return int(conn.execute(self.Q["remove_channel_tasks"], {"name": name}).rowcount)
+            count = int(conn.execute(self.Q["remove_channel_tasks"], {"name": name}).rowcount)
+            # What waited for its unfinished tasks can no longer run.
+            dependents.tell(conn, self.Q, [(task_id, "cancelled", f"removed with channel "
+                                            f"{name!r}") for task_id in awaited], time.time())
+            self._forget_flows(conn, count)
+            return count
 
         return self._write(remove)
 
     def purge(self, channel: str | None, finished_before: float) -> int:
         values = {"channel": channel, "before": finished_before}
-        return self._write(lambda c: int(c.execute(self.Q["purge"], values).rowcount))
+
+        def purge(conn: Any) -> int:
+            count = int(conn.execute(self.Q["purge"], values).rowcount)
+            self._forget_flows(conn, count)
+            return count
+
+        return self._write(purge)
+
+    def _forget_flows(self, conn: Any, deleted: int) -> None:
+        """After ``deleted`` tasks were deleted: forget their places in workflows."""
+        if deleted:
+            conn.execute(self.Q["forget_flows"])
+            conn.execute(self.Q["forget_edges"])
 
     # -- moving between stores -----------------------------
     def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],

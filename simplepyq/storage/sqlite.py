@@ -9,6 +9,7 @@ timeout plus a retry on "database is locked" keeps contention away from users.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -27,7 +28,7 @@ from simplepyq.task import Status, TaskId
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FIRST_PAUSE = 0.0001
 """Seconds a write first waits when the lock is taken; each wait is half again as long."""
 ADD_CHUNK = 500
@@ -112,6 +113,10 @@ class SQLiteStore(QueryStore):
                 conn.close()
             else:
                 self._idle.append(conn)
+
+    @staticmethod
+    def _ids(task_ids: Sequence[int]) -> str:
+        return json.dumps(task_ids)
 
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return self._retrying(work, write=False)
@@ -260,7 +265,7 @@ class SQLiteStore(QueryStore):
                 if column.split()[0] not in columns:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
         for statement in [*Q["create_starts"].split(";"), *Q["retired_indexes"].split(";"),
-                          *Q["create_indexes"].split(";")]:
+                          *Q["create_indexes"].split(";"), *Q["create_flows"].split(";")]:
             if statement.strip():
                 conn.execute(statement)
         if version == 0:
@@ -315,8 +320,10 @@ class SQLiteStore(QueryStore):
                  limit: int, now: float) -> Exchange:
         def swap(conn: sqlite3.Connection) -> Exchange:
             dropped = self._record(conn, outcomes, owner)
+            released = frozenset(self._settle(conn, _ended(outcomes, dropped), now)) \
+                if outcomes else frozenset()
             if channel is None or limit <= 0:
-                return Exchange(dropped, [])
+                return Exchange(dropped, [], released=released)
             held = conn.execute(Q["hold_owner"], {"owner": owner}).fetchone()
             self._renew_in_claim(conn, owner, held)
             conn.execute(Q["promote_due"], {"channel": channel, "now": now})
@@ -331,7 +338,7 @@ class SQLiteStore(QueryStore):
                 rows, throttle = self._claim_within(conn, owner, channel, limit, limits,
                                                     time.time())
             claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
-            return Exchange(dropped, claimed, throttle)
+            return Exchange(dropped, claimed, throttle, released)
 
         if not outcomes and (channel is None or limit <= 0):
             return Exchange([], [])
@@ -375,8 +382,10 @@ class SQLiteStore(QueryStore):
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         def give_back(conn: sqlite3.Connection) -> int:
             now = time.time()
-            return sum(conn.execute(Q["release"], {"id": task_id, "owner": owner, "now": now})
-                       .rowcount for task_id in task_ids)
+            count = sum(conn.execute(Q["release"], {"id": task_id, "owner": owner, "now": now})
+                        .rowcount for task_id in task_ids)
+            self._settle(conn, task_ids, now)  # those whose cancel was requested
+            return count
 
         return self._write(give_back) if task_ids else 0
 
@@ -427,6 +436,14 @@ def _recorded_done(outcome: Outcome, owner: str) -> tuple[Any, ...]:
     """The values of ``record_done``, in its order."""
     decision = outcome.decision
     return outcome.task_id, owner, decision.retries, decision.result, decision.finished_at
+
+
+def _ended(outcomes: Sequence[Outcome], dropped: list[int]) -> list[int]:
+    """The tasks whose outcomes were recorded (any of them may have ended)."""
+    if not dropped:
+        return [outcome.task_id for outcome in outcomes]
+    skipped = set(dropped)
+    return [outcome.task_id for outcome in outcomes if outcome.task_id not in skipped]
 
 
 def _no_more_calls() -> None:

@@ -325,7 +325,8 @@ SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
              ELSE history END,
         '$[#]', json_object('attempt', COALESCE(attempts, 0), 'started_at', started_at,
                             'ended_at', :now, 'outcome', 'recovered', 'error', :note))
-WHERE status = 'running' AND owner IS :owner;
+WHERE status = 'running' AND owner IS :owner
+RETURNING id;
 
 -- name: run_alone
 -- A recovered task starts running alone in its process: if that process dies now,
@@ -366,7 +367,8 @@ WHERE status = 'failed' AND (:channel IS NULL OR channel = :channel)
                     AND held.status IN ('pending', 'delayed', 'running', 'blocked'))
       AND id = (SELECT MAX(id) FROM tasks AS failed
                 WHERE failed.channel = tasks.channel AND failed.key = tasks.key
-                  AND failed.status = 'failed')));
+                  AND failed.status = 'failed')))
+RETURNING id;
 
 -- name: kept_failed
 -- After requeue_failed: the failed tasks it left failed, because their key was held.
@@ -423,7 +425,8 @@ SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
     owner = NULL, started_at = NULL,
     attempts = MAX(COALESCE(attempts, 1) - 1, 0)
 WHERE status = 'running' AND owner = :owner
-  AND id NOT IN (SELECT value FROM json_each(:held));
+  AND id NOT IN (SELECT value FROM json_each(:held))
+RETURNING id;
 
 -- name: cancel
 -- A task not started yet ends cancelled at once; a running one is asked to stop (its
@@ -454,3 +457,179 @@ WHERE id = :id AND owner = :owner AND status = 'running';
 -- :count starts of a rate-limited channel, made at :now.
 WITH RECURSIVE made (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM made WHERE n < :count)
 INSERT INTO simplepyq_starts (channel, started_at) SELECT :channel, :now FROM made;
+
+-- Workflows: dependencies between tasks -----------------------------------------
+
+-- name: create_flows
+-- A task of a workflow: which workflow (the id of its first task), and, for a task
+-- stored blocked, how many of the tasks it waits for have not ended as it needs
+-- (:needs: 'done'; 'finished', whatever the outcome; 'failed', failed or cancelled),
+-- and what it receives as args once released (:input, NULL for its own args).
+-- Tasks outside workflows have no row here, nor in simplepyq_deps: the feature costs
+-- them one look at an index (see finished_upstreams).
+CREATE TABLE IF NOT EXISTS simplepyq_flows (
+    task_id INTEGER PRIMARY KEY,
+    workflow INTEGER NOT NULL,
+    waiting INTEGER NOT NULL DEFAULT 0,
+    needs TEXT NOT NULL DEFAULT 'done',
+    input TEXT,
+    cancelled_by INTEGER
+);
+CREATE INDEX IF NOT EXISTS simplepyq_flows_workflow ON simplepyq_flows (workflow);
+-- task_id waits for upstream_id (its position-th upstream); settled once the upstream
+-- has ended and been counted, so that no end is counted twice.
+CREATE TABLE IF NOT EXISTS simplepyq_deps (
+    task_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    upstream_id INTEGER NOT NULL,
+    needs TEXT NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, position)
+);
+CREATE INDEX IF NOT EXISTS simplepyq_deps_upstream ON simplepyq_deps (upstream_id);
+-- The edges whose upstream has not ended: what every end looks up (see
+-- finished_upstreams), small however many workflows have run.
+CREATE INDEX IF NOT EXISTS simplepyq_deps_unsettled ON simplepyq_deps (upstream_id)
+    WHERE settled = 0;
+
+-- name: finished_upstreams
+-- Of the tasks :ids (a JSON array), those that have ended and have dependents not
+-- told yet: what every transaction that ends tasks asks, one index look per task.
+SELECT DISTINCT t.id, t.status, t.error
+FROM simplepyq_deps AS d JOIN tasks AS t ON t.id = d.upstream_id
+WHERE d.upstream_id IN (SELECT value FROM json_each(:ids)) AND d.settled = 0
+  AND t.status IN ('done', 'failed', 'cancelled');
+
+-- name: any_unsettled
+-- Whether any task waits for another at all: when none does (a store without
+-- workflows in flight), ends need no further look.
+SELECT 1 FROM simplepyq_deps WHERE settled = 0 LIMIT 1;
+
+-- name: settle_edges
+-- The dependents of a task that has ended, each told once.
+UPDATE simplepyq_deps SET settled = 1
+WHERE upstream_id = :id AND settled = 0
+RETURNING task_id, needs;
+
+-- name: one_less
+-- :count more of a blocked task's upstreams ended as it needs: how many it still waits
+-- for, and its input.
+UPDATE simplepyq_flows SET waiting = waiting - :count
+WHERE task_id = :id
+RETURNING waiting, input;
+
+-- name: release_blocked
+-- A blocked task whose upstreams all ended as it needs becomes due (or delayed, until
+-- the time it was enqueued for), with its input as args where it takes one.
+UPDATE tasks
+SET status = CASE WHEN COALESCE(delay_until, 0) > :now THEN 'delayed' ELSE 'pending' END,
+    args = CASE WHEN :has_input THEN :args ELSE args END
+WHERE id = :id AND status = 'blocked'
+RETURNING channel;
+
+-- name: cancel_blocked
+-- A blocked task one of whose upstreams ended as it does not need: it never runs.
+UPDATE tasks SET status = 'cancelled', finished_at = :now, error = :error
+WHERE id = :id AND status = 'blocked'
+RETURNING id;
+
+-- name: note_cancelled_by
+UPDATE simplepyq_flows SET cancelled_by = :upstream WHERE task_id = :id;
+
+-- name: inputs_of
+-- What a released task receives: its upstreams in order, as they ended.
+SELECT d.upstream_id, t.status, t.result, t.error
+FROM simplepyq_deps AS d LEFT JOIN tasks AS t ON t.id = d.upstream_id
+WHERE d.task_id = :id
+ORDER BY d.position;
+
+-- name: lock_upstreams
+-- The tasks a new task is to wait for, as they are now (under the write lock).
+SELECT t.id, t.status, f.workflow
+FROM tasks AS t LEFT JOIN simplepyq_flows AS f ON f.task_id = t.id
+WHERE t.id IN (SELECT value FROM json_each(:ids));
+
+-- name: add_node
+-- One task of a workflow (see add for the columns).
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at,
+                   time_limit, key, finished_at, error)
+VALUES (:channel, :args, :status, :retries, :run_at, :priority, 0, :now, :time_limit, :key,
+        :finished_at, :error)
+ON CONFLICT (channel, key)
+    WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked')
+DO NOTHING
+RETURNING id;
+
+-- name: add_flow
+INSERT INTO simplepyq_flows (task_id, workflow, waiting, needs, input)
+VALUES (:id, :workflow, :waiting, :needs, :input);
+
+-- name: add_edge
+INSERT INTO simplepyq_deps (task_id, position, upstream_id, needs, settled)
+VALUES (:id, :position, :upstream, :needs, :settled);
+
+-- name: workflow_of
+SELECT workflow FROM simplepyq_flows WHERE task_id = :id;
+
+-- name: workflow_counts
+SELECT t.status, COUNT(*)
+FROM simplepyq_flows AS f JOIN tasks AS t ON t.id = f.task_id
+WHERE f.workflow = :workflow
+GROUP BY t.status;
+
+-- name: workflow_tasks
+SELECT f.task_id FROM simplepyq_flows AS f WHERE f.workflow = :workflow ORDER BY f.task_id;
+
+-- name: upstreams_of
+SELECT upstream_id FROM simplepyq_deps WHERE task_id = :id ORDER BY position;
+
+-- name: dependents_of
+SELECT DISTINCT task_id FROM simplepyq_deps WHERE upstream_id = :id ORDER BY task_id;
+
+-- name: channel_upstreams
+-- Before a channel's tasks are deleted: those of them that others still wait for.
+SELECT DISTINCT d.upstream_id
+FROM simplepyq_deps AS d JOIN tasks AS t ON t.id = d.upstream_id
+WHERE t.channel = :name AND d.settled = 0;
+
+-- name: forget_flows
+-- Workflow rows of tasks that are gone (after a purge, a clear or a removed channel).
+DELETE FROM simplepyq_flows WHERE task_id NOT IN (SELECT id FROM tasks);
+
+-- name: forget_edges
+DELETE FROM simplepyq_deps WHERE task_id NOT IN (SELECT id FROM tasks);
+
+-- name: task_end
+SELECT status, result, error FROM tasks WHERE id = :id;
+
+-- name: restorable
+-- Tasks cancelled because one of :ids failed (or was cancelled) that can wait again
+-- now that it is requeued: no other task they need done has failed or been
+-- cancelled, and no unfinished task holds their key.
+SELECT f.task_id, f.cancelled_by
+FROM simplepyq_flows AS f JOIN tasks AS t ON t.id = f.task_id
+WHERE f.cancelled_by IN (SELECT value FROM json_each(:ids)) AND t.status = 'cancelled'
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_deps AS e JOIN tasks AS u ON u.id = e.upstream_id
+                  WHERE e.task_id = f.task_id AND e.upstream_id <> f.cancelled_by
+                    AND e.needs = 'done' AND u.status IN ('failed', 'cancelled'))
+  AND (t.key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM tasks AS held
+      WHERE held.channel = t.channel AND held.key = t.key
+        AND held.status IN ('pending', 'delayed', 'running', 'blocked')))
+ORDER BY f.task_id;
+
+-- name: restore
+-- A task restored (see restorable) waits again for the task that had cancelled it.
+UPDATE tasks SET status = 'blocked', error = NULL, finished_at = NULL
+WHERE id = :id AND status = 'cancelled';
+
+-- name: unsettle
+-- Its edges whose upstream is unfinished again (requeued) count again; its waiting
+-- count never dropped for them, as they had ended as it did not need.
+UPDATE simplepyq_deps SET settled = 0
+WHERE task_id = :id AND settled = 1
+  AND upstream_id IN (SELECT id FROM tasks
+                      WHERE status IN ('pending', 'delayed', 'running', 'blocked'));
+
+-- name: forget_cancelled_by
+UPDATE simplepyq_flows SET cancelled_by = NULL WHERE task_id = :id;

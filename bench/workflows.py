@@ -1,0 +1,141 @@
+"""What workflows cost, on SQLite and PostgreSQL: a plain drain against the same drain
+before workflows existed, a group of 10,000 with its callback, a chain of 1,000 steps.
+
+Run: ``python bench/workflows.py`` (a few minutes), ``--runs N`` for more runs per
+figure. PostgreSQL is measured too when ``SIMPLEPYQ_BENCH_POSTGRES_URL`` names a
+database, as for ``bench/run.py``.
+
+- Plain drain: 20,000 no-op tasks drained by one worker, in the CPU seconds of the
+  draining process, with this checkout and with ``--baseline`` (a git revision, by
+  default the last one before workflows), interleaved run by run. A task with no
+  dependents must not pay for the feature: the ratio should be at least 0.95.
+- A group of 10,000 no-op members and a callback that receives their 10,000
+  results, against a plain drain of 10,000 (4 workers each): the group's overhead.
+- A chain of 1,000 no-op steps, each receiving the result of the one before, against
+  a plain drain of 1,000 tasks run one after another by one worker.
+
+Every figure is the median of ``--runs`` fresh processes on fresh stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = "SIMPLEPYQ_BENCH_POSTGRES_URL"
+BASELINE = "6951407"
+"""The last revision before workflows."""
+
+# argv: store, workload, size, workers. Prints the seconds measured.
+CHILD = """
+import sys, time
+from simplepyq import SimplePyQ
+
+store, workload, size, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with SimplePyQ(store, poll_interval=0.01) as q:
+    q.add_channel("c", lambda args: args, max_workers=workers)
+    if workload == "drain-cpu":
+        q.enqueue_many("c", range(size))
+        began = time.process_time()
+        q.run_until_complete(timeout=600)
+        print(time.process_time() - began)
+    else:
+        from simplepyq import Step
+        began = time.perf_counter()
+        if workload == "drain":
+            q.enqueue_many("c", range(size))
+        elif workload == "group":
+            flow = q.group([Step("c", n) for n in range(size)], then=Step("c"))
+        elif workload == "chain":
+            flow = q.chain(Step("c", 0), *[Step("c") for _ in range(size - 1)])
+        q.run_until_complete(timeout=600)
+        print(time.perf_counter() - began)
+        if workload == "group":
+            assert q.get_task(flow.task_ids[-1]).result == list(range(size))
+        if workload == "chain":
+            assert q.get_task(flow.task_ids[-1]).result == 0
+"""
+
+
+def stores(backend: str, directory: Path) -> str:
+    """A fresh store: a file in ``directory``, or a new schema of the PostgreSQL database."""
+    if backend == "sqlite":
+        return str(directory / f"{uuid.uuid4().hex}.db")
+    url = os.environ[POSTGRES_URL]
+    return f"{url}{'&' if '?' in url else '?'}schema=bench_flows_{uuid.uuid4().hex[:12]}"
+
+
+def drop(location: str) -> None:
+    if "schema=" in location:
+        import psycopg
+
+        url, schema = location.split("?")[0], location.rsplit("schema=", 1)[1]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def measure(source: Path, backend: str, directory: Path, workload: str, size: int,
+            workers: int) -> float:
+    """Seconds one fresh process took for ``workload`` with the simplepyq in ``source``."""
+    location = stores(backend, directory)
+    try:
+        done = subprocess.run([sys.executable, "-c", CHILD, location, workload, str(size),
+                               str(workers)], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(source)}, timeout=900)
+        return float(done.stdout.split()[-1])
+    finally:
+        drop(location)
+
+
+def baseline_tree(revision: str, directory: Path) -> Path:
+    """The package as it was at ``revision``, extracted under ``directory``."""
+    tree = directory / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "simplepyq"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--baseline", default=BASELINE,
+                        help="the git revision the plain drain is compared with")
+    args = parser.parse_args()
+    backends = ["sqlite", *(["postgres"] if os.environ.get(POSTGRES_URL) else [])]
+    print("| backend | figure | this checkout | compared with | ratio |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as workdir:
+        directory = Path(workdir)
+        before = baseline_tree(args.baseline, directory)
+        for backend in backends:
+            now, then = [], []
+            for _ in range(args.runs):  # interleaved: both see the same machine
+                now.append(measure(ROOT, backend, directory, "drain-cpu", 20_000, 1))
+                then.append(measure(before, backend, directory, "drain-cpu", 20_000, 1))
+            ratio = statistics.median(b / a for a, b in zip(now, then, strict=True))
+            print(f"| {backend} | plain drain of 20k, 1 worker (tasks per CPU s) | "
+                  f"{20_000 / statistics.median(now):,.0f} | {20_000 / statistics.median(then):,.0f}"
+                  f" ({args.baseline}) | {ratio:.3f} |")
+            for workload, size, workers, label in (
+                    ("group", 10_000, 4, "group of 10k + callback, 4 workers"),
+                    ("chain", 1_000, 1, "chain of 1,000 steps, 1 worker")):
+                flow = statistics.median(measure(ROOT, backend, directory, workload, size,
+                                                 workers) for _ in range(args.runs))
+                plain = statistics.median(measure(ROOT, backend, directory, "drain", size,
+                                                  workers) for _ in range(args.runs))
+                print(f"| {backend} | {label} (tasks/s) | {size / flow:,.0f} | "
+                      f"{size / plain:,.0f} (plain drain) | {plain / flow:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
