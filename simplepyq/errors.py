@@ -43,11 +43,13 @@ class TaskTimeout(BaseException):
 class UnknownChannelError(ValueError):
     """Tasks were enqueued for a channel that no process sharing the store has registered."""
 
-    def __init__(self, name: str, known: set[str]) -> None:
+    def __init__(self, name: str, known: set[str], where: str = "") -> None:
         listing = ", ".join(sorted(known)) or "none"
-        super().__init__(f"unknown channel {name!r}; known channels: {listing} (a channel "
-                         "is known once a process sharing the store adds it, or declares "
-                         f"it with declare({name!r}))")
+        super().__init__(f"{where}unknown channel {name!r}; known channels: {listing} (a "
+                         "channel is known once a process sharing the store adds it, or "
+                         f"declares it with declare({name!r}))")
+        self.name = name
+        self.known = known
 
 
 class StoreError(Exception):

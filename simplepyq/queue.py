@@ -317,6 +317,23 @@ class SimplePyQ:
                 scheduler.cancel_here(task_id)
         return changed
 
+    # -- hooks ---------------------------------------------
+    def on(self, event: str, handler: Callable[[Task], Any], channel: str | None = None) -> None:
+        """Call ``handler(task)`` on ``event`` of the tasks this process's workers run (of
+        ``channel`` only, if given): ``started``, ``succeeded``, ``retrying``,
+        ``deferred``, ``failed`` (once no retry is left) or ``cancelled``.
+
+        ``task`` is the task as the transaction that made the event left it (its
+        status, result, error and attempts then). Handlers run after that commit, on
+        one thread of this queue, in commit order, so workers never wait for them;
+        one that raises is logged and changes nothing. They are at most once: events
+        not handled yet when the process dies are lost. A reaction that must happen
+        is a follow-up step (``on_failure``), stored with the task.
+        """
+        if channel is not None:
+            _check_name(channel)
+        self._signals.hooks.add(event, handler, channel)
+
     # -- workflows -----------------------------------------
     def chain(self, *steps: Step) -> Workflow:
         """Store ``steps`` at once (all or nothing), each waiting for the one before: it
@@ -371,7 +388,11 @@ class SimplePyQ:
         workflow = None if run is None else self._store.workflow_of(run.task_id)
         with self._lock:
             local = {task.channel for task in tasks} & set(self._channels)
-        ids = self._store.add_graph(tasks, workflow, local, time.time())
+        try:
+            ids = self._store.add_graph(tasks, workflow, local, time.time())
+        except UnknownChannelError as exc:  # said of the first step that names it
+            where = next(index for index, task in enumerate(tasks) if task.channel == exc.name)
+            raise UnknownChannelError(exc.name, exc.known, f"step #{where}: ") from None
         for channel in {task.channel for task in tasks}:
             self._wake(channel, len(ids))
         return ids
@@ -440,6 +461,7 @@ class SimplePyQ:
             self._draining = [each for each in self._draining if each in unfinished]
             if scheduler is not None and scheduler in unfinished:
                 self._draining.append(scheduler)
+        self._signals.hooks.drain(_remaining(deadline))  # the events of what ran, handled
         return not unfinished
 
     def run_until_complete(self, timeout: float | None = None, *,
@@ -677,6 +699,7 @@ class SimplePyQ:
             with self._lock:
                 for scheduler in self._draining:
                     scheduler.store_closed()
+            self._signals.hooks.close(timeout)
             self._store.close()
 
     def __enter__(self) -> SimplePyQ:

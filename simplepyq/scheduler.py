@@ -29,11 +29,13 @@ from simplepyq.batches import RETRY_FIRST, RETRY_LONGEST, Hand, Ledger, Outbox, 
 from simplepyq.context import ProgressBox
 from simplepyq.errors import DelayException, TaskTimeout
 from simplepyq.failing import RepeatedFailure
+from simplepyq.hooks import Hooks, outcome_event
 from simplepyq.identity import Heartbeats, ProcessIdentity, is_dead
 from simplepyq.policy import Backoff, Decision
 from simplepyq.runs import Run, Seat, seat
 from simplepyq.solo import SoloGate
 from simplepyq.storage.base import Claimed, CommitUnknownError, Exchange, Outcome, Owner, Store
+from simplepyq.task import Task
 from simplepyq.watchdog import Watchdog
 
 log = logging.getLogger("simplepyq")
@@ -105,6 +107,8 @@ class Signals:
     """A task's outcome was recorded, or another process changed the store."""
     idle: Wakeup = field(default_factory=Wakeup)
     """A worker found nothing to claim: perhaps every task is finished."""
+    hooks: Hooks = field(default_factory=Hooks)
+    """The queue's lifecycle hooks: told of the events of the tasks run here."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,10 @@ class Scheduler:
         self._ended = threading.Condition(self._lock)
         """Notified when a worker ends or is abandoned (``stop`` waits on it)."""
         self._runs: dict[int, Run] = {}
+        self._claimed_rows: dict[int, tuple[Any, ...]] = {}
+        self._reporting = threading.Lock()
+        """With hooks: held from a commit until its events are handed over."""
+        """With hooks: the rows of claimed tasks not started yet, for their start event."""
         self._cancels: set[int] = set()
         """Tasks claimed here whose cancel was requested, until their run ends."""
         self._progress = ProgressBox()
@@ -345,10 +353,7 @@ class Scheduler:
             limit = 0 if self._stopping.is_set() or channel.removed or (
                 channel.not_before and channel.not_before > time.monotonic()) else hand.wanted()
             try:
-                with self._ledger.call():
-                    exchange = self._store.exchange(self._identity.owner, outcomes,
-                                                    channel.name, limit, time.time())
-                    self._ledger.hold(task.id for task in exchange.claimed)
+                exchange = self._exchange(outcomes, channel.name, limit)
             except BaseException as exc:
                 self._outbox.restore(outcomes)
                 if isinstance(exc, CommitUnknownError):
@@ -366,6 +371,8 @@ class Scheduler:
     def _run(self, channel: Channel, hand: Hand, task: Claimed, here: Seat) -> None:
         """Run one claimed task and keep its outcome for the next commit; never raises."""
         began = time.perf_counter()
+        if self._claimed_rows:
+            self._report_start(task.id)
         if self._cancels and task.id in self._cancels:
             decision = policy.cancelled(task.retries, "cancelled before it ran", time.time())
         else:
@@ -453,9 +460,7 @@ class Scheduler:
             return
         outcomes = self._outbox.take()
         try:
-            with self._ledger.call():
-                exchange = self._store.exchange(self._identity.owner, outcomes, None, 0,
-                                                time.time())
+            exchange = self._exchange(outcomes, None, 0)
         except Exception as exc:
             self._outbox.restore(outcomes)
             self._failure("recording task outcomes").failed(
@@ -545,6 +550,48 @@ class Scheduler:
             failure = self._failures.setdefault(what, RepeatedFailure(what))
         return failure
 
+    def _exchange(self, outcomes: list[Outcome], channel: str | None, limit: int) -> Exchange:
+        """Record ``outcomes`` and claim up to ``limit`` tasks of ``channel`` (see
+        ``Store.exchange``), holding what it claimed in the ledger. With hooks, the
+        commit's events are handed over before any other commit of this process
+        begins, so that they come in commit order."""
+        if not self._signals.hooks.active:
+            with self._ledger.call():
+                exchange = self._store.exchange(self._identity.owner, outcomes, channel,
+                                                limit, time.time())
+                self._ledger.hold(task.id for task in exchange.claimed)
+            return exchange
+        with self._reporting:
+            with self._ledger.call():
+                exchange = self._store.exchange(self._identity.owner, outcomes, channel,
+                                                limit, time.time(), report=True)
+                self._ledger.hold(task.id for task in exchange.claimed)
+            self._report(outcomes, exchange)
+        return exchange
+
+    def _report(self, outcomes: list[Outcome], exchange: Exchange) -> None:
+        """Hand the hooks the events of a commit: each recorded run's, with the task as
+        its outcome left it; keep the rows of the tasks claimed for their start."""
+        hooks, events = self._signals.hooks, []
+        rows = exchange.recorded_rows or {}
+        for outcome in outcomes:
+            row = rows.get(outcome.task_id)
+            if row is not None:
+                task = Task.from_row(row)
+                event = outcome_event(str(task.status), outcome.decision.outcome)
+                if hooks.wants(event, task.channel):
+                    events.append((event, task))
+        hooks.emit(events)
+        self._claimed_rows.update(exchange.claimed_rows or {})
+
+    def _report_start(self, task_id: int) -> None:
+        """Hand the hooks the start of a run, with the task as its claim left it."""
+        row = self._claimed_rows.pop(task_id, None)
+        if row is not None:
+            task = Task.from_row(row)
+            if self._signals.hooks.wants("started", task.channel):
+                self._signals.hooks.emit([("started", task)])
+
     def _give_back(self, hand: Hand) -> None:
         """Release the claimed, unstarted tasks to pending for any process to take.
 
@@ -556,6 +603,8 @@ class Scheduler:
         if not tasks:
             return
         ids = [task.id for task in tasks]
+        for task_id in ids:
+            self._claimed_rows.pop(task_id, None)
         failure = self._failure("releasing claimed tasks")
         try:
             with self._ledger.call():

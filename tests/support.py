@@ -234,3 +234,21 @@ class InThread:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+def died_running(location: str, channel: str, max_recoveries: int) -> int | None:
+    """A process claims the next task of ``channel`` and dies before it records anything;
+    another process recovers it (back to pending, or failed by the crash-loop rule if
+    that makes ``max_recoveries``). The id of the task, if there was one."""
+    from simplepyq.storage import open_store
+    from simplepyq.storage.base import Owner
+
+    owner = f"dead-{os.getpid()}-{time.monotonic_ns()}"
+    store = open_store(location, 30.0)
+    try:
+        claimed = store.exchange(owner, [], channel, 1, time.time()).claimed
+        store.recover([Owner(owner, None, None, None, None)], "its process died",
+                      time.time(), max_recoveries)
+    finally:
+        store.close()
+    return claimed[0].id if claimed else None

@@ -41,6 +41,7 @@ from hypothesis.stateful import (
 from simplepyq import DelayException, SimplePyQ, Step, TaskId, current_task
 from tests.backends import drop_schema, new_schema_location, postgres_url, raw_sql
 from tests.soak import SOAKING, scaled
+from tests.support import died_running
 
 CHANNELS = ("a", "b")
 KINDS = ("ok", "raise", "delay")
@@ -74,6 +75,20 @@ class Expected:
                 self.phase = "failed"
 
 
+def fresh_store(backend: str, directory: str) -> tuple[str, str | None]:
+    """A store for one example: a file in ``directory``, or a new PostgreSQL schema (and
+    its name, to drop afterwards)."""
+    if backend == "postgres":
+        return new_schema_location(postgres_url())
+    return str(Path(directory, "tasks.db")), None
+
+
+def forget_store(directory: str, schema: str | None) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    if schema is not None:
+        drop_schema(postgres_url(), schema)
+
+
 class QueueModel(RuleBasedStateMachine):
     backend = "sqlite"
     """Where each example's fresh store lives: a SQLite file, or a PostgreSQL schema."""
@@ -81,11 +96,7 @@ class QueueModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="simplepyq-model-")
-        self.schema: str | None = None
-        if self.backend == "postgres":
-            location, self.schema = new_schema_location(postgres_url())
-        else:
-            location = str(Path(self.directory, "tasks.db"))
+        location, self.schema = fresh_store(self.backend, self.directory)
         self.q = SimplePyQ(location, poll_interval=0.01)
         self.lock = threading.Lock()
         self.calls: Counter[int] = Counter()
@@ -101,9 +112,7 @@ class QueueModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.q.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-        if self.schema is not None:
-            drop_schema(postgres_url(), self.schema)
+        forget_store(self.directory, self.schema)
 
     # -- the task function ---------------------------------
     def work(self, args: list[Any]) -> int:
@@ -453,11 +462,7 @@ class GraphModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="simplepyq-graph-")
-        self.schema: str | None = None
-        if self.backend == "postgres":
-            location, self.schema = new_schema_location(postgres_url())
-        else:
-            location = str(Path(self.directory, "tasks.db"))
+        location, self.schema = fresh_store(self.backend, self.directory)
         self.location = location
         self.q = SimplePyQ(location, poll_interval=0.01)
         self.q.add_channel("g", self.work, max_workers=3)
@@ -466,15 +471,12 @@ class GraphModel(RuleBasedStateMachine):
         self.runs: Counter[int] = Counter()
         self.early: list[str] = []
         """Runs that started before what they wait for had ended as they need."""
-        self.crashes = 0
         self.requeued: set[int] = set()
         """Tasks that failed and were requeued at some point."""
 
     def teardown(self) -> None:
         self.q.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-        if self.schema is not None:
-            drop_schema(postgres_url(), self.schema)
+        forget_store(self.directory, self.schema)
 
     def work(self, args: Any) -> dict[str, int]:
         context = current_task()
@@ -555,18 +557,7 @@ class GraphModel(RuleBasedStateMachine):
     @rule(max_recoveries=st.sampled_from([1, 3]))
     def crash(self, max_recoveries: int) -> None:
         """A process claims the next task and dies before it records anything."""
-        from simplepyq.storage import open_store
-        from simplepyq.storage.base import Owner
-
-        self.crashes += 1
-        owner = f"dead-{self.crashes}"
-        store = open_store(self.location, 30.0)
-        try:
-            store.exchange(owner, [], "g", 1, time.time())
-            store.recover([Owner(owner, None, None, None, None)], "its process died",
-                          time.time(), max_recoveries)
-        finally:
-            store.close()
+        died_running(self.location, "g", max_recoveries)
 
     @rule()
     def requeue_failed(self) -> None:

@@ -69,6 +69,11 @@ class Exchange(NamedTuple):
     its running tasks to end (``max_running``)."""
     released: frozenset[str] = frozenset()
     """Channels of tasks that the outcomes released (their last upstream ended)."""
+    recorded_rows: Mapping[int, tuple[Any, ...]] | None = None
+    """With ``report``: the rows (TASK_COLUMNS) of the tasks recorded, as the outcomes
+    left them."""
+    claimed_rows: Mapping[int, tuple[Any, ...]] | None = None
+    """With ``report``: the rows of the tasks claimed, as the claim left them."""
 
 
 class LimitChange(NamedTuple):
@@ -131,7 +136,7 @@ class Store(Protocol):
         """
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
-                 limit: int, now: float) -> Exchange:
+                 limit: int, now: float, report: bool = False) -> Exchange:
         """Record ``outcomes`` and claim up to ``limit`` tasks of ``channel``, in one transaction.
 
         This is the group commit: many finished tasks and the next batch cost one
@@ -139,6 +144,8 @@ class Store(Protocol):
         first makes due delayed tasks pending, then marks the highest-priority,
         oldest pending tasks running for ``owner``; each is claimed by one caller only.
         A claim holds the owner's row and may renew its heartbeat (``register_owner``).
+        With ``report``, the rows of the tasks recorded and claimed are read in the
+        same transaction (for hooks).
         """
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:

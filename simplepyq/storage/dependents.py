@@ -110,16 +110,17 @@ def _tell(conn: Any, q: dict[str, str], ended: list[tuple[int, str, str | None]]
     cancelled: list[tuple[int, str, str | None]] = []
     # In id order, so that transactions telling the same dependents lock them in one order.
     for dependent in sorted(set(counted) | set(broken)):
+        # Every end it needed is counted, even if another end cancels it: the count must
+        # stay true for a requeue that brings it back (see restore).
+        row = conn.execute(q["one_less"], {"id": dependent, "count": counted[dependent]}
+                           ).fetchone() if counted[dependent] else None
         if dependent in broken:
             upstream, why = broken[dependent]
             if conn.execute(q["cancel_blocked"], {"id": dependent, "now": now,
                                                   "error": why}).fetchone() is not None:
                 conn.execute(q["note_cancelled_by"], {"id": dependent, "upstream": upstream})
                 cancelled.append((dependent, "cancelled", why))
-            continue
-        row = conn.execute(q["one_less"], {"id": dependent,
-                                           "count": counted[dependent]}).fetchone()
-        if row is not None and int(row[0]) <= 0:
+        elif row is not None and int(row[0]) <= 0:
             channel = release(conn, q, dependent, row[1], now)
             if channel is not None:
                 released.add(channel)
@@ -243,7 +244,9 @@ def _add_one(conn: Any, q: dict[str, str], ids: Ids, task: NewTask,
              ) -> tuple[TaskId, str]:
     """Store one task of ``add_graph`` after ``upstreams`` (id, status): its id, and its
     status (the holder's, when its key is held)."""
-    waiting = sum(status not in FINISHED for _, status in upstreams)
+    # As at run time (see _tell), the count is of the upstreams not ended as it needs.
+    waiting = sum(not (status in FINISHED and _satisfies(task.needs, status))
+                  for _, status in upstreams)
     broken = next(((up, status) for up, status in upstreams
                    if status in FINISHED and not _satisfies(task.needs, status)), None)
     status, error, finished_at, args = "blocked", None, None, task.args
@@ -273,6 +276,8 @@ def _add_one(conn: Any, q: dict[str, str], ids: Ids, task: NewTask,
     conn.execute(q["add_flow"], {"id": new_id, "workflow": new_id if workflow is None
                                  else workflow, "waiting": waiting, "needs": task.needs,
                                  "input": task.input})
+    if broken is not None:  # a requeue of that upstream brings it back
+        conn.execute(q["note_cancelled_by"], {"id": new_id, "upstream": broken[0]})
     for position, (up, up_status) in enumerate(upstreams):
         conn.execute(q["add_edge"], {"id": new_id, "position": position, "upstream": up,
                                      "needs": task.needs,

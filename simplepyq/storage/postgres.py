@@ -304,7 +304,7 @@ class PostgresStore(QueryStore):
                          f"({KEY_TRIES} tries): no task was enqueued")
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
-                 limit: int, now: float) -> Exchange:
+                 limit: int, now: float, report: bool = False) -> Exchange:
         claiming = channel is not None and limit > 0
 
         def swap(conn: Connection) -> Exchange:
@@ -317,6 +317,9 @@ class PostgresStore(QueryStore):
                     conn.execute(Q["claim_without_flush"])
                 recorded = conn.execute(Q["record"], _recorded(outcomes, owner)) \
                     if outcomes else None
+                reported = conn.execute(Q["rows_of"], {  # as recorded, before a claim
+                    "ids": [outcome.task_id for outcome in outcomes]}) \
+                    if report and outcomes else None
                 if claiming:
                     conn.execute(Q["promote_due"], {"channel": channel, "now": now})
                     claims = conn.execute(Q["claim"], {"channel": channel, "owner": owner,
@@ -331,22 +334,31 @@ class PostgresStore(QueryStore):
                 if outcomes else frozenset()
             done = set() if recorded is None else {row[0] for row in recorded.fetchall()}
             dropped = [outcome.task_id for outcome in outcomes if outcome.task_id not in done]
+            rows = None if not report else {} if reported is None else {
+                int(row[0]): tuple(row) for row in reported.fetchall() if row[0] in done}
             if not claiming:
-                return Exchange(dropped, [], released=released)
+                return Exchange(dropped, [], released=released, recorded_rows=rows)
             self._renew_in_claim(conn, owner, held.fetchone())
-            rows, throttle = claims.fetchall(), None
+            claims_taken, throttle = claims.fetchall(), None
+            if channel in released and len(claims_taken) < limit:
+                # The outcomes released tasks of this channel after its claim ran: the
+                # next step of a chain starts now, not after another commit.
+                claims_taken += conn.execute(Q["claim"], {
+                    "channel": channel, "owner": owner, "limit": limit - len(claims_taken),
+                    "now": now}).fetchall()
             stored = limited.fetchone()
-            if not rows and channel is not None and stored is not None and (
+            if not claims_taken and channel is not None and stored is not None and (
                     stored[0] is not None or stored[2] is not None):
                 # claim took nothing: the channel has limits, or had when it ran (rows
                 # it took mean a limit lifted since it was read: they are handed over)
                 locked = conn.execute(Q["lock_limits"], {"channel": channel}).fetchone()
                 if locked is not None:
-                    rows, throttle = self._claim_within(
+                    claims_taken, throttle = self._claim_within(
                         conn, owner, channel, limit, Limits.from_stored(*locked[:3]),
                         float(locked[3]))
-            claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
-            return Exchange(dropped, claimed, throttle, released)
+            claimed = sorted((Claimed(*row) for row in claims_taken), key=_claim_order)
+            return Exchange(dropped, claimed, throttle, released, rows, self._rows(
+                conn, [task.id for task in claimed]) if report else None)
 
         if not outcomes and not claiming:
             return Exchange([], [])

@@ -76,6 +76,13 @@ class QueryStore:
         """Ids as the backend's statements take a list of them (``:ids``)."""
         raise NotImplementedError
 
+    def _rows(self, conn: Any, task_ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+        """The rows (TASK_COLUMNS) of ``task_ids`` as the caller's transaction sees them."""
+        if not task_ids:
+            return {}
+        return {int(row[0]): tuple(row) for row in conn.execute(
+            self.Q["rows_of"], {"ids": self._ids(list(task_ids))})}
+
     def _settle(self, conn: Any, task_ids: Sequence[int], now: float) -> set[str]:
         """Tell the dependents of those of ``task_ids`` that have ended (see
         ``dependents``), in the caller's transaction; the channels released."""

@@ -317,13 +317,14 @@ class SQLiteStore(QueryStore):
         return TaskId.held(holder[0])
 
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
-                 limit: int, now: float) -> Exchange:
+                 limit: int, now: float, report: bool = False) -> Exchange:
         def swap(conn: sqlite3.Connection) -> Exchange:
             dropped = self._record(conn, outcomes, owner)
-            released = frozenset(self._settle(conn, _ended(outcomes, dropped), now)) \
-                if outcomes else frozenset()
+            ended = _ended(outcomes, dropped) if outcomes else []
+            released = frozenset(self._settle(conn, ended, now)) if outcomes else frozenset()
+            recorded = self._rows(conn, ended) if report else None
             if channel is None or limit <= 0:
-                return Exchange(dropped, [], released=released)
+                return Exchange(dropped, [], released=released, recorded_rows=recorded)
             held = conn.execute(Q["hold_owner"], {"owner": owner}).fetchone()
             self._renew_in_claim(conn, owner, held)
             conn.execute(Q["promote_due"], {"channel": channel, "now": now})
@@ -331,14 +332,15 @@ class SQLiteStore(QueryStore):
                                           .fetchone() or (None, None, None)))
             throttle = None
             if limits.rate_limit is None and limits.max_running is None:
-                rows = conn.execute(
+                claims = conn.execute(
                     Q["claim"], {"channel": channel, "owner": owner, "limit": limit, "now": now}
                 ).fetchall()
             else:  # the time of the claim, now that it holds the write lock
-                rows, throttle = self._claim_within(conn, owner, channel, limit, limits,
-                                                    time.time())
-            claimed = sorted((Claimed(*row) for row in rows), key=_claim_order)
-            return Exchange(dropped, claimed, throttle, released)
+                claims, throttle = self._claim_within(conn, owner, channel, limit, limits,
+                                                      time.time())
+            claimed = sorted((Claimed(*row) for row in claims), key=_claim_order)
+            return Exchange(dropped, claimed, throttle, released, recorded, self._rows(
+                conn, [task.id for task in claimed]) if report else None)
 
         if not outcomes and (channel is None or limit <= 0):
             return Exchange([], [])

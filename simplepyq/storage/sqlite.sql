@@ -633,3 +633,11 @@ WHERE task_id = :id AND settled = 1
 
 -- name: forget_cancelled_by
 UPDATE simplepyq_flows SET cancelled_by = NULL WHERE task_id = :id;
+
+-- name: rows_of
+-- The rows of tasks as a transaction that recorded or claimed them leaves them (for
+-- hooks).
+SELECT id, channel, args, status, retries, attempts, priority, result, error,
+       created_at, delay_until, started_at, finished_at, recoveries, history,
+       key, time_limit, cancel_requested, progress
+FROM tasks WHERE id IN (SELECT value FROM json_each(:ids));
