@@ -122,9 +122,9 @@ def main() -> int:
                 now.append(measure(ROOT, backend, directory, "drain-cpu", 20_000, 1))
                 then.append(measure(before, backend, directory, "drain-cpu", 20_000, 1))
             ratio = statistics.median(b / a for a, b in zip(now, then, strict=True))
+            speed, before_speed = 20_000 / statistics.median(now), 20_000 / statistics.median(then)
             print(f"| {backend} | plain drain of 20k, 1 worker (tasks per CPU s) | "
-                  f"{20_000 / statistics.median(now):,.0f} | {20_000 / statistics.median(then):,.0f}"
-                  f" ({args.baseline}) | {ratio:.3f} |")
+                  f"{speed:,.0f} | {before_speed:,.0f} ({args.baseline}) | {ratio:.3f} |")
             for workload, size, workers, label in (
                     ("group", 10_000, 4, "group of 10k + callback, 4 workers"),
                     ("chain", 1_000, 1, "chain of 1,000 steps, 1 worker")):

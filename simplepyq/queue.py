@@ -827,7 +827,7 @@ def _checked_keys(keys: Iterable[str | None], count: int) -> list[str | None]:
 
 
 def _checked_upstreams(depends_on: Iterable[int] | None) -> list[int]:
-    """``depends_on``'s task ids: each an int, at least one, none twice."""
+    """``depends_on``'s task ids: each an int, none twice."""
     if depends_on is None:
         return []
     if isinstance(depends_on, int):

@@ -148,9 +148,9 @@ class Scheduler:
         """Notified when a worker ends or is abandoned (``stop`` waits on it)."""
         self._runs: dict[int, Run] = {}
         self._claimed_rows: dict[int, tuple[Any, ...]] = {}
+        """With hooks: the rows of claimed tasks not started yet, for their start event."""
         self._reporting = threading.Lock()
         """With hooks: held from a commit until its events are handed over."""
-        """With hooks: the rows of claimed tasks not started yet, for their start event."""
         self._cancels: set[int] = set()
         """Tasks claimed here whose cancel was requested, until their run ends."""
         self._progress = ProgressBox()
@@ -566,7 +566,10 @@ class Scheduler:
                 exchange = self._store.exchange(self._identity.owner, outcomes, channel,
                                                 limit, time.time(), report=True)
                 self._ledger.hold(task.id for task in exchange.claimed)
-            self._report(outcomes, exchange)
+            try:
+                self._report(outcomes, exchange)
+            except Exception:  # committed all the same: no hook may undo that
+                log.exception("the events of a commit could not be handed to the hooks")
         return exchange
 
     def _report(self, outcomes: list[Outcome], exchange: Exchange) -> None:
