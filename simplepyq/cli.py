@@ -237,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only these of its channels")
     sub.add_argument("--burst", action="store_true",
                      help="exit once every task of its channels is done or failed")
+    sub.add_argument("--keep-done", type=_duration, metavar="AGE",
+                     help="delete done tasks finished more than AGE ago, as it runs "
+                     "(default: as the queue says; it keeps them): " + AGE_HELP)
+    sub.add_argument("--keep-failed", type=_duration, metavar="AGE",
+                     help="the same for failed and cancelled tasks")
     return parser
 
 
@@ -554,6 +559,10 @@ def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
                          f"{', '.join(local) or 'no channel'}")
     if not names:
         raise CommandError(f"{args.target} defines no channel: there is nothing to run")
+    given = {name: getattr(args, name) for name in ("keep_done", "keep_failed")
+             if getattr(args, name) is not None}
+    if given:
+        queue.set_retention(**given)
     events = _Events(args, names)
     progress = Progress(queue.stats, names, events.view)
     events.say("started", f"worker {os.getpid()} started on {queue.store_path} for channels "

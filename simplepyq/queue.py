@@ -13,6 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from os import PathLike
 from types import MappingProxyType, TracebackType
@@ -30,6 +31,7 @@ from simplepyq.identity import ProcessIdentity, is_dead
 from simplepyq.limits import Limits, Rate, check_max_running, check_time_limit, parse_rate
 from simplepyq.policy import Backoff
 from simplepyq.progress import Progress
+from simplepyq.retention import Retention, Sweeper
 from simplepyq.runs import running_in
 from simplepyq.scheduler import Channel, Scheduler, Settings, Signals
 from simplepyq.storage import open_store, store_location
@@ -77,12 +79,15 @@ class SimplePyQ:
     def __init__(self, store_path: str | PathLike[str] = "simplepyq_tasks.db", *,
                  poll_interval: float = 0.05, lease: float = 30.0,
                  busy_timeout: float = 30.0, power_safe: bool = False,
-                 max_recoveries: int = 3) -> None:
+                 max_recoveries: int = 3,
+                 keep_done: float | timedelta | None = None,
+                 keep_failed: float | timedelta | None = None) -> None:
         store_path = store_location(store_path)  # None, bytes, mysql://: refused first
         self._settings = Settings(
             poll_interval=_positive(poll_interval, "poll_interval"),
             lease=_positive(lease, "lease"),
             max_recoveries=_at_least_one(max_recoveries, "max_recoveries"),
+            retention=_retention(keep_done, keep_failed),
         )
         if not isinstance(power_safe, bool):
             raise TypeError(f"power_safe must be True or False, not {power_safe!r}")
@@ -316,6 +321,34 @@ class SimplePyQ:
             for scheduler in schedulers:
                 scheduler.cancel_here(task_id)
         return changed
+
+    # -- retention -----------------------------------------
+    def set_retention(self, *, keep_done: float | timedelta | None = UNCHANGED,
+                      keep_failed: float | timedelta | None = UNCHANGED) -> None:
+        """Keep done tasks for ``keep_done``, and failed and cancelled ones for
+        ``keep_failed`` (seconds or timedelta; None: forever, the default; not given:
+        as it was), as the constructor's keywords of the same names do; from the next
+        ``start()``.
+
+        While workers run, their process deletes older finished tasks, a few
+        thousand ids a look every few seconds, in transactions of at most 500 rows, so
+        that claims never wait long; unfinished tasks, and a done task whose result a
+        blocked task will receive, are never deleted.
+        """
+        kept = self._settings.retention
+        self._settings = replace(self._settings, retention=_retention(
+            kept.keep_done if keep_done is UNCHANGED else keep_done,
+            kept.keep_failed if keep_failed is UNCHANGED else keep_failed))
+
+    def apply_retention(self) -> int:
+        """Delete, now, every finished task past the age kept for it (see
+        ``set_retention``), walking the whole table; how many. ``ValueError`` if this
+        queue keeps finished tasks forever."""
+        kept = self._settings.retention
+        if not kept.active:
+            raise ValueError("this queue keeps finished tasks forever: give keep_done or "
+                             "keep_failed first")
+        return Sweeper(self._store, kept).sweep(time.time())
 
     # -- hooks ---------------------------------------------
     def on(self, event: str, handler: Callable[[Task], Any], channel: str | None = None) -> None:
@@ -768,7 +801,7 @@ def _check_count(value: object, name: str) -> None:
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def _positive(value: float, name: str) -> float:
+def _positive(value: float | timedelta, name: str) -> float:
     seconds = seconds_from(value, name)
     if seconds == 0:
         raise ValueError(f"{name} must be more than 0 seconds")
@@ -824,6 +857,12 @@ def _checked_keys(keys: Iterable[str | None], count: int) -> list[str | None]:
         if not key:
             raise ValueError("a key must not be empty, got ''")
     return checked
+
+
+def _retention(keep_done: float | timedelta | None,
+               keep_failed: float | timedelta | None) -> Retention:
+    return Retention(None if keep_done is None else _positive(keep_done, "keep_done"),
+                     None if keep_failed is None else _positive(keep_failed, "keep_failed"))
 
 
 def _checked_upstreams(depends_on: Iterable[int] | None) -> list[int]:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from simplepyq import codec, policy
+from simplepyq import codec, policy, retention
 from simplepyq.batches import RETRY_FIRST, RETRY_LONGEST, Hand, Ledger, Outbox, Pace
 from simplepyq.context import ProgressBox
 from simplepyq.errors import DelayException, TaskTimeout
@@ -32,6 +32,7 @@ from simplepyq.failing import RepeatedFailure
 from simplepyq.hooks import Hooks, outcome_event
 from simplepyq.identity import Heartbeats, ProcessIdentity, is_dead
 from simplepyq.policy import Backoff, Decision
+from simplepyq.retention import Retention, Sweeper
 from simplepyq.runs import Run, Seat, seat
 from simplepyq.solo import SoloGate
 from simplepyq.storage.base import Claimed, CommitUnknownError, Exchange, Outcome, Owner, Store
@@ -118,6 +119,7 @@ class Settings:
     poll_interval: float
     lease: float
     max_recoveries: int = 3
+    retention: Retention = field(default_factory=Retention)
 
 
 class Scheduler:
@@ -155,6 +157,8 @@ class Scheduler:
         """Tasks claimed here whose cancel was requested, until their run ends."""
         self._progress = ProgressBox()
         self._watchdog = Watchdog(self._abandon)
+        self._sweeper = Sweeper(store, settings.retention) if settings.retention.active \
+            else None
         self._suspect: threading.Thread | None = None
         """The worker running a suspect alone (see ``_run_alone``), if any."""
         self._store_closed = False
@@ -639,7 +643,7 @@ class Scheduler:
         last_token = self._safe(self._store.change_token, 0)
         looked = last_token  # the token when cancel requests were last looked for
         next_due = self._next_due()
-        next_beat = next_sweep = next_progress = time.monotonic()
+        next_beat = next_sweep = next_progress = next_retention = time.monotonic()
         while not (self._stopping.is_set() and (self._store_closed or not self._busy())):
             self._pause(poll, seen)
             if self._store_closed:
@@ -668,11 +672,21 @@ class Scheduler:
             if now >= next_sweep:
                 self._safe(self.recover_dead, 0)
                 next_sweep = now + sweep_every
+            if self._sweeper is not None and now >= next_retention:
+                self._safe(self._retain, None)
+                next_retention = now + retention.EVERY
         unwatch()
         self._watchdog.stop()
         if not self._store_closed:
             self._flush(due_only=False)
             self._safe(lambda: self._store.unregister_owner(self._identity.owner), None)
+
+    def _retain(self) -> None:
+        """Delete finished tasks past the age kept for them, a few windows of ids at a time."""
+        if self._sweeper is not None:
+            deleted, _ = self._sweeper.step(time.time())
+            if deleted:
+                log.info("deleted %d finished task(s) past the age kept for them", deleted)
 
     def _look_for_cancels(self) -> bool:
         """Tell the runs here whose cancel another process (or thread) requested, and

@@ -275,6 +275,21 @@ class Store(Protocol):
     def remove_channel(self, name: str) -> int:
         """Forget a channel and delete all its tasks; return how many tasks."""
 
+    def max_task_id(self) -> int:
+        """The highest task id in the store (0 if it holds none)."""
+
+    def expired(self, start: int, stop: int, done_before: float | None,
+                failed_before: float | None) -> Sequence[int]:
+        """The ids in [start, stop) of done tasks finished before ``done_before`` and of
+        failed or cancelled ones finished before ``failed_before`` (None: none of
+        them), read without taking the write lock."""
+
+    def prune(self, task_ids: Sequence[int], done_before: float | None,
+              failed_before: float | None) -> int:
+        """Delete those of ``task_ids`` that are still as ``expired`` found them, but for
+        a task whose result a blocked task will receive; how many, in one short
+        transaction."""
+
     def purge(self, channel: str | None, finished_before: float) -> int:
         """Delete done, failed and cancelled tasks that finished before the given time;
         return how many."""

@@ -369,6 +369,31 @@ class QueryStore:
 
         return self._write(purge)
 
+    def max_task_id(self) -> int:
+        row = self._read(lambda c: c.execute(self.Q["max_task_id"]).fetchone())
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    def expired(self, start: int, stop: int, done_before: float | None,
+                failed_before: float | None) -> Sequence[int]:
+        values = {"start": start, "stop": stop, "done_before": done_before,
+                  "failed_before": failed_before}
+        return self._read(lambda c: [int(row[0]) for row in c.execute(self.Q["expired"],
+                                                                       values)])
+
+    def prune(self, task_ids: Sequence[int], done_before: float | None,
+              failed_before: float | None) -> int:
+        values = {"ids": self._ids(list(task_ids)), "done_before": done_before,
+                  "failed_before": failed_before}
+
+        def delete(conn: Any) -> int:
+            deleted = [int(row[0]) for row in conn.execute(self.Q["prune"], values)]
+            if deleted:
+                conn.execute(self.Q["forget_flows_of"], {"ids": self._ids(deleted)})
+                conn.execute(self.Q["forget_edges_of"], {"ids": self._ids(deleted)})
+            return len(deleted)
+
+        return self._write(delete, notify=False) if task_ids else 0
+
     def _forget_flows(self, conn: Any, deleted: int) -> None:
         """After ``deleted`` tasks were deleted: forget their places in workflows."""
         if deleted:

@@ -641,3 +641,38 @@ SELECT id, channel, args, status, retries, attempts, priority, result, error,
        created_at, delay_until, started_at, finished_at, recoveries, history,
        key, time_limit, cancel_requested, progress
 FROM tasks WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- Retention ------------------------------------------------------------------------
+
+-- name: max_task_id
+SELECT MAX(id) FROM tasks;
+
+-- name: expired
+-- The finished tasks with ids in [start, stop) past the age kept for their status (a
+-- NULL time keeps them all): a bounded walk of the primary key, read without the
+-- write lock; prune checks each again as it deletes.
+SELECT id FROM tasks
+WHERE id >= :start AND id < :stop
+  AND ((status = 'done' AND COALESCE(finished_at, 0) < :done_before)
+       OR (status IN ('failed', 'cancelled')
+           AND COALESCE(finished_at, 0) < :failed_before))
+ORDER BY id;
+
+-- name: prune
+-- Of the tasks :ids, those still finished past their age, but for one whose result a
+-- blocked task will receive as its input; the ids deleted.
+DELETE FROM tasks
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND ((status = 'done' AND COALESCE(finished_at, 0) < :done_before)
+       OR (status IN ('failed', 'cancelled')
+           AND COALESCE(finished_at, 0) < :failed_before))
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_deps AS d JOIN tasks AS w ON w.id = d.task_id
+                  WHERE d.upstream_id = tasks.id AND w.status = 'blocked')
+RETURNING id;
+
+-- name: forget_flows_of
+DELETE FROM simplepyq_flows WHERE task_id IN (SELECT value FROM json_each(:ids));
+
+-- name: forget_edges_of
+DELETE FROM simplepyq_deps WHERE task_id IN (SELECT value FROM json_each(:ids));
+
