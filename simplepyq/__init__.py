@@ -9,6 +9,7 @@ import logging
 from simplepyq.context import TaskContext, current_task
 from simplepyq.errors import DelayException, StoreError, TaskCancelled, TaskTimeout
 from simplepyq.limits import Limits, Rate
+from simplepyq.periodic import Periodic
 from simplepyq.policy import Backoff
 from simplepyq.queue import SimplePyQ
 from simplepyq.task import Attempt, Status, Task, TaskId
@@ -21,7 +22,8 @@ __version__ = "1.0.0"
 logging.getLogger("simplepyq").addHandler(logging.NullHandler())
 
 __all__ = [
-    "Attempt", "Backoff", "DelayException", "Limits", "Links", "Rate", "SimplePyQ", "Status",
+    "Attempt", "Backoff", "DelayException", "Limits", "Links", "Periodic", "Rate", "SimplePyQ",
+    "Status",
     "Step", "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskFunction", "TaskId",
     "TaskTimeout", "Workflow", "WorkflowStatus", "__version__", "current_task",
 ]

@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "One task in full: args, result, times, history, error traceback.")
     sub.add_argument("id", type=int, metavar="ID")
 
+    command("periodic", cmd_periodic, "Periodic tasks: each schedule with its next run, "
+            "its last tick, and that tick's task and its status.")
+
     sub = command("workflow", cmd_workflow,
                   "A workflow's tasks (ID: the workflow's id, or any of its tasks' ids): "
                   "counts by status, and each task with what it depends on.")
@@ -342,6 +345,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"{'error':<12} {'-' if task.error is None else ''}".rstrip())
     if task.error is not None:
         print(task.error.rstrip("\n"))
+    return EXIT_OK
+
+
+def cmd_periodic(args: argparse.Namespace) -> int:
+    with _opened(args) as queue:
+        schedules = queue.periodics()
+    if args.json:
+        return _print_json([{
+            "name": p.name, "channel": p.channel, "cron": p.cron, "every": p.every,
+            "tz": p.tz, "next_run": _iso(p.next_run), "last_tick": _iso(p.last_tick),
+            "last_task": p.last_task, "last_status": p.last_status, "error": p.error}
+            for p in schedules])
+    _print_table(["NAME", "CHANNEL", "WHEN", "NEXT RUN", "LAST TICK", "LAST TASK"],
+                 [[p.name, p.channel, p.error or (f"{p.cron} ({p.tz})" if p.cron
+                                                  else f"every {p.every:g}s"),
+                   _when(p.next_run), _when(p.last_tick),
+                   "-" if p.last_task is None else f"{p.last_task} {p.last_status or 'gone'}"]
+                  for p in schedules])
     return EXIT_OK
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
+from typing import Any
 
 from simplepyq import codec
 from simplepyq.errors import TaskCancelled, TaskTimeout
-from simplepyq.runs import Run, running
+from simplepyq.runs import Run, running, store_here
 
 MAX_PROGRESS = 64 * 1024
 """The most bytes a progress value may take, encoded: it is rewritten often."""
@@ -47,6 +49,14 @@ class TaskContext:
     def time_limit(self) -> float | None:
         """This run's time limit in seconds, None without one."""
         return self._run.limit
+
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """For a periodic task, the tick it was enqueued for (UTC); else None. Read from
+        the store when asked."""
+        store: Any = store_here()
+        when = None if store is None else store.scheduled_at(self._run.task_id)
+        return None if when is None else datetime.fromtimestamp(when, timezone.utc)
 
     def cancelled(self) -> bool:
         """Whether ``cancel()`` was called for this task while it runs (seen within about

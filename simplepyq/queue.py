@@ -19,7 +19,7 @@ from os import PathLike
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
-from simplepyq import codec, workflows
+from simplepyq import codec, periodic, workflows
 from simplepyq.errors import (
     StoreError,
     UnknownChannelError,
@@ -29,6 +29,7 @@ from simplepyq.errors import (
 )
 from simplepyq.identity import ProcessIdentity, is_dead
 from simplepyq.limits import Limits, Rate, check_max_running, check_time_limit, parse_rate
+from simplepyq.periodic import Periodic, Spec
 from simplepyq.policy import Backoff
 from simplepyq.progress import Progress
 from simplepyq.retention import Retention, Sweeper
@@ -98,6 +99,8 @@ class SimplePyQ:
         self._signals = Signals()
         self._scheduler: Scheduler | None = None
         self._draining: list[Scheduler] = []  # stopped, but with tasks still running
+        self._periodics: dict[str, tuple[str, str, bytes | None]] = {}
+        """The schedules added in this process: name -> (channel, spec, args)."""
         self._lock = threading.RLock()
         self._pid = os.getpid()
         _OPEN.add(self)
@@ -349,6 +352,66 @@ class SimplePyQ:
             raise ValueError("this queue keeps finished tasks forever: give keep_done or "
                              "keep_failed first")
         return Sweeper(self._store, kept).sweep(time.time())
+
+    # -- periodic tasks ------------------------------------
+    def add_periodic(self, name: str, channel: str, *, cron: str | None = None,
+                     every: float | timedelta | None = None, args: Any = None,
+                     tz: str | None = None, retries: int = 0, priority: int = 0,
+                     overlap: bool = True, catch_up: str = "latest",
+                     max_delay: float | timedelta | None = None,
+                     time_limit: float | timedelta | None = None) -> None:
+        """Enqueue a task of ``channel`` with ``args`` at every tick of ``cron`` (five
+        fields, names, ranges, steps, lists, ``@hourly`` to ``@yearly``; in the IANA
+        zone ``tz``, UTC by default) or ``every`` (seconds or timedelta).
+
+        Stored in the store by ``name``, so that every process and the command line
+        see it; any process running workers enqueues each tick as it comes due, and
+        across all of them exactly one task per tick. Declaring it again as it is
+        keeps its next tick; declaring it differently replaces it. After downtime,
+        ``catch_up="latest"`` runs only the most recent missed tick, if it is at most
+        ``max_delay`` late (default: one period, at most an hour); ``"all"`` runs
+        every missed tick (the 100 most recent); ``"none"`` runs none. With
+        ``overlap=False`` a tick is skipped while the previous tick's task is
+        unfinished. ``current_task().scheduled_at`` tells a task its tick.
+        """
+        _check_name(name)
+        _check_name(channel)
+        _check_count(retries, "retries")
+        _check_int(priority, "priority")
+        if not isinstance(overlap, bool):
+            raise TypeError(f"overlap must be True or False, not {overlap!r}")
+        spec = Spec(cron=cron, every=None if every is None else seconds_from(every, "every"),
+                    tz=tz or "UTC", catch_up=catch_up,
+                    max_delay=None if max_delay is None else seconds_from(max_delay,
+                                                                          "max_delay"),
+                    retries=retries, priority=priority, overlap=overlap,
+                    time_limit=None if time_limit is None else check_time_limit(time_limit))
+        text = spec.check().text()
+        payload = None if args is None else codec.pack(args, f"the args of schedule {name!r}")
+        with self._lock:
+            declared = self._periodics.get(name)
+            if declared is not None and declared != (channel, text, payload):
+                raise ValueError(f"schedule {name!r} was added differently in this process "
+                                 "already; remove_periodic() it first")
+            local = channel in self._channels
+        stored = self._store.schedule(name)
+        if stored is None or (stored[0], stored[1], stored[2]) != (channel, text, payload):
+            now = time.time()
+            self._store.put_schedule(name, channel, text, payload,
+                                     spec.after(now, round(now, 6)), local, now)
+        with self._lock:
+            self._periodics[name] = (channel, text, payload)
+
+    def remove_periodic(self, name: str) -> bool:
+        """Forget a schedule, in the store; whether there was one. Tasks it enqueued stay."""
+        _check_name(name)
+        with self._lock:
+            self._periodics.pop(name, None)
+        return self._store.remove_schedule(name)
+
+    def periodics(self) -> list[Periodic]:
+        """Every stored schedule: its next run, its last tick, and that tick's task."""
+        return [periodic.listed(row) for row in self._store.schedules()]
 
     # -- hooks ---------------------------------------------
     def on(self, event: str, handler: Callable[[Task], Any], channel: str | None = None) -> None:

@@ -78,6 +78,12 @@ def running_in(store: object) -> Run | None:
     return running() if here is not None and here.store is store else None
 
 
+def store_here() -> object:
+    """The store of the queue whose worker the calling thread is (None in any other)."""
+    here: Seat | None = getattr(_this_thread, "seat", None)
+    return None if here is None else here.store
+
+
 def running() -> Run | None:
     """The run of the task the caller is part of: its asyncio task's, else its thread's."""
     run = CURRENT.get()

@@ -31,6 +31,7 @@ from simplepyq.errors import DelayException, TaskTimeout
 from simplepyq.failing import RepeatedFailure
 from simplepyq.hooks import Hooks, outcome_event
 from simplepyq.identity import Heartbeats, ProcessIdentity, is_dead
+from simplepyq.periodic import Ticker
 from simplepyq.policy import Backoff, Decision
 from simplepyq.retention import Retention, Sweeper
 from simplepyq.runs import Run, Seat, seat
@@ -159,6 +160,7 @@ class Scheduler:
         self._watchdog = Watchdog(self._abandon)
         self._sweeper = Sweeper(store, settings.retention) if settings.retention.active \
             else None
+        self._ticker = Ticker(store, time.time)
         self._suspect: threading.Thread | None = None
         """The worker running a suspect alone (see ``_run_alone``), if any."""
         self._store_closed = False
@@ -672,6 +674,8 @@ class Scheduler:
             if now >= next_sweep:
                 self._safe(self.recover_dead, 0)
                 next_sweep = now + sweep_every
+            if self._safe(self._ticker.tick, 0):
+                self._wake_all()  # tasks of ticks: workers here look at once
             if self._sweeper is not None and now >= next_retention:
                 self._safe(self._retain, None)
                 next_retention = now + retention.EVERY

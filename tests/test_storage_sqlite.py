@@ -50,14 +50,15 @@ def _version(store_path: str) -> int:
 
 
 @pytest.mark.sqlite_only
-def test_new_store_is_in_wal_mode_with_schema_version_5(queue: SimplePyQ, store_path: str) -> None:
+def test_new_store_is_in_wal_mode_with_schema_version_6(queue: SimplePyQ, store_path: str) -> None:
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (5,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     names = {name for _, name, _ in _schema(store_path)}
     assert {"tasks", "simplepyq_channels", "simplepyq_owners", "simplepyq_starts",
             "simplepyq_flows", "simplepyq_deps", "simplepyq_deps_unsettled",
+            "simplepyq_schedules", "simplepyq_ticks",
             "tasks_claim", "tasks_due", "tasks_running", "tasks_failed", "tasks_key"} <= names
     assert "tasks_channel_status" not in names  # an index on every row costs every write
 

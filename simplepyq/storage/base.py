@@ -76,6 +76,18 @@ class Exchange(NamedTuple):
     """With ``report``: the rows of the tasks claimed, as the claim left them."""
 
 
+class NewTick(NamedTuple):
+    """What a schedule enqueues at each of its ticks."""
+
+    channel: str
+    args: bytes | None
+    retries: int = 0
+    priority: int = 0
+    time_limit: float | None = None
+    key: str | None = None
+    """A key held by the previous tick's unfinished task skips the tick (``overlap``)."""
+
+
 class LimitChange(NamedTuple):
     """Which limits of a channel ``set_limits`` changes, to what (None removes one)."""
 
@@ -194,6 +206,31 @@ class Store(Protocol):
     def links(self, task_id: int) -> tuple[list[int], list[int], int | None]:
         """The tasks a task waits for (in order), those that wait for it, and its
         workflow, in one read."""
+
+    # -- periodic tasks ------------------------------------
+    def schedule(self, name: str) -> tuple[Any, ...] | None:
+        """A schedule's row: channel, spec, args, next_at, fired."""
+
+    def put_schedule(self, name: str, channel: str, spec: str, args: bytes | None,
+                     next_at: float, register: bool, now: float) -> None:
+        """Store a schedule (replacing one of that name) whose next tick is ``next_at``;
+        its channel must be registered (with ``register``, it is registered)."""
+
+    def remove_schedule(self, name: str) -> bool:
+        """Forget a schedule; whether there was one."""
+
+    def schedules(self) -> list[tuple[Any, ...]]:
+        """Every schedule: name, channel, spec, args, next_at, fired, last_tick,
+        last_task and that task's status."""
+
+    def fire(self, name: str, fired: int, next_at: float, ticks: Sequence[float],
+             task: NewTick) -> list[TaskId] | None:
+        """Move a schedule on to ``next_at`` and enqueue one task per tick of ``ticks``,
+        in one transaction, if the schedule was fired ``fired`` times still (else None:
+        another process fired it first). A tick whose key is held enqueues nothing."""
+
+    def scheduled_at(self, task_id: int) -> float | None:
+        """The tick a periodic task was enqueued for."""
 
     # -- task control --------------------------------------
     def cancel(self, task_id: int, now: float) -> tuple[bool, str] | None:

@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_SCHEMA = "simplepyq"
 MAX_CONNECTIONS = 8
 """Connections a store may open besides its listener (workers share them)."""

@@ -539,6 +539,24 @@ CREATE INDEX IF NOT EXISTS simplepyq_deps_upstream ON simplepyq_deps (upstream_i
 CREATE INDEX IF NOT EXISTS simplepyq_deps_unsettled ON simplepyq_deps (upstream_id)
     WHERE settled = 0;
 
+-- name: migrate_5
+-- Schema 5: periodic tasks (see sqlite.sql).
+CREATE TABLE IF NOT EXISTS simplepyq_schedules (
+    name TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    args BYTEA,
+    next_at DOUBLE PRECISION,
+    fired BIGINT NOT NULL DEFAULT 0,
+    last_tick DOUBLE PRECISION,
+    last_task BIGINT
+);
+CREATE TABLE IF NOT EXISTS simplepyq_ticks (
+    task_id BIGINT PRIMARY KEY,
+    schedule TEXT NOT NULL,
+    scheduled_at DOUBLE PRECISION NOT NULL
+);
+
 -- name: finished_upstreams
 -- Run as a statement of its own after the one that ended the tasks, so that its
 -- snapshot sees every dependent committed before that one took the tasks' row locks
@@ -719,4 +737,51 @@ DELETE FROM simplepyq_flows WHERE task_id = ANY(%(ids)s::bigint[]);
 
 -- name: forget_edges_of
 DELETE FROM simplepyq_deps WHERE task_id = ANY(%(ids)s::bigint[]);
+
+-- Periodic tasks -------------------------------------------------------------------
+
+-- name: schedule_of
+SELECT channel, spec, args, next_at, fired FROM simplepyq_schedules WHERE name = %(name)s;
+
+-- name: put_schedule
+INSERT INTO simplepyq_schedules (name, channel, spec, args, next_at)
+VALUES (%(name)s, %(channel)s, %(spec)s, %(args)s, %(next_at)s)
+ON CONFLICT (name) DO UPDATE SET channel = excluded.channel, spec = excluded.spec,
+                                 args = excluded.args, next_at = excluded.next_at,
+                                 fired = simplepyq_schedules.fired + 1;
+
+-- name: remove_schedule
+DELETE FROM simplepyq_schedules WHERE name = %(name)s;
+
+-- name: schedules
+SELECT s.name, s.channel, s.spec, s.args, s.next_at, s.fired, s.last_tick, s.last_task,
+       t.status
+FROM simplepyq_schedules AS s LEFT JOIN tasks AS t ON t.id = s.last_task
+ORDER BY s.name;
+
+-- name: fire_schedule
+-- The compare-and-set of a tick: only the transaction that finds the schedule as it
+-- was read (fired unchanged) moves it on, and enqueues the tick's task.
+UPDATE simplepyq_schedules
+SET next_at = %(next_at)s, fired = fired + 1,
+    last_tick = COALESCE(%(tick)s, last_tick)
+WHERE name = %(name)s AND fired = %(fired)s
+RETURNING name;
+
+-- name: note_tick
+INSERT INTO simplepyq_ticks (task_id, schedule, scheduled_at)
+VALUES (%(id)s, %(name)s, %(tick)s);
+
+-- name: note_last_task
+UPDATE simplepyq_schedules SET last_task = %(id)s WHERE name = %(name)s;
+
+-- name: scheduled_at
+SELECT scheduled_at FROM simplepyq_ticks WHERE task_id = %(id)s;
+
+-- name: forget_ticks_of
+DELETE FROM simplepyq_ticks WHERE task_id = ANY(%(ids)s::bigint[]);
+
+-- name: forget_ticks
+-- The ticks of periodic tasks that are gone (after a purge, a clear or a removed channel).
+DELETE FROM simplepyq_ticks AS k WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = k.task_id);
 

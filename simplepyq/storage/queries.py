@@ -9,6 +9,7 @@ written once, here, for both.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 from simplepyq.errors import UnknownChannelError
 from simplepyq.limits import Limits
 from simplepyq.storage import dependents
-from simplepyq.storage.base import LimitChange, Owner, Requeued, named
+from simplepyq.storage.base import LimitChange, NewTick, Owner, Requeued, named
 from simplepyq.storage.dependents import NewTask
 from simplepyq.task import TaskId
 
@@ -390,15 +391,73 @@ class QueryStore:
             if deleted:
                 conn.execute(self.Q["forget_flows_of"], {"ids": self._ids(deleted)})
                 conn.execute(self.Q["forget_edges_of"], {"ids": self._ids(deleted)})
+                conn.execute(self.Q["forget_ticks_of"], {"ids": self._ids(deleted)})
             return len(deleted)
 
         return self._write(delete, notify=False) if task_ids else 0
 
+    # -- periodic tasks ------------------------------------
+    def schedule(self, name: str) -> tuple[Any, ...] | None:
+        row = self._read(lambda c: c.execute(self.Q["schedule_of"], {"name": name}).fetchone())
+        return None if row is None else tuple(row)
+
+    def put_schedule(self, name: str, channel: str, spec: str, args: bytes | None,
+                     next_at: float, register: bool, now: float) -> None:
+        def put(conn: Any) -> None:
+            if register:
+                conn.execute(self.Q["register_channel"], {"name": channel, "now": now})
+            elif conn.execute(self.Q["channel_exists"], {"name": channel}).fetchone() is None:
+                known = {row[0] for row in conn.execute(self.Q["known_channels"])}
+                raise UnknownChannelError(channel, known)
+            conn.execute(self.Q["put_schedule"], {"name": name, "channel": channel,
+                                                  "spec": spec, "args": args,
+                                                  "next_at": next_at})
+
+        self._write(put)
+
+    def remove_schedule(self, name: str) -> bool:
+        return self._write(lambda c: int(c.execute(self.Q["remove_schedule"],
+                                                   {"name": name}).rowcount) > 0)
+
+    def schedules(self) -> builtins.list[tuple[Any, ...]]:
+        return self._read(lambda c: [tuple(row) for row in c.execute(self.Q["schedules"])])
+
+    def fire(self, name: str, fired: int, next_at: float, ticks: Sequence[float],
+             task: NewTick) -> builtins.list[TaskId] | None:
+        def fire(conn: Any) -> list[TaskId] | None:
+            moved = conn.execute(self.Q["fire_schedule"], {
+                "name": name, "fired": fired, "next_at": next_at,
+                "tick": ticks[-1] if ticks else None}).fetchone()
+            if moved is None:
+                return None
+            made: list[TaskId] = []
+            for tick in ticks:
+                row = conn.execute(self.Q["add_node"], {
+                    "channel": task.channel, "args": task.args, "status": "pending",
+                    "retries": task.retries, "run_at": None, "priority": task.priority,
+                    "now": tick, "time_limit": task.time_limit, "key": task.key,
+                    "finished_at": None, "error": None}).fetchone()
+                if row is None:
+                    continue  # the previous tick's task still holds the key: skipped
+                made.append(TaskId(row[0]))
+                conn.execute(self.Q["note_tick"], {"id": row[0], "name": name, "tick": tick})
+            if made:
+                conn.execute(self.Q["note_last_task"], {"id": made[-1], "name": name})
+            return made
+
+        return self._write(fire)
+
+    def scheduled_at(self, task_id: int) -> float | None:
+        row = self._read(lambda c: c.execute(self.Q["scheduled_at"], {"id": task_id}).fetchone())
+        return None if row is None else float(row[0])
+
     def _forget_flows(self, conn: Any, deleted: int) -> None:
-        """After ``deleted`` tasks were deleted: forget their places in workflows."""
+        """After ``deleted`` tasks were deleted: forget their places in workflows and
+        their ticks."""
         if deleted:
             conn.execute(self.Q["forget_flows"])
             conn.execute(self.Q["forget_edges"])
+            conn.execute(self.Q["forget_ticks"])
 
     # -- moving between stores -----------------------------
     def adopt(self, rows: Sequence[tuple[Any, ...]], channels: Iterable[str],

@@ -28,7 +28,7 @@ from simplepyq.task import Status, TaskId
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 FIRST_PAUSE = 0.0001
 """Seconds a write first waits when the lock is taken; each wait is half again as long."""
 ADD_CHUNK = 500
@@ -265,7 +265,8 @@ class SQLiteStore(QueryStore):
                 if column.split()[0] not in columns:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
         for statement in [*Q["create_starts"].split(";"), *Q["retired_indexes"].split(";"),
-                          *Q["create_indexes"].split(";"), *Q["create_flows"].split(";")]:
+                          *Q["create_indexes"].split(";"), *Q["create_flows"].split(";"),
+                          *Q["create_schedules"].split(";")]:
             if statement.strip():
                 conn.execute(statement)
         if version == 0:

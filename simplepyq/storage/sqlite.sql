@@ -492,6 +492,27 @@ CREATE INDEX IF NOT EXISTS simplepyq_deps_upstream ON simplepyq_deps (upstream_i
 CREATE INDEX IF NOT EXISTS simplepyq_deps_unsettled ON simplepyq_deps (upstream_id)
     WHERE settled = 0;
 
+-- name: create_schedules
+-- Periodic tasks by name: what to enqueue (spec: JSON, see periodic.py; args:
+-- msgpack), the next tick not yet enqueued (next_at), how many times it was fired (the
+-- compare-and-set that makes one task per tick), and the last tick and its task.
+-- simplepyq_ticks tells each periodic task the tick it is for.
+CREATE TABLE IF NOT EXISTS simplepyq_schedules (
+    name TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    args BLOB,
+    next_at REAL,
+    fired INTEGER NOT NULL DEFAULT 0,
+    last_tick REAL,
+    last_task INTEGER
+);
+CREATE TABLE IF NOT EXISTS simplepyq_ticks (
+    task_id INTEGER PRIMARY KEY,
+    schedule TEXT NOT NULL,
+    scheduled_at REAL NOT NULL
+);
+
 -- name: finished_upstreams
 -- Of the tasks :ids (a JSON array), those that have ended and have dependents not
 -- told yet: what every transaction that ends tasks asks, one index look per task.
@@ -675,4 +696,51 @@ DELETE FROM simplepyq_flows WHERE task_id IN (SELECT value FROM json_each(:ids))
 
 -- name: forget_edges_of
 DELETE FROM simplepyq_deps WHERE task_id IN (SELECT value FROM json_each(:ids));
+
+-- Periodic tasks -------------------------------------------------------------------
+
+-- name: schedule_of
+SELECT channel, spec, args, next_at, fired FROM simplepyq_schedules WHERE name = :name;
+
+-- name: put_schedule
+INSERT INTO simplepyq_schedules (name, channel, spec, args, next_at)
+VALUES (:name, :channel, :spec, :args, :next_at)
+ON CONFLICT (name) DO UPDATE SET channel = excluded.channel, spec = excluded.spec,
+                                 args = excluded.args, next_at = excluded.next_at,
+                                 fired = simplepyq_schedules.fired + 1;
+
+-- name: remove_schedule
+DELETE FROM simplepyq_schedules WHERE name = :name;
+
+-- name: schedules
+SELECT s.name, s.channel, s.spec, s.args, s.next_at, s.fired, s.last_tick, s.last_task,
+       t.status
+FROM simplepyq_schedules AS s LEFT JOIN tasks AS t ON t.id = s.last_task
+ORDER BY s.name;
+
+-- name: fire_schedule
+-- The compare-and-set of a tick: only the transaction that finds the schedule as it
+-- was read (fired unchanged) moves it on, and enqueues the tick's task.
+UPDATE simplepyq_schedules
+SET next_at = :next_at, fired = fired + 1,
+    last_tick = COALESCE(:tick, last_tick)
+WHERE name = :name AND fired = :fired
+RETURNING name;
+
+-- name: note_tick
+INSERT INTO simplepyq_ticks (task_id, schedule, scheduled_at)
+VALUES (:id, :name, :tick);
+
+-- name: note_last_task
+UPDATE simplepyq_schedules SET last_task = :id WHERE name = :name;
+
+-- name: scheduled_at
+SELECT scheduled_at FROM simplepyq_ticks WHERE task_id = :id;
+
+-- name: forget_ticks_of
+DELETE FROM simplepyq_ticks WHERE task_id IN (SELECT value FROM json_each(:ids));
+
+-- name: forget_ticks
+-- The ticks of periodic tasks that are gone (after a purge, a clear or a removed channel).
+DELETE FROM simplepyq_ticks AS k WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = k.task_id);
 
