@@ -34,9 +34,9 @@ SPEC_VERSION = 1
 CATCH_UP = ("latest", "all", "none")
 MAX_CATCH_UP = 100
 """The most missed ticks ``catch_up="all"`` enqueues at once (the most recent ones)."""
-NONE_GRACE = 60.0
-"""How late a tick may be and still run with ``catch_up="none"``: the lateness of a
-running process's housekeeping, not downtime."""
+ON_TIME = 1.0
+"""How late a tick may be and still count as on time, whatever ``catch_up`` says:
+the lateness of a running process's housekeeping, not downtime."""
 LOOK_EVERY = 1.0
 """Seconds between a housekeeper's reads of the schedules (new ones, changed ones)."""
 NICKNAMES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
@@ -121,11 +121,12 @@ class Spec:
         """The ticks to enqueue at ``now`` of a schedule whose next tick not yet
         enqueued is ``next_at``, and the next tick after ``now``.
 
-        Every tick from ``next_at`` up to ``now`` is due. ``latest`` (the default) runs
-        only the most recent of them, if it is at most ``max_delay`` late (one period,
-        at most an hour, by default); ``all`` runs each (the most recent MAX_CATCH_UP);
-        ``none`` runs one only if it is at most NONE_GRACE late (missed ticks are
-        dropped).
+        Every tick from ``next_at`` up to ``now`` is due; those at most ON_TIME late
+        run (a short period can have several due at one look). The others were
+        missed while nothing ran: ``latest`` (the default) runs only the most recent
+        of them, if no tick is on time and it is at most ``max_delay`` late (one
+        period, at most an hour, by default); ``all`` runs each; ``none`` runs none.
+        At most the MAX_CATCH_UP most recent ticks run at once.
         """
         ticks: list[float] = []
         tick = next_at
@@ -139,9 +140,10 @@ class Spec:
             tick = self.after(tick, next_at)
         if self.catch_up == "all":
             return ticks, tick
+        on_time = [t for t in ticks if now - t <= ON_TIME]
+        if on_time or self.catch_up == "none":
+            return on_time, tick
         late = self.max_delay if self.max_delay is not None else min(self.period(now), 3600.0)
-        if self.catch_up == "none":
-            late = min(late, NONE_GRACE)
         return [t for t in ticks[-1:] if now - t <= late], tick
 
 

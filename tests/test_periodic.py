@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from simplepyq import SimplePyQ, Status, current_task
-from simplepyq.periodic import MAX_CATCH_UP, NONE_GRACE, Spec, Ticker
+from simplepyq.periodic import MAX_CATCH_UP, ON_TIME, Spec, Ticker
 from simplepyq.storage import open_store
 from tests.backends import raw_sql
 from tests.support import ROOT, run_python, spawn_python, wait_until
@@ -140,8 +140,15 @@ def test_catch_up_all_runs_every_missed_tick_up_to_the_cap() -> None:
 
 def test_catch_up_none_runs_no_tick_missed_while_nothing_ran() -> None:
     spec = Spec(every=HOUR, catch_up="none").check()
-    assert spec.due(1000.0, 1000.0 + NONE_GRACE / 2)[0] == [1000.0]  # merely late
-    assert spec.due(1000.0, 1000.0 + 5 * HOUR + NONE_GRACE + 1)[0] == []
+    assert spec.due(1000.0, 1000.0 + ON_TIME / 2)[0] == [1000.0]  # merely late
+    assert spec.due(1000.0, 1000.0 + 5 * HOUR + ON_TIME / 2)[0] == [1000.0 + 5 * HOUR]
+    assert spec.due(1000.0, 1000.0 + 5 * HOUR + ON_TIME + 1)[0] == []
+
+
+def test_ticks_of_a_short_period_due_at_one_look_all_run_whatever_the_policy() -> None:
+    for catch_up in ("latest", "none"):
+        spec = Spec(every=0.1, catch_up=catch_up).check()
+        assert spec.due(1000.0, 1000.45)[0] == [1000.0, 1000.1, 1000.2, 1000.3, 1000.4]
 
 
 # -- exactly one task per tick ----------------------------------------------------
