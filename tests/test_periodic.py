@@ -379,7 +379,7 @@ def test_three_processes_of_four_workers_make_exactly_one_task_per_tick(
 ) -> None:
     period = 0.05
     first = _fast_schedule(store_path, period)
-    children = [spawn_python(WORKER, store_path, str(period), "12") for _ in range(3)]
+    children = [spawn_python(WORKER, store_path, str(period), "60") for _ in range(3)]
     try:
         _wait_for_ticks(store_path, 200)
     finally:
