@@ -19,7 +19,7 @@ from os import PathLike
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
-from simplepyq import codec, periodic, workflows
+from simplepyq import aio, codec, periodic, workflows
 from simplepyq.errors import (
     StoreError,
     UnknownChannelError,
@@ -99,6 +99,7 @@ class SimplePyQ:
         self._signals = Signals()
         self._scheduler: Scheduler | None = None
         self._draining: list[Scheduler] = []  # stopped, but with tasks still running
+        self._offload = aio.Offloader()
         self._periodics: dict[str, tuple[str, str, bytes | None]] = {}
         """The schedules added in this process: name -> (channel, spec, args)."""
         self._lock = threading.RLock()
@@ -506,6 +507,54 @@ class SimplePyQ:
         if step.key is not None:
             _checked_keys([step.key], 1)
 
+    # -- the asyncio face ----------------------------------
+    async def enqueue_async(self, channel: str, args: Any, retries: int = 0,
+                            **options: Any) -> TaskId:
+        """``enqueue``, awaitable: it runs in a thread of the queue's, so that a wait for
+        another writer never blocks the event loop."""
+        return await self._offload.call(self.enqueue, channel, args, retries, **options)
+
+    async def enqueue_many_async(self, channel: str, args_list: Iterable[Any],
+                                 retries: int = 0, **options: Any) -> list[TaskId]:
+        """``enqueue_many``, awaitable (see ``enqueue_async``)."""
+        return await self._offload.call(self.enqueue_many, channel, list(args_list), retries,
+                                        **options)
+
+    async def get_task_async(self, task_id: int) -> Task | None:
+        """``get_task``, awaitable."""
+        return await self._offload.call(self.get_task, task_id)
+
+    async def cancel_async(self, task_id: int) -> bool:
+        """``cancel``, awaitable."""
+        return await self._offload.call(self.cancel, task_id)
+
+    async def stats_async(self) -> dict[str, dict[str, int]]:
+        """``stats``, awaitable."""
+        return await self._offload.call(self.stats)
+
+    async def wait_async(self, task_id: int, timeout: float | None = None) -> Task:
+        """``wait``, as a coroutine: the event loop goes on while the task runs; it wakes
+        on the same signals as ``wait``. ``TimeoutError`` past ``timeout`` seconds."""
+        _check_int(task_id, "task_id")
+        check_timeout(timeout)
+        return await aio.until(
+            self._offload, lambda: self._existing(task_id), lambda task: task.finished,
+            lambda task: f"task {task_id} was still "
+            f"{'unfinished' if task is None else task.status}",
+            timeout, self._settings.poll_interval, self._store.change_token, self._listen)
+
+    def _listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` at every change this process can tell of: a commit of its
+        workers, or one the store announces (PostgreSQL); return what stops it."""
+        stop_local = self._signals.recorded.listen(callback)
+        stop_store = self._store.watch(callback)
+
+        def stop() -> None:
+            stop_local()
+            stop_store()
+
+        return stop
+
     # -- running -------------------------------------------
     def start(self, channels: Iterable[str] | None = None) -> None:
         """Start the workers of every registered channel, or only of ``channels``.
@@ -796,6 +845,7 @@ class SimplePyQ:
                 for scheduler in self._draining:
                     scheduler.store_closed()
             self._signals.hooks.close(timeout)
+            self._offload.close()
             self._store.close()
 
     def __enter__(self) -> SimplePyQ:

@@ -61,19 +61,36 @@ class Wakeup:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._generation = 0
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def generation(self) -> int:
         return self._generation
 
     def notify(self, count: int | None = None) -> None:
-        """Wake ``count`` sleepers (all when None)."""
+        """Wake ``count`` sleepers (all when None), and call the listeners."""
         with self._cond:
             self._generation += 1
             if count is None:
                 self._cond.notify_all()
             else:
                 self._cond.notify(count)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (cheap, and from any thread) at every notify; return what
+        stops the calls. For waiters that are not threads (asyncio)."""
+        with self._cond:
+            self._listeners.append(callback)
+
+        def stop() -> None:
+            with self._cond:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return stop
 
     def wait_past(self, generation: int, timeout: float | None) -> None:
         """Sleep until a notify after ``generation`` was seen, or ``timeout`` passes."""
