@@ -26,6 +26,7 @@ from typing import Any
 
 from simplepyq import codec, policy, retention
 from simplepyq.batches import RETRY_FIRST, RETRY_LONGEST, Hand, Ledger, Outbox, Pace
+from simplepyq.callbacks import Callbacks
 from simplepyq.context import ProgressBox
 from simplepyq.errors import DelayException, TaskTimeout
 from simplepyq.failing import RepeatedFailure
@@ -61,7 +62,7 @@ class Wakeup:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._generation = 0
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners = Callbacks()
 
     @property
     def generation(self) -> int:
@@ -75,22 +76,12 @@ class Wakeup:
                 self._cond.notify_all()
             else:
                 self._cond.notify(count)
-            listeners = list(self._listeners)
-        for listener in listeners:
-            listener()
+        self._listeners.fire()
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (cheap, and from any thread) at every notify; return what
         stops the calls. For waiters that are not threads (asyncio)."""
-        with self._cond:
-            self._listeners.append(callback)
-
-        def stop() -> None:
-            with self._cond:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return stop
+        return self._listeners.add(callback)
 
     def wait_past(self, generation: int, timeout: float | None) -> None:
         """Sleep until a notify after ``generation`` was seen, or ``timeout`` passes."""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from simplepyq.callbacks import Callbacks
 from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.limits import Limits
 from simplepyq.storage import dependents, queries
@@ -408,7 +409,7 @@ class _Listener:
         self._connected = False
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks = Callbacks()
         self._thread = threading.Thread(target=self._listen, name="simplepyq-listener",
                                         daemon=True)
         self._thread.start()
@@ -420,15 +421,7 @@ class _Listener:
             return self._count
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
-        with self._lock:
-            self._callbacks.append(callback)
-
-        def unwatch() -> None:
-            with self._lock:
-                if callback in self._callbacks:
-                    self._callbacks.remove(callback)
-
-        return unwatch
+        return self._callbacks.add(callback)
 
     def stop(self, conninfo: str) -> None:
         """End the listening thread; a notification of our own wakes it at once."""
@@ -467,9 +460,7 @@ class _Listener:
         with self._lock:
             self._connected = connected
             self._count += 1
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            callback()
+        self._callbacks.fire()
 
 
 def _recorded(outcomes: Sequence[Outcome], owner: str) -> dict[str, Any]:

@@ -1,0 +1,33 @@
+"""Callbacks: functions to call when something happens, added and removed from any thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+class Callbacks:
+    """A set of callbacks (cheap ones: each is called in the thread that fires)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` at every ``fire`` from now on; return what stops that."""
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def remove() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return remove
+
+    def fire(self) -> None:
+        """Call every callback, outside the lock (one may remove itself)."""
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback()
