@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from simplepyq import Backoff, SimplePyQ, Status, Task, TaskTimeout, current_task
+from simplepyq import Backoff, SimplePyQ, Status, Task, TaskId, TaskTimeout, current_task
 from tests.support import run_python, wait_until
 
 # -- where the limit comes from ----------------------------------------------
@@ -290,6 +290,17 @@ class Blocker:
             return [thread for each, thread in self.runs if each == args]
 
 
+def _stuck_in(queue: SimplePyQ, channel: str, **options: Any) -> tuple[Blocker, TaskId]:
+    """A one-worker channel whose first task ("stuck", with ``options``) blocks past
+    its limit of 0.3 s; started, and that task running."""
+    blocker = Blocker()
+    queue.add_channel(channel, blocker, max_workers=1)
+    stuck = queue.enqueue(channel, "stuck", time_limit=0.3, **options)
+    queue.start()
+    assert blocker.started.wait(10)
+    return blocker, stuck
+
+
 def _workers_of(channel: str) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate()
             if thread.name.startswith(f"simplepyq-{channel}-")]
@@ -298,12 +309,8 @@ def _workers_of(channel: str) -> list[threading.Thread]:
 def test_task_blocked_past_its_limit_is_left_behind_and_a_new_worker_serves_its_channel(
     queue: SimplePyQ,
 ) -> None:
-    blocker = Blocker()
-    queue.add_channel("left", blocker, max_workers=1)
-    stuck = queue.enqueue("left", "stuck", time_limit=0.3)
-    queue.start()
+    blocker, stuck = _stuck_in(queue, "left")
     try:
-        assert blocker.started.wait(10)
         others = queue.enqueue_many("left", range(5))
         # With one worker, these run only once the stuck one is left behind.
         assert [queue.wait(task_id, timeout=15).status for task_id in others] == [
@@ -330,12 +337,8 @@ def test_task_blocked_past_its_limit_is_left_behind_and_a_new_worker_serves_its_
 def test_a_task_left_behind_with_retries_left_is_retried_once_its_thread_returns(
     queue: SimplePyQ,
 ) -> None:
-    blocker = Blocker()
-    queue.add_channel("c", blocker, max_workers=1)
-    stuck = queue.enqueue("c", "stuck", retries=1, time_limit=0.3)
-    queue.start()
+    blocker, stuck = _stuck_in(queue, "c", retries=1)
     try:
-        assert blocker.started.wait(10)
         assert queue.wait(queue.enqueue("c", "other"), timeout=15).status == Status.DONE
         assert _get(queue, stuck).status == Status.RUNNING
         assert len(blocker.ran("stuck")) == 1
@@ -351,12 +354,8 @@ def test_a_task_left_behind_with_retries_left_is_retried_once_its_thread_returns
 def test_stop_returns_within_its_timeout_while_a_task_is_stuck_past_its_limit(
     queue: SimplePyQ,
 ) -> None:
-    blocker = Blocker()
-    queue.add_channel("stopping", blocker, max_workers=1)
-    stuck = queue.enqueue("stopping", "stuck", time_limit=0.3)
-    queue.start()
+    blocker, stuck = _stuck_in(queue, "stopping")
     try:
-        assert blocker.started.wait(10)
         began = time.monotonic()
         assert queue.stop(timeout=10) is False  # a task still runs
         assert time.monotonic() - began < 10

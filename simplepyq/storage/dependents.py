@@ -207,7 +207,7 @@ def add_graph(conn: Any, q: dict[str, str], ids: Ids, tasks: Sequence[NewTask],
     not stored: the holder stands for it (its id comes back with ``created`` False),
     as with ``add``. A task none of whose upstreams it still waits for is stored due
     at once (or cancelled, if one ended as it does not need)."""
-    _check_channels(conn, q, {task.channel for task in tasks}, set(register), now)
+    check_channels(conn, q, {task.channel for task in tasks}, set(register), now)
     stored = sorted({up.task_id for task in tasks for up in task.after
                      if up.task_id is not None})
     found = _locked(conn, q, ids, stored)
@@ -299,8 +299,8 @@ def _holder(conn: Any, q: dict[str, str], ids: Ids, task: NewTask
     return TaskId.held(int(row[0])), found[0]
 
 
-def _check_channels(conn: Any, q: dict[str, str], channels: set[str], register: set[str],
-                    now: float) -> None:
+def check_channels(conn: Any, q: dict[str, str], channels: set[str], register: set[str],
+                   now: float) -> None:
     """Register the channels this process runs; any other must be registered already."""
     for channel in sorted(channels):
         if channel in register:

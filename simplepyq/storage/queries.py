@@ -404,11 +404,8 @@ class QueryStore:
     def put_schedule(self, name: str, channel: str, spec: str, args: bytes | None,
                      next_at: float, register: bool, now: float) -> None:
         def put(conn: Any) -> None:
-            if register:
-                conn.execute(self.Q["register_channel"], {"name": channel, "now": now})
-            elif conn.execute(self.Q["channel_exists"], {"name": channel}).fetchone() is None:
-                known = {row[0] for row in conn.execute(self.Q["known_channels"])}
-                raise UnknownChannelError(channel, known)
+            dependents.check_channels(conn, self.Q, {channel}, {channel} if register else set(),
+                                      now)
             conn.execute(self.Q["put_schedule"], {"name": name, "channel": channel,
                                                   "spec": spec, "args": args,
                                                   "next_at": next_at})
