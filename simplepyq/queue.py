@@ -12,14 +12,15 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from os import PathLike
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
-from simplepyq import aio, codec, periodic, workflows
+from simplepyq import aio, codec, periodic, testing, workflows
 from simplepyq.errors import (
     StoreError,
     UnknownChannelError,
@@ -55,7 +56,12 @@ class SimplePyQ:
 
     The store is a SQLite file, or a PostgreSQL database named by a
     ``postgresql://`` URL (``?schema=NAME`` picks its schema; needs the
-    ``postgres`` extra), for workers on several hosts.
+    ``postgres`` extra), for workers on several hosts. ``":memory:"`` keeps the
+    tasks in this process's memory, shared by its threads and gone once the queue
+    is closed: for tests and scripts that need no second process.
+
+    ``eager=True`` runs each task in the thread that enqueues it, before
+    ``enqueue`` returns (see ``drain``, and README, Testing); no worker starts.
 
     ``poll_interval`` bounds how long an idle worker takes to notice tasks that
     another process enqueued or that came due (a cheap change check, not a query).
@@ -82,7 +88,8 @@ class SimplePyQ:
                  busy_timeout: float = 30.0, power_safe: bool = False,
                  max_recoveries: int = 3,
                  keep_done: float | timedelta | None = None,
-                 keep_failed: float | timedelta | None = None) -> None:
+                 keep_failed: float | timedelta | None = None,
+                 eager: bool = False) -> None:
         store_path = store_location(store_path)  # None, bytes, mysql://: refused first
         self._settings = Settings(
             poll_interval=_positive(poll_interval, "poll_interval"),
@@ -92,6 +99,7 @@ class SimplePyQ:
         )
         if not isinstance(power_safe, bool):
             raise TypeError(f"power_safe must be True or False, not {power_safe!r}")
+        self._eager = _checked_eager(eager)
         self._store = open_store(store_path, _positive(busy_timeout, "busy_timeout"), power_safe)
         self.store_path = self._store.location
         self._channels: dict[str, Channel] = {}
@@ -105,6 +113,20 @@ class SimplePyQ:
         self._lock = threading.RLock()
         self._pid = os.getpid()
         _OPEN.add(self)
+
+    @property
+    def eager(self) -> bool:
+        """Whether ``enqueue`` runs each task before it returns (see the constructor);
+        may be switched while no worker runs."""
+        return self._eager
+
+    @eager.setter
+    def eager(self, value: bool) -> None:
+        with self._lock:
+            if value and self._scheduler is not None:
+                raise RuntimeError("the queue's workers are running: stop() them before "
+                                   "making it eager")
+            self._eager = _checked_eager(value)
 
     # -- channels ------------------------------------------
     def add_channel(self, name: str, func: Callable[[Any], Any], max_workers: int = 1, *,
@@ -301,6 +323,44 @@ class SimplePyQ:
                               register=local, time_limit=limit, keys=key_list)
         self._wake(channel, len(ids))
         return ids
+
+    def drain(self, channels: Iterable[str] | None = None, *, due: bool = False,
+              max_runs: int = testing.MAX_RUNS) -> list[Task]:
+        """Run every runnable task of this process's channels (or of ``channels``) in the
+        calling thread, one at a time, until none is left; the tasks it ran, as they
+        are now, in the order they first ran. For tests: deterministic, no threads.
+        Each next task is the first of the first channel (in the order they were
+        added) that has one: highest priority, then first enqueued.
+
+        Tasks run as workers run them (args through msgpack, outcome, hooks and
+        dependents recorded), tasks enqueued by them and tasks their ends release
+        included. Delayed tasks (a delay, a retry's backoff, ``DelayException``) run
+        only with ``due=True``, which treats them as due at once. Rate limits are
+        obeyed: a task they hold back stays pending. Past ``max_runs`` runs it stops
+        and raises ``RuntimeError`` (a task that defers itself without end). Refused
+        (``RuntimeError``) while this queue's workers run.
+        """
+        _check_count(max_runs, "max_runs")
+        if not isinstance(due, bool):
+            raise TypeError(f"due must be True or False, not {due!r}")
+        with self._lock:
+            if self._scheduler is not None:
+                raise RuntimeError("drain() runs tasks in the calling thread, but this "
+                                   "queue's workers are running: stop() them first")
+            chosen = dict(self._channels if channels is None else self._chosen(channels))
+        scheduler = Scheduler(self._store, chosen, self._settings, self._signals)
+        try:
+            runs = testing.drain(scheduler, self._store, list(chosen), due, max_runs)
+        finally:
+            self._signals.hooks.drain(None)  # the events of what ran, handled
+        tasks = (self.get_task(task_id) for task_id in dict.fromkeys(runs))
+        return [task for task in tasks if task is not None]
+
+    def _run_eagerly(self) -> None:
+        """Eager mode: run what an enqueue made runnable, unless the caller is a task of
+        this queue (then the drain running it runs what it enqueued, once it ends)."""
+        if running_in(self._store) is None:
+            self.drain()
 
     # -- task control --------------------------------------
     def cancel(self, task_id: int) -> bool:
@@ -567,10 +627,14 @@ class SimplePyQ:
 
         At a normal exit of the interpreter the workers stop as ``stop()`` stops
         them: running tasks finish and their outcomes are committed; claimed tasks
-        not started yet go back to pending.
+        not started yet go back to pending. An eager queue starts none.
         """
         with self._lock:
             chosen = self._channels if channels is None else self._chosen(channels)
+            if self._eager:
+                log.debug("an eager queue starts no workers: its tasks run as they are "
+                          "enqueued")
+                return
             if self._scheduler is not None:
                 self._run_more(self._scheduler, chosen)
                 return
@@ -620,9 +684,13 @@ class SimplePyQ:
         ``TimeoutError`` at once; tasks still running finish in the background.
         ``progress=True`` shows live counts and tasks/s on stderr if it is a
         terminal, else logs each change at INFO; a ``Progress`` shows them its way.
-        Raises ``StoreError`` if, at the end, outcomes could not be committed.
+        Raises ``StoreError`` if, at the end, outcomes could not be committed. An
+        eager queue runs what is left in the calling thread: ``drain(due=True)``.
         """
         check_timeout(timeout)
+        if self._eager:  # no worker: what is left runs here, the delayed made due
+            self.drain(channels, due=True)
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         chosen = None if channels is None else list(self._chosen(channels))
         shown = progress if isinstance(progress, Progress) else (
@@ -891,6 +959,39 @@ class SimplePyQ:
             channel = self._channels.get(name)
         if channel is not None and count:
             channel.wake.notify(count)
+            if self._eager:
+                self._run_eagerly()
+
+    @contextmanager
+    def _isolated(self, eager: bool) -> Iterator[SimplePyQ]:
+        """This queue on a fresh store in memory, with its channels and their limits,
+        until the block ends (see ``testing.isolated``)."""
+        with self._lock:
+            if self._scheduler is not None or self._draining:
+                raise RuntimeError("isolated() needs the queue's workers stopped: call "
+                                   "stop() first")
+            saved = self._store, self.store_path, self._eager
+            limits = saved[0].limits()
+            fresh = open_store(":memory:", 30.0)
+            now = time.time()
+            for name in self._channels:
+                kept = limits.get(name, Limits())
+                fresh.register_channel(name, now, LimitChange(
+                    True, kept.rate_limit, True, kept.max_running))
+            self._store, self.store_path = fresh, fresh.location
+            self._eager = _checked_eager(eager)
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._store, self.store_path, self._eager = saved
+            fresh.close()
+
+
+def _checked_eager(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"eager must be True or False, not {value!r}")
+    return value
 
 
 def _check_name(name: object) -> None:

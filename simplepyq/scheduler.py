@@ -310,7 +310,7 @@ class Scheduler:
                     if task.recoveries:
                         self._run_alone(channel, hand, task, here)
                     else:
-                        self._run(channel, hand, task, here)
+                        self._run(channel, task, here)
                 finally:
                     left_behind = self._left_behind() if self._abandoned else False
                     if not left_behind:
@@ -347,7 +347,7 @@ class Scheduler:
             self.settle(settle_by)
             self._safe(lambda: self._store.run_alone(self._identity.owner, task.id), None)
             self._suspect = threading.current_thread()
-            self._run(channel, hand, task, here)
+            self._run(channel, task, here)
             self.settle(settle_by + self._settings.lease)
         finally:
             if not self._left_behind():  # else _abandon opened the gate already
@@ -382,7 +382,7 @@ class Scheduler:
                 channel.wake.notify(min(len(exchange.claimed), channel.max_workers) - 1)
             return hand.take()
 
-    def _run(self, channel: Channel, hand: Hand, task: Claimed, here: Seat) -> None:
+    def _run(self, channel: Channel, task: Claimed, here: Seat) -> None:
         """Run one claimed task and keep its outcome for the next commit; never raises."""
         began = time.perf_counter()
         if self._claimed_rows:
@@ -639,6 +639,49 @@ class Scheduler:
             return
         failure.succeeded()
         self._ledger.drop(ids)
+
+    # -- in the calling thread ------------------------------
+    def enter_here(self) -> Seat:
+        """Get ready to run tasks in the calling thread, without workers (see
+        ``testing.drain``): this instance is registered as an owner; the seat to run on."""
+        self._register()
+        here = seat()
+        here.store = self._store
+        return here
+
+    def claim_here(self, name: str) -> Claimed | None:
+        """Commit the outcomes waiting and claim the next task of channel ``name``, in one
+        transaction; the task, or None if none could be claimed."""
+        outcomes = self._outbox.take()
+        try:
+            exchange = self._exchange(outcomes, name, 1)
+        except BaseException:
+            self._outbox.restore(outcomes)
+            raise
+        self._settled(outcomes, exchange)
+        return exchange.claimed[0] if exchange.claimed else None
+
+    def run_here(self, name: str, task: Claimed, here: Seat) -> None:
+        """Run ``task``, claimed by ``claim_here``, in the calling thread; its outcome is
+        committed with the next claim, or by ``leave_here``."""
+        self._run(self._channels[name], task, here)
+
+    def release_here(self, task: Claimed) -> None:
+        """Give ``task``, claimed by ``claim_here``, back to pending unstarted."""
+        with self._ledger.call():
+            self._store.release(self._identity.owner, [task.id])
+        self._ledger.drop([task.id])
+
+    def leave_here(self, here: Seat) -> bool:
+        """Done running tasks in the calling thread: commit the outcomes waiting (trying
+        for up to a lease), then unregister; whether every outcome was committed."""
+        here.store = None
+        here.close_loop()
+        try:
+            return self.settle(time.monotonic() + self._settings.lease)
+        finally:
+            self._watchdog.stop()
+            self._safe(lambda: self._store.unregister_owner(self._identity.owner), None)
 
     # -- housekeeping --------------------------------------
     def _housekeep(self) -> None:

@@ -861,13 +861,6 @@ def test_database_of_another_application_is_refused_and_left_alone(store_path: s
     assert raw_sql(store_path, "SELECT id, title FROM tasks") == [(1, "buy milk")]
 
 
-@pytest.mark.parametrize("location", [":memory:", ""])
-def test_locations_that_are_not_files_are_refused_naming_them(location: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(repr(location))) as refused:
-        SimplePyQ(location)
-    assert "file" in str(refused.value)
-
-
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"],
                          ids=["scheme-postgresql", "scheme-postgres"])
 def test_unreachable_database_is_refused_naming_it_without_its_password(scheme: str) -> None:

@@ -172,6 +172,10 @@ class Store(Protocol):
     def next_due(self, channels: Iterable[str]) -> float | None:
         """The earliest ``delay_until`` among delayed tasks of ``channels``, if any."""
 
+    def make_due(self, channels: Sequence[str], now: float) -> int:
+        """Make the delayed tasks of ``channels`` pending, as if their time had come;
+        how many (for a drain in a test, see ``SimplePyQ.drain``)."""
+
     def has_unfinished(self, channels: Iterable[str]) -> bool:
         """Whether any task of ``channels`` is pending, delayed or running."""
 

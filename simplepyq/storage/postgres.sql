@@ -167,6 +167,12 @@ WHERE id IN (SELECT id FROM tasks
 -- as tasks cut short by a crash do anyway.
 SET LOCAL synchronous_commit = off;
 
+-- name: make_due
+-- Delayed tasks of a channel become pending now, their time brought forward (a drain
+-- in a test that treats delayed tasks as due).
+UPDATE tasks SET status = 'pending', delay_until = %(now)s
+WHERE channel = %(channel)s AND status = 'delayed';
+
 -- name: claim
 -- Marks the next due tasks running for %(owner)s. SKIP LOCKED passes over rows
 -- that another transaction is claiming, so each task goes to one claimer and

@@ -89,6 +89,10 @@ class QueryStore:
         ``dependents``), in the caller's transaction; the channels released."""
         return dependents.settle(conn, self.Q, self._ids, task_ids, now)
 
+    def make_due(self, channels: Sequence[str], now: float) -> int:
+        return self._write(lambda c: sum(int(c.execute(self.Q["make_due"], {
+            "channel": name, "now": now}).rowcount) for name in channels))
+
     # -- workflows -----------------------------------------
     def add_graph(self, tasks: Sequence[NewTask], workflow: int | None,
                   register: Iterable[str], now: float) -> list[TaskId]:

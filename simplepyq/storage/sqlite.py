@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from typing import Any, TypeVar
@@ -34,6 +35,8 @@ FIRST_PAUSE = 0.0001
 ADD_CHUNK = 500
 """Tasks per insert statement in ``add`` (SQLite allows 32766 bound values)."""
 LEGACY_COLUMNS = {"id", "channel", "args", "status", "retries", "delay_until"}
+MEMORY = ":memory:"
+"""The location of a private store held in this process's memory (see ``SQLiteStore``)."""
 T = TypeVar("T")
 
 
@@ -42,7 +45,15 @@ Q["claim_limited"] = Q["claim"]  # every claim runs under the write lock already
 
 
 class SQLiteStore(QueryStore):
-    """Tasks in one SQLite file; safe to share between threads and processes."""
+    """Tasks in one SQLite file; safe to share between threads and processes.
+
+    At ``":memory:"`` the tasks are in this process's memory instead, shared by its
+    threads: a database of SQLite's shared cache under a name of its own, which
+    lives while a connection to it is open (the one ``change_token`` reads stays
+    open until ``close``). There a write locks the tables it changed until it
+    commits, and SQLite answers "locked" at once instead of waiting: the same retry
+    as for another process's lock waits it out.
+    """
 
     Q = Q  # its statements, for the methods of QueryStore
     _wal_unemptied = False
@@ -51,6 +62,9 @@ class SQLiteStore(QueryStore):
 
     def __init__(self, path: str, busy_timeout: float = 30.0, power_safe: bool = False) -> None:
         self.location = _checked_path(path)
+        self._memory = path == MEMORY
+        self._target = (f"file:simplepyq-{uuid.uuid4().hex}?mode=memory&cache=shared"
+                        if self._memory else path)
         self._busy_timeout = busy_timeout
         # In WAL mode NORMAL keeps every commit through a crash of the process; FULL
         # also through a power cut, at the price of one fsync per commit.
@@ -62,13 +76,16 @@ class SQLiteStore(QueryStore):
         self._closed = False
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         try:
+            if self._memory:  # the database lives while this one is open
+                self._watcher = self._connect(patient=True)
             with closing(self._connect(patient=True)) as conn:
                 # Schema first: if the file is refused, its transaction rolls back and
                 # the file is left exactly as it was (WAL mode would persist).
                 self._migrate(conn)
-                self._enable_wal(conn)
-            self._watcher = self._connect(patient=True)
-            self._file = _file_id(self.location)
+                if not self._memory:
+                    self._enable_wal(conn)
+            self._watcher = self._watcher or self._connect(patient=True)
+            self._file = None if self._memory else _file_id(self.location)
         except StoreError:
             self.close()
             raise
@@ -83,8 +100,8 @@ class SQLiteStore(QueryStore):
         # once instead, and ``_retrying`` waits in finer steps. The ``patient`` ones
         # (setup, change polling) rarely meet a lock and keep SQLite's handler.
         conn = sqlite3.connect(
-            self.location, timeout=self._busy_timeout if patient else 0,
-            isolation_level=None, check_same_thread=False,
+            self._target, timeout=self._busy_timeout if patient else 0,
+            isolation_level=None, check_same_thread=False, uri=self._memory,
         )
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         return conn
@@ -410,10 +427,17 @@ class SQLiteStore(QueryStore):
         ))
 
     def change_token(self) -> int:
-        with self._watch_lock:
-            if self._watcher is None:
-                raise StoreError(f"the task store {self.location!r} is closed")
-            return int(self._watcher.execute(Q["change_token"]).fetchone()[0])
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            with self._watch_lock:
+                if self._watcher is None:
+                    raise StoreError(f"the task store {self.location!r} is closed")
+                try:
+                    return int(self._watcher.execute(Q["change_token"]).fetchone()[0])
+                except sqlite3.OperationalError as exc:  # in memory: a write holds a lock
+                    if not _is_busy(exc) or time.monotonic() > deadline:
+                        raise
+            time.sleep(FIRST_PAUSE)
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         return _no_more_calls  # SQLite tells nobody of commits: change_token is polled
@@ -478,10 +502,12 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 def _checked_path(path: str) -> str:
     """Refuse locations that cannot hold a shared task store, naming the path and the way out."""
-    if path in ("", ":memory:") or path.startswith("file::memory:"):
+    if path == MEMORY:
+        return path
+    if path == "" or path.startswith("file:"):
         raise ValueError(
-            f"store_path {path!r} is not a file: a task store is shared by threads and "
-            "processes, so give it a file path"
+            f"store_path {path!r} is not a file: give a file path, or ':memory:' for a "
+            "store private to this process"
         )
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):

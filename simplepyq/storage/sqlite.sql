@@ -143,6 +143,12 @@ UPDATE tasks SET status = 'pending'
 WHERE channel = :channel AND status = 'delayed'
   AND COALESCE(delay_until, 0) <= :now;
 
+-- name: make_due
+-- Delayed tasks of a channel become pending now, their time brought forward (a drain
+-- in a test that treats delayed tasks as due).
+UPDATE tasks SET status = 'pending', delay_until = :now
+WHERE channel = :channel AND status = 'delayed';
+
 -- name: claim
 -- Marks the next due tasks running for :owner, and returns them in no particular
 -- order (the caller sorts by priority, then id). The subquery walks tasks_claim.
