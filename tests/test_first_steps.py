@@ -13,12 +13,12 @@ from tests.backends import URL_VARIABLE
 from tests.support import ROOT
 
 
-def quick_start_snippet() -> str:
-    """The first Python code block of README.rst's Quick start, dedented."""
+def readme_block(section: str) -> str:
+    """The first Python code block of README.rst's section ``section``, dedented."""
     readme = (ROOT / "README.rst").read_text()
-    section = readme.split("\nQuick start\n", 1)[1].split("\nWho it is for\n", 1)[0]
-    match = re.search(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", section)
-    assert match is not None, "Quick start has no Python code block"
+    text = readme.split(f"\n{section}\n{'=' * len(section)}\n", 1)[1]
+    match = re.search(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", text)
+    assert match is not None, f"README's {section} has no Python code block"
     return "\n".join(line[3:] for line in match[1].splitlines()) + "\n"
 
 
@@ -30,7 +30,7 @@ def run_in(directory: Path, *command: str, **env: str) -> subprocess.CompletedPr
 
 
 def test_the_readme_snippet_for_your_own_code_runs_as_written(tmp_path: Path) -> None:
-    (tmp_path / "snippet.py").write_text(quick_start_snippet())
+    (tmp_path / "snippet.py").write_text(readme_block("Quick start"))
     result = run_in(tmp_path, sys.executable, "snippet.py")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "sending to ada@example.com\nsent\n"
