@@ -11,6 +11,9 @@ from simplepyq.storage.base import Store
 DATABASE_SCHEMES = ("postgresql", "postgres")
 """The URL schemes of the databases a store may live in (PostgreSQL's two names)."""
 
+MEMORY = ":memory:"
+"""The location of a store private to one process, in its memory (see ``SQLiteStore``)."""
+
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _SUPPORTED = "a SQLite file's path, or a postgresql:// (or postgres://) URL"
 
@@ -83,4 +86,4 @@ def _scheme_hint(scheme: str, rest: str) -> str:
     return ""
 
 
-__all__ = ["DATABASE_SCHEMES", "Store", "is_database_url", "open_store", "store_location"]
+__all__ = ["DATABASE_SCHEMES", "MEMORY", "Store", "is_database_url", "open_store", "store_location"]

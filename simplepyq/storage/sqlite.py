@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.limits import Limits
-from simplepyq.storage import queries
+from simplepyq.storage import MEMORY, queries
 from simplepyq.storage.base import Claimed, Exchange, Outcome
 from simplepyq.storage.queries import QueryStore
 from simplepyq.task import Status, TaskId
@@ -35,8 +35,6 @@ FIRST_PAUSE = 0.0001
 ADD_CHUNK = 500
 """Tasks per insert statement in ``add`` (SQLite allows 32766 bound values)."""
 LEGACY_COLUMNS = {"id", "channel", "args", "status", "retries", "delay_until"}
-MEMORY = ":memory:"
-"""The location of a private store held in this process's memory (see ``SQLiteStore``)."""
 T = TypeVar("T")
 
 
