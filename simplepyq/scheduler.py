@@ -694,11 +694,12 @@ class Scheduler:
         # read and the pause must cut the pause short, not wait for the next poll.
         seen = self._nudge.generation
         last_token = self._safe(self._store.change_token, 0)
+        self._wake_all()  # for what was committed before the token was read
         looked = last_token  # the token when cancel requests were last looked for
         next_due = self._next_due()
         next_beat = next_sweep = next_progress = next_retention = time.monotonic()
         while not (self._stopping.is_set() and (self._store_closed or not self._busy())):
-            self._pause(poll, seen)
+            self._pause(poll, seen, next_due)
             if self._store_closed:
                 break
             seen = self._nudge.generation
@@ -758,13 +759,19 @@ class Scheduler:
         if unsaved:
             self._store.save_progress(self._identity.owner, unsaved)
 
-    def _pause(self, poll: float, seen: int) -> None:
-        """Sleep for ``poll``, or less when a waiting outcome falls due sooner or a nudge
-        came after generation ``seen``. While stopping it still sleeps between passes
-        (tasks may run on long after a stop that timed out); each worker that ends
-        nudges it."""
+    def _pause(self, poll: float, seen: int, next_due: float | None) -> None:
+        """Sleep for ``poll``, or less when a waiting outcome falls due sooner, a delayed
+        task comes due at ``next_due`` (``time.time()``), or a nudge came after
+        generation ``seen``. While stopping it still sleeps between passes (tasks may
+        run on long after a stop that timed out); each worker that ends nudges it."""
+        pause = poll
         due_in = self._outbox.due_in(time.monotonic())
-        self._nudge.wait_past(seen, poll if due_in is None else min(poll, due_in))
+        if due_in is not None:
+            pause = min(pause, due_in)
+        until_due = None if next_due is None else next_due - time.time()
+        if until_due is not None and until_due > 0:  # (one past is woken for already)
+            pause = min(pause, until_due)
+        self._nudge.wait_past(seen, pause)
 
     def _release_stale(self) -> None:
         now = time.monotonic()

@@ -25,6 +25,7 @@ from simplepyq.limits import Limits
 from simplepyq.storage import MEMORY, queries
 from simplepyq.storage.base import Claimed, Exchange, Outcome
 from simplepyq.storage.queries import QueryStore
+from simplepyq.storage.walwatch import WalWatch
 from simplepyq.task import Status, TaskId
 
 log = logging.getLogger("simplepyq")
@@ -71,6 +72,9 @@ class SQLiteStore(QueryStore):
         self._lock = threading.Lock()
         self._watch_lock = threading.Lock()
         self._watcher: sqlite3.Connection | None = None
+        self._wal_lock = threading.Lock()
+        self._wal_watch: WalWatch | None = None
+        self._wal_refused = False
         self._closed = False
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         try:
@@ -219,6 +223,11 @@ class SQLiteStore(QueryStore):
             idle, self._idle = self._idle, []
         with self._watch_lock:
             watcher, self._watcher = self._watcher, None
+        with self._wal_lock:
+            wal_watch, self._wal_watch = self._wal_watch, None
+        if wal_watch is not None:
+            wal_watch.stop()  # (its thread has ended: its connection can close)
+            self._wal_seen.close()
         for conn in [*idle, *([watcher] if watcher else [])]:
             conn.close()
 
@@ -438,7 +447,24 @@ class SQLiteStore(QueryStore):
             time.sleep(FIRST_PAUSE)
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
-        return _no_more_calls  # SQLite tells nobody of commits: change_token is polled
+        wal_watch = self._wal_watching()
+        return _no_more_calls if wal_watch is None else wal_watch.callbacks.add(callback)
+
+    def _wal_watching(self) -> WalWatch | None:
+        """The watch on the file's log (see ``walwatch``), started on first use; None in
+        memory (this process's own signals say everything) or where it cannot run."""
+        with self._wal_lock:
+            if self._closed:
+                raise StoreError(f"the task store {self.location!r} is closed")
+            if self._wal_watch is None and not self._memory and not self._wal_refused:
+                seen = _Version(self._connect(patient=True))
+                wal_watch = WalWatch(self.location, seen.changed)
+                if wal_watch.start():
+                    self._wal_watch, self._wal_seen = wal_watch, seen
+                else:
+                    self._wal_refused = True
+                    seen.close()
+            return self._wal_watch
 
 @functools.lru_cache(maxsize=8)
 def _insert_statement(rows: int) -> str:
@@ -469,6 +495,26 @@ def _ended(outcomes: Sequence[Outcome], dropped: list[int]) -> list[int]:
         return [outcome.task_id for outcome in outcomes]
     skipped = set(dropped)
     return [outcome.task_id for outcome in outcomes if outcome.task_id not in skipped]
+
+
+class _Version:
+    """``PRAGMA data_version`` on a connection of its own: whether another connection
+    committed since the last look."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._last = self._now()
+
+    def _now(self) -> int:
+        return int(self._conn.execute(Q["change_token"]).fetchone()[0])
+
+    def changed(self) -> bool:
+        now = self._now()
+        changed, self._last = now != self._last, now
+        return changed
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _no_more_calls() -> None:
