@@ -4,9 +4,10 @@ Run: ``python bench/floor.py [tasks] [rounds]``. Three loops of one commit per t
 interleaved over several rounds (median shown), all in WAL with synchronous=NORMAL:
 
 - a one-column table with no index: the commit rate of Python's sqlite3 here;
-- raw inserts of one task row into simplepyq's own table, by the statements the
-  library runs: the 0.1.3 table (AUTOINCREMENT) plus the claim index, so each
-  commit writes three pages (the row, the index entry, sqlite_sequence);
+- raw inserts of one task row into simplepyq's own table, by the statement the
+  library runs (one ``INSERT ... SELECT`` that checks the channel, committed on its
+  own): the 0.1.3 table (AUTOINCREMENT) plus the claim index, so each commit
+  writes three pages (the row, the index entry, sqlite_sequence);
 - ``SimplePyQ.enqueue``.
 
 The last two are close: the table's shape, not the library, bounds one-call enqueues.
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from simplepyq import SimplePyQ
-from simplepyq.storage.sqlite import Q, _insert_statement
+from simplepyq.storage.sqlite import Q
 
 
 def _timed(tasks: int, one: Callable[[int], None]) -> float:
@@ -56,13 +57,10 @@ def task_table(path: Path, tasks: int) -> float:
     SimplePyQ(path).close()  # the library creates its schema
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = NORMAL")
-    insert = _insert_statement(1)
+    conn.execute(Q["register_channel"], {"name": "c", "now": 0.0})
 
     def one(number: int) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(Q["register_channel"], {"name": "c", "now": 0.0})
-        conn.execute(insert, ("c", "pending", 0, None, 0, 0.0, b"\x01"))
-        conn.execute("COMMIT")
+        conn.execute(Q["add_one"], ("c", "pending", 0, None, 0, 0.0, None, b"\x01"))
 
     try:
         return _timed(tasks, one)

@@ -745,6 +745,17 @@ def test_channel_removed_elsewhere_is_refused_where_it_was_only_enqueued_to(
     assert _count(store_path) == 0
 
 
+def test_a_channel_of_this_process_removed_elsewhere_is_registered_again_by_an_enqueue(
+    store_path: str,
+) -> None:
+    with SimplePyQ(store_path) as worker, SimplePyQ(store_path) as maintenance:
+        worker.add_channel("email", print)
+        assert maintenance.remove_channel("email") == 0
+        task_id = worker.enqueue("email", "again")
+        assert maintenance.get_task(task_id).status is Status.PENDING  # type: ignore[union-attr]
+        assert "email" in maintenance.stats()
+
+
 def test_purge_deletes_only_tasks_finished_before_the_cutoff(store_path: str) -> None:
     _store_with_failures(store_path)
     with SimplePyQ(store_path) as q:

@@ -140,19 +140,23 @@ class SQLiteStore(QueryStore):
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return self._retrying(work, write=False)
 
-    def _write(self, work: Callable[[sqlite3.Connection], T], notify: bool = True) -> T:
-        # (``notify`` needs nothing here: other connections see every commit change
-        # ``change_token``.)
+    def _write(self, work: Callable[[sqlite3.Connection], T], notify: bool = True,
+               alone: bool = False) -> T:
+        """Run ``work`` in a write transaction; with ``alone``, ``work`` is one statement
+        and commits on its own. (``notify`` needs nothing here: every commit changes
+        ``change_token``, and wakes the watchers of other processes.)"""
         # A file deleted (or replaced) while open still takes writes through the open
         # connections, and they vanish with the process: refuse them instead.
         if self._file is not None and _file_id(self.location) != self._file:
             raise StoreError(f"the task store {self.location!r} was deleted or replaced "
                              "while open; nothing was written (open the queue again)")
-        return self._retrying(work, write=True)
+        return self._retrying(work, write=True, alone=alone)
 
-    def _retrying(self, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        """Run ``work`` in one transaction, retrying while another process holds the lock,
-        and once more after emptying the WAL if the disk is full."""
+    def _retrying(self, work: Callable[[sqlite3.Connection], T], write: bool,
+                  alone: bool = False) -> T:
+        """Run ``work`` in one transaction (or, ``alone``, as one statement that is its
+        own), retrying while another process holds the lock, and once more after
+        emptying the WAL if the disk is full."""
         deadline = time.monotonic() + self._busy_timeout
         pause = FIRST_PAUSE
         room_made = make_room = False
@@ -161,9 +165,12 @@ class SQLiteStore(QueryStore):
             try:
                 if not write:
                     return work(conn)
-                conn.execute("BEGIN IMMEDIATE")
-                outcome = work(conn)
-                conn.execute("COMMIT")
+                if alone:
+                    outcome = work(conn)
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    outcome = work(conn)
+                    conn.execute("COMMIT")
                 if self._wal_unemptied:  # the first write since the disk was full
                     self._wal_unemptied = not self._empty_wal()
                 return outcome
@@ -323,6 +330,11 @@ class SQLiteStore(QueryStore):
             # AUTOINCREMENT under the write lock hands out consecutive ids, in row order.
             return list(map(TaskId, range(last - len(payloads) + 1, last + 1)))
 
+        if len(payloads) == 1 and not keyed:  # the one-call enqueue: one statement
+            added = self._write(lambda c: c.execute(Q["add_one"], (*shared, payloads[0])),
+                                alone=True)
+            if added.rowcount == 1:
+                return [TaskId(added.lastrowid or 0)]
         return self._write(insert)
 
     @staticmethod

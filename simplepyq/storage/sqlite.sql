@@ -121,6 +121,15 @@ VALUES {rows};
 -- name: add_row
 (?1, ?{args}, ?2, ?3, ?4, ?5, 0, ?6, ?7)
 
+-- name: add_one
+-- One task, if its channel is known: the whole enqueue in one statement, committed
+-- on its own (no BEGIN, no COMMIT to run). A missing channel inserts nothing, and
+-- the caller takes the long way, which registers it or names the known ones.
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts, created_at,
+                   time_limit)
+SELECT ?1, ?8, ?2, ?3, ?4, ?5, 0, ?6, ?7
+WHERE EXISTS (SELECT 1 FROM simplepyq_channels WHERE name = ?1);
+
 -- name: add_keyed
 -- One task with a key; nothing if an unfinished task of the channel holds the key
 -- (the conflict target names the partial unique index tasks_key).
