@@ -356,6 +356,26 @@ def test_work_is_picked_up_after_the_listener_is_killed_and_the_listener_reconne
     assert not [r for r in caplog.records if PASSWORD in r.getMessage()]
 
 
+def test_an_enqueue_on_a_connection_the_server_closed_while_idle_is_stored_once(
+    new_location: Callable[[], tuple[str, str]],
+) -> None:
+    location, _ = new_location()
+    with SimplePyQ(location) as q:
+        q.add_channel("c", print)
+        q.enqueue("c", "before")  # the pool keeps that connection, idle
+        pids = raw_sql(location, "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                       "'simplepyq' AND pid <> pg_backend_pid()")
+        assert pids
+        for (pid,) in pids:
+            raw_sql(location, "SELECT pg_terminate_backend(?)", (pid,))
+        wait_until(lambda: not raw_sql(location, "SELECT 1 FROM pg_stat_activity WHERE "
+                                       "application_name = 'simplepyq' AND pid <> "
+                                       "pg_backend_pid()"))
+        task_id = q.enqueue("c", "after")
+        assert [t.args for t in q.tasks()] == ["before", "after"]
+        assert q.get_task(task_id).args == "after"  # type: ignore[union-attr]
+
+
 # -- lock waits --------------------------------------------
 def test_a_row_lock_held_past_busy_timeout_gives_store_error_and_changes_nothing(
     new_location: Callable[[], tuple[str, str]],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -162,16 +163,55 @@ class PostgresStore(QueryStore):
                 if time.monotonic() > deadline:
                     raise self._failed(exc) from exc
                 log.debug("store %s: %s; retrying", self.location, exc)
-            except pg_errors.LockNotAvailable as exc:
-                raise StoreError(
-                    f"the task store {self.location!r} stayed locked by another "
-                    f"connection for more than busy_timeout={self._busy_timeout}s"
-                ) from exc
-            except PoolTimeout as exc:
-                raise StoreError(f"no connection to the task store {self.location!r} came "
-                                 f"free within busy_timeout={self._busy_timeout}s") from exc
-            except psycopg.Error as exc:
-                raise self._failed(exc) from exc
+            except (pg_errors.LockNotAvailable, PoolTimeout, psycopg.Error) as exc:
+                raise self._refused(exc) from exc
+
+    def _refused(self, exc: Exception) -> StoreError:
+        """What to raise for an error that redoing the transaction would not cure."""
+        if isinstance(exc, pg_errors.LockNotAvailable):
+            return StoreError(f"the task store {self.location!r} stayed locked by another "
+                              f"connection for more than busy_timeout={self._busy_timeout}s")
+        if isinstance(exc, PoolTimeout):
+            return StoreError(f"no connection to the task store {self.location!r} came free "
+                              f"within busy_timeout={self._busy_timeout}s")
+        return self._failed(exc)
+
+    def _alone(self, statement: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """Run one statement that commits on its own, in one round trip; its first row.
+
+        A connection with something to read before anything was sent (the server
+        closed it, say) is not used for that: the statement runs as a transaction
+        instead, redone on a fresh connection if need be, as it does after a deadlock.
+        Lost while the statement ran, it may have committed or not:
+        ``CommitUnknownError``.
+        """
+        if self._closed:
+            raise StoreError(f"the task store {self.location!r} is closed")
+        try:
+            with self._pool.connection() as conn:
+                if not select.select([conn.fileno()], [], [], 0)[0]:
+                    return self._autocommitted(conn, statement, params)
+        except RETRYABLE:
+            pass
+        except (pg_errors.LockNotAvailable, PoolTimeout, psycopg.Error) as exc:
+            raise self._refused(exc) from exc
+        return self._transaction(lambda c: c.execute(statement, params).fetchone(),
+                                 notify=False)
+
+    def _autocommitted(self, conn: Connection, statement: str,
+                       params: dict[str, Any]) -> tuple[Any, ...] | None:
+        conn.autocommit = True
+        try:
+            return conn.execute(statement, params).fetchone()
+        except psycopg.OperationalError as exc:
+            if not conn.broken:
+                raise
+            raise CommitUnknownError(
+                f"the connection to the task store {self.location!r} was lost while a "
+                f"statement ran ({exc}): it may have been committed or not") from exc
+        finally:
+            if not conn.broken:
+                conn.autocommit = False
 
     def _commit(self, conn: Connection) -> None:
         """Commit, telling a commit that failed from one whose answer was lost.
@@ -283,6 +323,11 @@ class PostgresStore(QueryStore):
             return list(map(TaskId, sorted(row[0] for cursor in inserts
                                            for row in cursor.fetchall())))
 
+        if len(payloads) == 1 and not keyed:  # the one-call enqueue: one statement
+            row = self._alone(Q["add_one"], {**shared, "args": payloads[0],
+                                             "topic": self._topic})
+            if row is not None:
+                return [TaskId(row[0])]
         return self._write(insert, notify=False)
 
     @staticmethod

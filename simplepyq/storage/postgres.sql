@@ -121,6 +121,20 @@ FROM unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS given (payload, position)
 ORDER BY position
 RETURNING id;
 
+-- name: add_one
+-- One task, if its channel is known, and the wake-up of the listeners: the whole
+-- enqueue in one statement, committed on its own, one round trip. A missing
+-- channel inserts nothing, and the caller takes the long way, which registers it
+-- or names the known ones.
+WITH added AS (
+    INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts,
+                       created_at, time_limit)
+    SELECT %(channel)s, %(args)s, %(status)s, %(retries)s, %(run_at)s, %(priority)s, 0,
+           %(now)s, %(time_limit)s
+    WHERE EXISTS (SELECT 1 FROM simplepyq_channels WHERE name = %(channel)s)
+    RETURNING id)
+SELECT id, pg_notify(%(topic)s, '') FROM added;
+
 -- name: add_keyed
 -- One task with a key; nothing if an unfinished task of the channel holds the key
 -- (the conflict target names the partial unique index tasks_key). One that is being
