@@ -64,7 +64,9 @@ class SimplePyQ:
     ``enqueue`` returns (see ``drain``, and README, Testing); no worker starts.
 
     ``poll_interval`` bounds how long an idle worker takes to notice tasks that
-    another process enqueued or that came due (a cheap change check, not a query).
+    another process enqueued, where nothing wakes it sooner (a cheap change check,
+    not a query): PostgreSQL's NOTIFY and, on Linux, a watch on a SQLite file's log
+    wake it within milliseconds.
     ``lease`` bounds how long tasks of a dead process on *another host* stay
     ``running`` before they are recovered; on this host a dead process is noticed
     at once. ``busy_timeout`` is how long a call waits for another writer.
@@ -369,8 +371,8 @@ class SimplePyQ:
         A pending or delayed task becomes ``cancelled`` at once and never runs. A
         running one is asked to stop: an ``async def`` task is cancelled at its next
         ``await``; a sync task sees ``current_task().cancelled()`` turn True (its
-        process learns of it within about a poll interval on SQLite, within
-        milliseconds on PostgreSQL). If that run then ends by raising, the task is
+        process learns of it within milliseconds, or a poll interval where nothing
+        wakes it, see the constructor). If that run then ends by raising, the task is
         ``cancelled``, never retried; if it returns, it is ``done``. A task already
         finished is left as it is (False). ``ValueError`` if there is no such task.
         """
