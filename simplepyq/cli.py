@@ -26,9 +26,12 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as time_of_day
+from decimal import Decimal
 from types import FrameType
 from typing import Any
+from uuid import UUID
 
 from simplepyq import __version__
 from simplepyq.copying import CopyReport, LiveWorkersError, copy_tasks
@@ -48,7 +51,7 @@ from simplepyq.progress import (
     shown_statuses,
 )
 from simplepyq.queue import UNCHANGED, SimplePyQ
-from simplepyq.storage import is_database_url, open_store, store_location
+from simplepyq.storage import MEMORY, is_database_url, open_store, store_location
 from simplepyq.task import Status, Task
 from simplepyq.workflows import Links
 
@@ -245,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: as the queue says; it keeps them): " + AGE_HELP)
     sub.add_argument("--keep-failed", type=_duration, metavar="AGE",
                      help="the same for failed and cancelled tasks")
+    sub.add_argument("--watch", action="append", metavar="DIR",
+                     help="for development: run the worker in a child process, and restart it "
+                     "gracefully when a Python file under DIR changes (repeatable; faster with "
+                     "the watch extra: pip install 'simplepyq[watch]')")
     return parser
 
 
@@ -519,6 +526,8 @@ def _limits_dict(limits: Limits) -> dict[str, Any]:
 def cmd_copy(args: argparse.Namespace) -> int:
     if _same_file(args.source, args.target):
         raise UsageError(f"--from and --to name the same store {_shown(args.source)!r}")
+    _check_shared(args.source, "--from")
+    _check_shared(args.target, "--to")
     if not _exists(args.source):
         raise CommandError(f"there is no task store at {_shown(args.source)!r} to copy from")
     source = open_store(args.source, busy_timeout=30.0)
@@ -559,6 +568,18 @@ def _copied(args: argparse.Namespace, source: str, target: str, report: CopyRepo
 
 # -- the worker --------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.watch:  # this process only supervises: see simplepyq/reloading.py
+        from simplepyq.reloading import Supervisor, worker_command
+
+        if args.burst:
+            raise UsageError("--watch restarts a worker that runs until it is stopped, and "
+                             "--burst stops it once its channels are drained: give one or "
+                             "the other")
+        try:
+            supervisor = Supervisor(worker_command(args), args.watch, _Events(args, []).say)
+        except ValueError as exc:  # a DIR that is not a directory, or a bad $SIMPLEPYQ_WATCH
+            raise UsageError(str(exc)) from None
+        return supervisor.run()
     queue = _load_queue(args.target)
     try:
         return _work(args, queue)
@@ -754,6 +775,14 @@ def _exists(location: str) -> bool:
     return os.path.exists(location)
 
 
+def _check_shared(location: str, option: str) -> None:
+    """Refuse ``:memory:``: a store in one process's memory, which no command can reach."""
+    if location == MEMORY:
+        raise UsageError(f"{option} {MEMORY} names a store private to the process that "
+                         "opened it, out of this command's reach; give a file path or a "
+                         "postgresql:// URL")
+
+
 def _shown(location: str) -> str:
     """``location`` fit to print: a database URL loses its password."""
     if is_database_url(location):
@@ -769,6 +798,7 @@ def _opened(args: argparse.Namespace, create: bool = False) -> Iterator[SimplePy
     if not path:
         raise UsageError(f"no task store given: pass --db PATH or set ${DB_ENV}")
     store_location(path)  # a URL of another database is refused without showing it whole
+    _check_shared(path, "--db")
     if not create and not _exists(path):
         raise CommandError(f"there is no task store at {_shown(path)!r} (only enqueue and worker "
                            "create one); check --db or $" + DB_ENV)
@@ -864,20 +894,70 @@ def _status(task: Task) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` with what JSON cannot hold made plain, never mistaken for something else.
+    """``value`` with what JSON cannot hold made plain and readable.
 
     Bytes become ``{"$bytes": BASE64}``. A dict of the task's own whose only key is
     ``"$bytes"`` or ``"$dict"`` is wrapped as ``{"$dict": {...}}``, so that the two
-    never look alike.
+    never look alike. A tuple becomes a list, a set or frozenset a list sorted when
+    its members compare (else by their JSON), and the other types simplepyq stores
+    their usual text (see ``_text_of``). A dict key that is not a str becomes its
+    text, or else its JSON.
     """
     if isinstance(value, (bytes, bytearray)):
         return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
     if isinstance(value, dict):
-        plain = {k if isinstance(k, str) else _to_json(k): _jsonable(v) for k, v in value.items()}
+        plain = {_key_text(k): _jsonable(v) for k, v in value.items()}
         return {DICT_TAG: plain} if len(plain) == 1 and set(plain) & TAGS else plain
     if isinstance(value, (list, tuple)):
         return [_jsonable(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return _members(value)
+    return _text_of(value)
+
+
+def _text_of(value: Any) -> Any:
+    """A datetime, date or time in ISO 8601 (``2024-05-01T12:00:00+02:00``), a timedelta as
+    an ISO 8601 duration (``P1DT2H0.5S``), a Decimal or UUID as its str; else ``value``."""
+    if isinstance(value, timedelta):
+        return _iso_duration(value)
+    if isinstance(value, (date, time_of_day)):  # a datetime is a date
+        return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
     return value
+
+
+def _iso_duration(span: timedelta) -> str:
+    """``span`` as an ISO 8601 duration, exact to the microsecond: ``P3DT4H5M6.5S``,
+    ``-PT0.25S`` (a sign in front, as XML Schema writes it), ``PT0S``. Days are not
+    turned into months or years, which have no fixed length."""
+    sign, span = ("-", -span) if span < timedelta(0) else ("", span)
+    hours, rest = divmod(span.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    fraction = f".{span.microseconds:06d}".rstrip("0") if span.microseconds else ""
+    parts = [(hours, "H"), (minutes, "M"), (f"{seconds}{fraction}", "S")]
+    clock = "".join(f"{count}{unit}" for count, unit in parts if count not in (0, "0"))
+    days = f"{span.days}D" if span.days else ""
+    if not days and not clock:
+        return "PT0S"
+    return f"{sign}P{days}{'T' if clock else ''}{clock}"
+
+
+def _members(value: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's members made plain, sorted when they compare (else by their JSON), so that
+    a set reads the same on every run."""
+    try:
+        return [_jsonable(item) for item in sorted(value)]
+    except (TypeError, ArithmeticError):  # 1 and "a" do not compare, nor does a Decimal NaN
+        plain = [_jsonable(item) for item in value]
+        return sorted(plain, key=lambda item: json.dumps(item, ensure_ascii=False))
+
+
+def _key_text(key: Any) -> str:
+    """A dict key as JSON needs it, a str: its readable text (a datetime's ISO 8601), or
+    its JSON (``1``, ``[1, 2]``)."""
+    plain = _jsonable(key)
+    return plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False)
 
 
 def _to_json(value: Any) -> str:

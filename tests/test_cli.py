@@ -22,9 +22,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
+from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -444,6 +447,33 @@ def test_bytes_in_args_are_told_apart_from_a_dict_that_looks_like_them(db: str) 
             '{"$dict": {"$dict": 1}}, {"$bytes": 1, "n": 2}]\n') in text
 
 
+def test_datetimes_decimals_uuids_tuples_and_sets_in_args_are_shown_readably(db: str) -> None:
+    args = {
+        "naive": datetime(2024, 5, 1, 12, 30, 0, 5),
+        "aware": datetime(2024, 5, 1, 12, 30, tzinfo=ZoneInfo("Europe/Paris")),
+        "day": date(2024, 2, 29), "at": time(9, 30, tzinfo=timezone.utc),
+        "wait": timedelta(days=1, hours=2, seconds=3, microseconds=500000),
+        "back": -timedelta(seconds=0.25), "none": timedelta(0),
+        "price": Decimal("19.90"), "id": UUID(int=1),
+        "pair": (1, (2, date(2024, 1, 1))), "tags": {"b", "c", "a"},
+        "mixed": frozenset({2, "x"}), (1, "k"): "tuple key", datetime(2024, 1, 1): "when",
+    }
+    with SimplePyQ(db) as q:
+        task_id = q.enqueue("email", [args])
+    shown = json_of(cli("show", str(task_id), "--json", db=db))["args"]
+    assert shown == [{
+        "naive": "2024-05-01T12:30:00.000005", "aware": "2024-05-01T12:30:00+02:00",
+        "day": "2024-02-29", "at": "09:30:00+00:00",
+        "wait": "P1DT2H3.5S", "back": "-PT0.25S", "none": "PT0S",
+        "price": "19.90", "id": "00000000-0000-0000-0000-000000000001",
+        "pair": [1, [2, "2024-01-01"]], "tags": ["a", "b", "c"], "mixed": ["x", 2],
+        "[1, \"k\"]": "tuple key", "2024-01-01T00:00:00": "when",
+    }]
+    text = cli("show", str(task_id), db=db).stdout
+    assert '"price": "19.90", "id": "00000000-0000-0000-0000-000000000001", ' in text, text
+    assert '"tags": ["a", "b", "c"], "mixed": ["x", 2], ' in text, text
+
+
 def test_show_lists_the_runs_that_did_not_succeed_before_the_one_that_did(db: str) -> None:
     tries: list[int] = []
 
@@ -798,6 +828,18 @@ def test_a_store_url_of_another_database_is_refused_without_showing_its_password
     assert result.returncode == 1
     assert "'mysql'" in result.stderr and "postgresql://" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", [["--db", ":memory:", "stats"],
+                                     ["--db", ":memory:", "enqueue", "email", "{}"],
+                                     ["copy", "--from", ":memory:", "--to", "x.db"],
+                                     ["copy", "--from", "x.db", "--to", ":memory:"]])
+def test_a_store_in_memory_is_refused_as_out_of_reach(tmp_path: Path,
+                                                      command: list[str]) -> None:
+    result = cli(*command, cwd=tmp_path)
+    assert result.returncode == 2
+    assert ":memory: names a store private to the process" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_enqueue_may_create_the_store(store_path: str) -> None:
