@@ -25,6 +25,10 @@ class Callbacks:
 
         return remove
 
+    def __bool__(self) -> bool:
+        """Whether any callback is added (read without the lock: a hint)."""
+        return bool(self._callbacks)
+
     def fire(self) -> None:
         """Call every callback, outside the lock (one may remove itself)."""
         with self._lock:

@@ -68,6 +68,8 @@ class Transaction:
     """What the statements of one client's open transaction do, as far as the proxy cares."""
 
     kinds: set[str] = field(default_factory=set)
+    explicit: bool = False
+    """Begun by BEGIN: else each Sync ends (and commits) the statements before it."""
 
 
 class CommitDropper:
@@ -76,8 +78,9 @@ class CommitDropper:
     It marks each transaction with the kinds of statement it ran (``claim``,
     ``record``, ``insert``, found in the statement text, including statements the
     driver prepared earlier under a name). The ``nth`` COMMIT of a transaction that
-    ran every kind in ``kinds`` is forwarded; once the server answers, both sockets
-    are closed and the answer is lost.
+    ran every kind in ``kinds`` is forwarded (or the Sync that commits statements run
+    outside a transaction, as a connection in autocommit runs them); once the server
+    answers, both sockets are closed and the answer is lost.
     """
 
     MARKS: ClassVar[dict[str, bytes]] = {
@@ -141,14 +144,20 @@ class CommitDropper:
                 body = stream.read(length - 4)
                 if kind == b"P":  # Parse: statement name, then its text
                     name, text = body.split(b"\0")[:2]
+                    transaction.explicit |= text.strip().upper().startswith(b"BEGIN")
                     marks = self._marks(text)
                     prepared[name] = marks
                     transaction.kinds |= marks
                 elif kind == b"B":  # Bind: portal name, then the statement's name
                     transaction.kinds |= prepared.get(body.split(b"\0")[1], set())
+                elif kind == b"S" and not transaction.explicit:  # an implicit commit
+                    if self._chosen(transaction):
+                        losing.set()
+                    transaction = Transaction()
                 elif kind == b"Q":
                     text = body.rstrip(b"\0").strip().upper()
                     transaction.kinds |= self._marks(body)
+                    transaction.explicit |= text.startswith(b"BEGIN")
                     if text in (b"COMMIT", b"ROLLBACK"):
                         if text == b"COMMIT" and self._chosen(transaction):
                             losing.set()

@@ -134,3 +134,23 @@ def test_a_watching_process_killed_leaves_nothing_behind(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) <= ["tasks.db", "tasks.db-shm",
                                                           "tasks.db-wal"]
     assert run_python(ENQUEUE, path, "y").strip().isdigit()
+
+
+def test_a_file_deleted_and_made_again_under_a_watching_queue_is_left_alone(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "tasks.db")
+    old = SimplePyQ(path)
+    try:
+        old.add_channel("c", print)
+        woken = threading.Event()
+        old._store.watch(woken.set)
+        os.remove(path)  # as a test's tear-down may, the old queue still open
+        with SimplePyQ(path) as new:
+            new.add_channel("c", print)
+            ids = [new.enqueue("c", n) for n in range(200)]
+            assert new.stats()["c"]["pending"] == 200
+            assert [task.args for task in new.tasks(limit=300)] == list(range(200))
+            assert ids == list(range(1, 201))
+        assert not woken.is_set()
+    finally:
+        old.close()

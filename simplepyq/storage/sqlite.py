@@ -147,10 +147,15 @@ class SQLiteStore(QueryStore):
         ``change_token``, and wakes the watchers of other processes.)"""
         # A file deleted (or replaced) while open still takes writes through the open
         # connections, and they vanish with the process: refuse them instead.
-        if self._file is not None and _file_id(self.location) != self._file:
+        if not self._same_file():
             raise StoreError(f"the task store {self.location!r} was deleted or replaced "
                              "while open; nothing was written (open the queue again)")
         return self._retrying(work, write=True, alone=alone)
+
+    def _same_file(self) -> bool:
+        """Whether the file at the store's path is still the one it opened (always, in
+        memory)."""
+        return self._file is None or _file_id(self.location) == self._file
 
     def _retrying(self, work: Callable[[sqlite3.Connection], T], write: bool,
                   alone: bool = False) -> T:
@@ -469,7 +474,7 @@ class SQLiteStore(QueryStore):
             if self._closed:
                 raise StoreError(f"the task store {self.location!r} is closed")
             if self._wal_watch is None and not self._memory and not self._wal_refused:
-                seen = _Version(self._connect(patient=True))
+                seen = _Version(self._connect(patient=True), self._same_file)
                 wal_watch = WalWatch(self.location, seen.changed)
                 if wal_watch.start():
                     self._wal_watch, self._wal_seen = wal_watch, seen
@@ -511,16 +516,21 @@ def _ended(outcomes: Sequence[Outcome], dropped: list[int]) -> list[int]:
 
 class _Version:
     """``PRAGMA data_version`` on a connection of its own: whether another connection
-    committed since the last look."""
+    committed since the last look. A file deleted or replaced since it was opened is
+    not looked at (its connection would read the new file's shared index as its own):
+    no change, ever after."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, same_file: Callable[[], bool]) -> None:
         self._conn = conn
+        self._same_file = same_file
         self._last = self._now()
 
     def _now(self) -> int:
         return int(self._conn.execute(Q["change_token"]).fetchone()[0])
 
     def changed(self) -> bool:
+        if not self._same_file():
+            return False
         now = self._now()
         changed, self._last = now != self._last, now
         return changed

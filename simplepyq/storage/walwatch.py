@@ -106,7 +106,10 @@ class WalWatch:
             ready, _, _ = select.select([self._fd, self._wake_r], [], [])
             if self._stopping:
                 return
-            if self._fd in ready and self._log_written() and self._confirmed():
+            # With no callback left (the workers stopped), the file is not looked at: it
+            # may even be another file by now, deleted and made again under its name.
+            if self._fd in ready and self._log_written() and self.callbacks \
+                    and self._confirmed():
                 self.callbacks.fire()
 
     def _log_written(self) -> bool:
