@@ -252,3 +252,42 @@ def died_running(location: str, channel: str, max_recoveries: int) -> int | None
     finally:
         store.close()
     return claimed[0].id if claimed else None
+
+
+class Collected:
+    """A child process whose stdout and stderr lines are collected as they come, by a
+    thread each (so that a child writing much never blocks on a full pipe)."""
+
+    def __init__(self, command: Sequence[str], cwd: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            list(command), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+                         for stream, lines in [(self.process.stdout, self.out),
+                                               (self.process.stderr, self.err)]]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _collect(stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def finish(self, read_for: float = 10.0) -> int:
+        """Its exit code, once it has exited and its output is read (for up to
+        ``read_for`` seconds: longer only if a process it left holds the output open)."""
+        code = self.process.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(timeout=read_for)
+        return code
+
+    def close_output(self) -> None:
+        """Close the streams whose reader is done (closing one a thread still reads
+        would wait for that thread forever)."""
+        for reader, stream in zip(self._readers, (self.process.stdout, self.process.stderr),
+                                  strict=True):
+            if stream is not None and not reader.is_alive():
+                stream.close()
+

@@ -43,7 +43,7 @@ from tests.backends import (
     split_location,
     store_exists,
 )
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, Collected, wait_until
 
 SCRIPT = Path(sys.executable).with_name("simplepyq")
 
@@ -160,41 +160,22 @@ def status_of(store: str, task_id: int) -> tuple[str, int]:
     return task.status, task.attempts
 
 
-class Worker:
+class Worker(Collected):
     """A ``simplepyq worker`` child whose output lines are collected as they come; one
     still running when its test ends (a failed test) is killed then."""
 
     started: ClassVar[list[Worker]] = []
 
     def __init__(self, app: App, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [str(SCRIPT), "worker", "app:q", *args], cwd=app.dir, env=app_env(app),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        super().__init__([str(SCRIPT), "worker", "app:q", *args], app.dir, app_env(app))
         Worker.started.append(self)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
-                         for stream, lines in [(self.process.stdout, self.out),
-                                               (self.process.stderr, self.err)]]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _collect(stream: io.TextIOBase, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line)
 
     def said(self, text: str) -> bool:
         return any(text in line for line in self.err + self.out)
 
-    def finish(self) -> int:
-        code = self.process.wait(timeout=30)
-        for reader in self._readers:
-            reader.join(timeout=10)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+    def finish(self, read_for: float = 10.0) -> int:
+        code = super().finish(read_for)
+        self.close_output()
         return code
 
     def events(self) -> list[dict[str, object]]:

@@ -9,14 +9,12 @@ polling scan (forced by ``SIMPLEPYQ_WATCH=poll``).
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ from simplepyq.reloading import (
     choose_watcher,
     worker_command,
 )
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, Collected, wait_until
 
 SCRIPT = Path(sys.executable).with_name("simplepyq")
 
@@ -160,7 +158,7 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
-class Supervised:
+class Supervised(Collected):
     """A ``simplepyq worker app:q --watch src --json`` process; its output lines are
     collected as they come. Whatever it and its workers left running when the test
     ends is killed then."""
@@ -168,23 +166,9 @@ class Supervised:
     started: ClassVar[list[Supervised]] = []
 
     def __init__(self, app: App, watcher: str, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [str(SCRIPT), "worker", "app:q", "--watch", str(app.src), "--json", *args],
-            cwd=app.src, env=env_for(app, watcher), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        super().__init__([str(SCRIPT), "worker", "app:q", "--watch", str(app.src), "--json",
+                          *args], app.src, env_for(app, watcher))
         Supervised.started.append(self)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
-                         for stream, lines in [(self.process.stdout, self.out),
-                                               (self.process.stderr, self.err)]]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _collect(stream: io.TextIOBase, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """Its events (and its workers') called ``name``, in order."""
@@ -208,13 +192,6 @@ class Supervised:
     def children(self) -> list[int]:
         return [event["pid"] for event in self.events("spawned")]
 
-    def finish(self) -> int:
-        """Its exit code, once it has exited and its output is read (the output ends
-        early only if a worker it left running holds it open)."""
-        code = self.process.wait(timeout=30)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        return code
 
     def close(self) -> None:
         """Kill it and its workers; close its output once read (a stream that a thread
@@ -226,11 +203,8 @@ class Supervised:
                 os.kill(pid, signal.SIGKILL)
         if self.process.poll() is None:
             self.process.kill()
-        self.finish()
-        for reader, stream in zip(self._readers, (self.process.stdout, self.process.stderr),
-                                  strict=True):
-            if stream is not None and not reader.is_alive():
-                stream.close()
+        self.finish(read_for=5)
+        self.close_output()
 
 
 @pytest.fixture(autouse=True)
