@@ -31,6 +31,8 @@ class Callbacks:
 
     def fire(self) -> None:
         """Call every callback, outside the lock (one may remove itself)."""
+        if not self._callbacks:  # the usual case: nobody listens
+            return
         with self._lock:
             callbacks = list(self._callbacks)
         for callback in callbacks:

@@ -295,9 +295,8 @@ class SimplePyQ:
             upstreams = _checked_upstreams(depends_on)
             return self._add_graph(workflows.after_tasks(step, upstreams,
                                                          self._check_step))[0]
-        return self.enqueue_many(channel, [args], retries, delay=delay, run_at=run_at,
-                                 priority=priority, time_limit=time_limit,
-                                 keys=None if key is None else [key])[0]
+        return self._add(channel, [args], retries, delay, run_at, priority,
+                         None if key is None else [key], time_limit)[0]
 
     def enqueue_many(self, channel: str, args_list: Iterable[Any], retries: int = 0, *,
                      delay: float | timedelta | None = None, run_at: datetime | None = None,
@@ -310,8 +309,16 @@ class SimplePyQ:
         holder's id with ``created`` False. All or nothing: if any item cannot be
         encoded, no task is written.
         """
-        _check_name(channel)
         _check_args_list(args_list)
+        return self._add(channel, args_list, retries, delay, run_at, priority, keys,
+                         time_limit)
+
+    def _add(self, channel: str, args_list: Iterable[Any], retries: int,
+             delay: float | timedelta | None, run_at: datetime | None, priority: int,
+             keys: Iterable[str | None] | None,
+             time_limit: float | timedelta | None) -> list[TaskId]:
+        """Check, encode and store tasks of ``channel`` (``enqueue`` and ``enqueue_many``)."""
+        _check_name(channel)
         _check_count(retries, "retries")
         _check_int(priority, "priority")
         when = _run_at(delay, run_at)
