@@ -63,6 +63,8 @@ class Wakeup:
         self._cond = threading.Condition()
         self._generation = 0
         self._listeners = Callbacks()
+        self.sleepers = 0
+        """How many threads sleep in ``wait_past`` now (read without the lock: a hint)."""
 
     @property
     def generation(self) -> int:
@@ -87,7 +89,11 @@ class Wakeup:
         """Sleep until a notify after ``generation`` was seen, or ``timeout`` passes."""
         with self._cond:
             if self._generation == generation:
-                self._cond.wait(timeout)
+                self.sleepers += 1
+                try:
+                    self._cond.wait(timeout)
+                finally:
+                    self.sleepers -= 1
 
 
 @dataclass
@@ -712,9 +718,13 @@ class Scheduler:
             if token != looked and (self._runs or self._cancels) \
                     and self._safe(self._look_for_cancels, False):
                 looked = token
-            if token != last_token or (next_due is not None and next_due <= time.time()):
+            if next_due is not None and next_due <= time.time():
                 last_token = token
                 self._wake_all()
+                next_due = self._next_due()
+            elif token != last_token:  # another connection committed
+                last_token = token
+                self._wake_runnable()
                 next_due = self._next_due()
             now = time.monotonic()
             if now >= next_progress:
@@ -789,6 +799,21 @@ class Scheduler:
         for channel in list(self._channels.values()):
             channel.wake.notify(1)
         self._signals.recorded.notify()
+
+    def _wake_runnable(self) -> None:
+        """Wake the waiters, and the idle workers of those channels that have a task to
+        claim: a commit elsewhere (any commit, on a store shared with busy processes)
+        must not send idle workers to take the write lock for nothing."""
+        self._signals.recorded.notify()
+        idle: list[str] = []
+        for name, channel in list(self._channels.items()):
+            if channel.wake.sleepers:
+                idle.append(name)
+            else:  # (a worker between its look and its sleep sees the new generation)
+                channel.wake.notify(1)
+        if idle:
+            for name in self._safe(lambda: self._store.runnable(idle, time.time()), idle):
+                self._channels[name].wake.notify(1)
 
     def _next_due(self) -> float | None:
         due: float | None = self._safe(lambda: self._store.next_due(list(self._channels)), None)

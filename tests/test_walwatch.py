@@ -13,7 +13,9 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +156,27 @@ def test_a_file_deleted_and_made_again_under_a_watching_queue_is_left_alone(
         assert not woken.is_set()
     finally:
         old.close()
+
+
+def test_commits_elsewhere_do_not_send_idle_workers_of_other_channels_to_claim(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "tasks.db")
+    ran = threading.Event()
+    with SimplePyQ(path, poll_interval=SLOW_POLL) as idle, SimplePyQ(path) as busy:
+        busy.add_channel("x", print)
+        idle.add_channel("y", lambda args: ran.set(), max_workers=4)
+        idle.start()
+        wait_until(_watching)
+        claims = Counter[str]()
+        exchange = idle._store.exchange
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            claims["claims"] += 1
+            return exchange(*args, **kwargs)
+
+        idle._store.exchange = counted  # type: ignore[method-assign]
+        for n in range(100):
+            busy.enqueue("x", n)  # a commit each, none for "y"
+        busy.enqueue("y", "last")  # then one for "y": all the others were seen by now
+        assert ran.wait(10)
+    assert claims["claims"] <= 5

@@ -172,6 +172,10 @@ class Store(Protocol):
     def next_due(self, channels: Iterable[str]) -> float | None:
         """The earliest ``delay_until`` among delayed tasks of ``channels``, if any."""
 
+    def runnable(self, channels: Sequence[str], now: float) -> list[str]:
+        """Those of ``channels`` that have a task a claim could take now (pending, or
+        delayed and due): a cheap read, before waking workers that would claim."""
+
     def make_due(self, channels: Sequence[str], now: float) -> int:
         """Make the delayed tasks of ``channels`` pending, as if their time had come;
         how many (for a drain in a test, see ``SimplePyQ.drain``)."""

@@ -323,6 +323,13 @@ SELECT EXISTS (SELECT 1 FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND
     OR EXISTS (SELECT 1 FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'delayed')
     OR EXISTS (SELECT 1 FROM tasks WHERE channel = ANY(%(channels)s::text[]) AND status = 'running');
 
+-- name: runnable
+-- Whether a claim of the channel could find a task now: a pending one, or a delayed
+-- one come due (each look served by its status's partial index).
+SELECT EXISTS (SELECT 1 FROM tasks WHERE channel = %(channel)s AND status = 'pending')
+    OR EXISTS (SELECT 1 FROM tasks WHERE channel = %(channel)s AND status = 'delayed'
+                                     AND COALESCE(delay_until, 0) <= %(now)s);
+
 -- name: register_owner
 INSERT INTO simplepyq_owners (owner, host, pid, pid_start, heartbeat_at, channels)
 VALUES (%(owner)s, %(host)s, %(pid)s, %(pid_start)s, %(now)s, %(channels)s)

@@ -89,6 +89,10 @@ class QueryStore:
         ``dependents``), in the caller's transaction; the channels released."""
         return dependents.settle(conn, self.Q, self._ids, task_ids, now)
 
+    def runnable(self, channels: Sequence[str], now: float) -> list[str]:
+        return self._read(lambda c: [name for name in channels if c.execute(
+            self.Q["runnable"], {"channel": name, "now": now}).fetchone()[0]])
+
     def make_due(self, channels: Sequence[str], now: float) -> int:
         return self._write(lambda c: sum(int(c.execute(self.Q["make_due"], {
             "channel": name, "now": now}).rowcount) for name in channels))

@@ -271,6 +271,13 @@ SELECT EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'pendin
     OR EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'delayed')
     OR EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'running');
 
+-- name: runnable
+-- Whether a claim of the channel could find a task now: a pending one, or a delayed
+-- one come due (each look served by its status's partial index).
+SELECT EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'pending')
+    OR EXISTS (SELECT 1 FROM tasks WHERE channel = :channel AND status = 'delayed'
+                                     AND COALESCE(delay_until, 0) <= :now);
+
 -- name: change_token
 PRAGMA data_version;
 
