@@ -36,7 +36,7 @@ from simplepyq.progress import Progress
 from simplepyq.retention import Retention, Sweeper
 from simplepyq.runs import running_in
 from simplepyq.scheduler import Channel, Scheduler, Settings, Signals
-from simplepyq.storage import open_store, store_location
+from simplepyq.storage import MEMORY, open_store, store_location
 from simplepyq.storage.base import LimitChange
 from simplepyq.storage.dependents import NewTask
 from simplepyq.task import Status, Task, TaskId
@@ -981,7 +981,7 @@ class SimplePyQ:
                                    "stop() first")
             saved = self._store, self.store_path, self._eager
             limits = saved[0].limits()
-            fresh = open_store(":memory:", 30.0)
+            fresh = open_store(MEMORY, 30.0)
             now = time.time()
             for name in self._channels:
                 kept = limits.get(name, Limits())
