@@ -74,6 +74,7 @@ class SQLiteStore(QueryStore):
         self._watcher: sqlite3.Connection | None = None
         self._wal_lock = threading.Lock()
         self._wal_watch: WalWatch | None = None
+        self._wal_seen: _Version | None = None  # the connection the watch confirms with
         self._wal_refused = False
         self._closed = False
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
@@ -237,9 +238,11 @@ class SQLiteStore(QueryStore):
             watcher, self._watcher = self._watcher, None
         with self._wal_lock:
             wal_watch, self._wal_watch = self._wal_watch, None
+            seen, self._wal_seen = self._wal_seen, None
         if wal_watch is not None:
             wal_watch.stop()  # (its thread has ended: its connection can close)
-            self._wal_seen.close()
+        if seen is not None:
+            seen.close()
         for conn in [*idle, *([watcher] if watcher else [])]:
             conn.close()
 
