@@ -1,4 +1,5 @@
-"""Enqueue-to-start latency (same process and from another process) and idle CPU use.
+"""Enqueue-to-start latency (same process and from another process), the time from a
+task's end in one process to ``wait()`` returning in another, and idle CPU use.
 
 Run: ``python bench/latency.py``. Prints p50/p99 in milliseconds, and the CPU
 time a started, idle queue uses per second of wall time (its own threads).
@@ -86,6 +87,37 @@ def other_process(path: str, count: int = 60) -> list[float]:
     return samples
 
 
+WORKER = """
+import sys, time
+from simplepyq import SimplePyQ
+with SimplePyQ(sys.argv[1]) as q:
+    q.add_channel("waited", lambda args: time.time())
+    q.start()
+    sys.stdout.write("ready\\n"); sys.stdout.flush()
+    sys.stdin.readline()
+"""
+
+
+def waited_elsewhere(path: str, count: int = 60) -> list[float]:
+    """Time from a task's end in a worker process to ``wait()`` returning in this one,
+    which runs no worker: the task returns the time it ended."""
+    samples: list[float] = []
+    with SimplePyQ(path) as queue:
+        queue.declare("waited")
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, path],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdout.readline()
+        for _ in range(count):
+            time.sleep(random.uniform(0, 0.1))  # at any moment of the poll cycle
+            task = queue.wait(queue.enqueue("waited", None), timeout=10)
+            samples.append(time.time() - task.result)
+        worker.stdin.write("stop\n")
+        worker.stdin.flush()
+        worker.wait(10)
+    return samples
+
+
 def idle_cpu(path: str, seconds: float = 3.0) -> float:
     """Process CPU seconds per wall second while a started queue has nothing to do."""
     with SimplePyQ(path) as queue:
@@ -101,6 +133,7 @@ def main() -> None:
     directory = tempfile.mkdtemp()
     print("same process:   ", _percentiles(same_process(os.path.join(directory, "a.db"))))
     print("other process:  ", _percentiles(other_process(os.path.join(directory, "b.db"))))
+    print("wait() elsewhere:", _percentiles(waited_elsewhere(os.path.join(directory, "d.db"))))
     print(f"idle CPU:        {idle_cpu(os.path.join(directory, 'c.db')) * 100:.2f} % of a core")
 
 
