@@ -54,6 +54,9 @@ back by its rate limit wait for its window to move before they look again: a lim
 raised or lifted meanwhile, by any process, is seen that soon."""
 PROGRESS_EVERY = 0.5
 """Seconds between writes of the progress values that running tasks report."""
+WATCH_GAP = 0.005
+"""While every worker here is busy, the commits the store tells of (its own workers'
+among them: it cannot tell whose) make a housekeeping pass at most this often."""
 
 
 class Wakeup:
@@ -150,6 +153,7 @@ class Scheduler:
         self._beats = Heartbeats(every=settings.lease / 3)
         self._stopping = threading.Event()
         self._nudge = Wakeup()
+        self._watched_at = 0.0  # when a commit the store told of last made a pass
         self._hands: dict[str, Hand] = {}
         self._outbox = Outbox()
         self._ledger = Ledger()
@@ -695,7 +699,7 @@ class Scheduler:
         poll = self._settings.poll_interval
         beat_every = self._settings.lease / 3
         sweep_every = min(1.0, beat_every)
-        unwatch = self._safe(lambda: self._store.watch(self._nudge.notify), _nothing)
+        unwatch = self._safe(lambda: self._store.watch(self._committed), _nothing)
         # A nudge counts from before the token is read: one that comes between the
         # read and the pause must cut the pause short, not wait for the next poll.
         seen = self._nudge.generation
@@ -799,6 +803,18 @@ class Scheduler:
         for channel in list(self._channels.values()):
             channel.wake.notify(1)
         self._signals.recorded.notify()
+
+    def _committed(self) -> None:
+        """The store told of a commit: a housekeeping pass at once if every worker of a
+        channel here is idle, else at most every WATCH_GAP (a busy worker looks for
+        tasks anyway and wakes the others of its channel for what it claims, and a
+        drain's own commits must not keep the housekeeper busy)."""
+        now = time.monotonic()
+        if now - self._watched_at >= WATCH_GAP or any(
+                channel.wake.sleepers >= channel.max_workers
+                for channel in list(self._channels.values())):
+            self._watched_at = now
+            self._nudge.notify()
 
     def _wake_runnable(self) -> None:
         """Wake the waiters, and the idle workers of those channels that have a task to
