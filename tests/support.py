@@ -27,6 +27,8 @@ from tests.backends import raw_sql
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(sys.executable).with_name("simplepyq")
+"""The console script, installed next to the interpreter by ``pip install -e .``."""
 
 
 def wait_until(predicate: Callable[[], T | None], timeout: float = 10.0,

@@ -43,9 +43,7 @@ from tests.backends import (
     split_location,
     store_exists,
 )
-from tests.support import ROOT, Collected, wait_until
-
-SCRIPT = Path(sys.executable).with_name("simplepyq")
+from tests.support import ROOT, SCRIPT, Collected, wait_until
 
 APP = """
     import os, pathlib, time

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +17,7 @@ from simplepyq import SimplePyQ, Status, policy
 from simplepyq.storage import open_store
 from simplepyq.storage.base import Outcome
 from tests.backends import split_location
-from tests.support import ROOT, spawn_python, wait_until
-
-SCRIPT = Path(sys.executable).with_name("simplepyq")
-
+from tests.support import ROOT, SCRIPT, spawn_python, wait_until
 
 BLOCKED_WORKER = """
     import pathlib, sys, time

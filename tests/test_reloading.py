@@ -33,9 +33,7 @@ from simplepyq.reloading import (
     choose_watcher,
     worker_command,
 )
-from tests.support import ROOT, Collected, wait_until
-
-SCRIPT = Path(sys.executable).with_name("simplepyq")
+from tests.support import ROOT, SCRIPT, Collected, wait_until
 
 APP = """
     import os, pathlib, time
