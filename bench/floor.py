@@ -5,9 +5,9 @@ interleaved over several rounds (median shown), all in WAL with synchronous=NORM
 
 - a one-column table with no index: the commit rate of Python's sqlite3 here;
 - raw inserts of one task row into simplepyq's own table, by the statement the
-  library runs (one ``INSERT ... SELECT`` that checks the channel, committed on its
-  own): the 0.1.3 table (AUTOINCREMENT) plus the claim index, so each commit
-  writes three pages (the row, the index entry, sqlite_sequence);
+  library runs (one ``INSERT OR IGNORE ... VALUES`` that checks the channel and
+  names the id, committed on its own): the row and its claim index entry, two
+  pages per commit;
 - ``SimplePyQ.enqueue``.
 
 The last two are close: the table's shape, not the library, bounds one-call enqueues.

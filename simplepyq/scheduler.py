@@ -77,7 +77,9 @@ class Wakeup:
         """Wake ``count`` sleepers (all when None), and call the listeners."""
         with self._cond:
             self._generation += 1
-            if count is None:
+            if not self.sleepers:  # (exact here: it changes under this lock)
+                pass
+            elif count is None:
                 self._cond.notify_all()
             else:
                 self._cond.notify(count)

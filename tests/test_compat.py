@@ -117,6 +117,14 @@ def test_channels_of_a_013_store_are_known_without_add_channel(legacy_path: str)
             ("report", {"new": "report"}, "pending")]
 
 
+def test_ids_0_1_3_deleted_before_the_upgrade_are_not_given_again(legacy_path: str) -> None:
+    newest = max(ROWS_013)
+    with closing(sqlite3.connect(legacy_path, isolation_level=None)) as conn:
+        conn.execute("DELETE FROM tasks WHERE id = ?", (newest,))  # only sqlite_sequence knows
+    with SimplePyQ(legacy_path) as q:
+        assert min(q.enqueue("email", "new"), *q.enqueue_many("email", ["a", "b"])) > newest
+
+
 def test_task_a_killed_013_process_left_running_is_recovered_at_start(legacy_path: str) -> None:
     with SimplePyQ(legacy_path, lease=3600) as q:
         q.start()  # no channel registered: recovered, but not run

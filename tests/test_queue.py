@@ -777,6 +777,38 @@ def test_purge_deletes_only_tasks_finished_before_the_cutoff(store_path: str) ->
                                                          (waiting[1], "delayed")]
 
 
+def _fails(args: object) -> None:
+    raise RuntimeError("no")
+
+
+@pytest.mark.parametrize(
+    "delete",
+    [
+        pytest.param(lambda q, store_path: q.purge(0), id="purge"),
+        pytest.param(lambda q, store_path: q.clear_failed(), id="clear_failed"),
+        pytest.param(lambda q, store_path: q.remove_channel("bad"), id="remove_channel"),
+        pytest.param(lambda q, store_path: raw_sql(store_path, "DELETE FROM tasks"),
+                     id="behind-the-library"),  # as a 0.1.3 process or a hand would
+    ],
+)
+def test_a_task_id_is_never_given_again_even_after_the_newest_tasks_are_deleted(
+    store_path: str, delete: Callable[[SimplePyQ, str], object]
+) -> None:
+    with SimplePyQ(store_path) as q:
+        q.add_channel("ok", print)
+        q.add_channel("bad", _fails)
+        q.enqueue("ok", 1)
+        newest = q.enqueue("bad", 2)  # fails: the newest task, and a finished one
+        q.drain()
+        delete(q, store_path)
+        assert q.get_task(newest) is None
+        ids = [q.enqueue("ok", 3), *q.enqueue_many("ok", [4, 5]), q.enqueue("ok", 6, key="k"),
+               *q.chain(simplepyq.Step("ok", 7), simplepyq.Step("ok")).task_ids]
+    assert min(ids) > newest
+    assert len(set(ids)) == len(ids)
+    assert ids[1:3] == [ids[1], ids[1] + 1]  # a batch's ids follow each other
+
+
 @pytest.mark.parametrize(
     ("call", "error", "named"),
     [

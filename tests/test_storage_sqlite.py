@@ -50,17 +50,20 @@ def _version(store_path: str) -> int:
 
 
 @pytest.mark.sqlite_only
-def test_new_store_is_in_wal_mode_with_schema_version_6(queue: SimplePyQ, store_path: str) -> None:
+def test_new_store_is_in_wal_mode_with_schema_version_7(queue: SimplePyQ, store_path: str) -> None:
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert SCHEMA_VERSION == 6
-    names = {name for _, name, _ in _schema(store_path)}
+    assert SCHEMA_VERSION == 7
+    schema = {name: sql for _, name, sql in _schema(store_path)}
     assert {"tasks", "simplepyq_channels", "simplepyq_owners", "simplepyq_starts",
             "simplepyq_flows", "simplepyq_deps", "simplepyq_deps_unsettled",
-            "simplepyq_schedules", "simplepyq_ticks",
-            "tasks_claim", "tasks_due", "tasks_running", "tasks_failed", "tasks_key"} <= names
-    assert "tasks_channel_status" not in names  # an index on every row costs every write
+            "simplepyq_schedules", "simplepyq_ticks", "simplepyq_high", "simplepyq_high_kept",
+            "tasks_claim", "tasks_due", "tasks_running", "tasks_failed", "tasks_key"} <= set(schema)
+    assert "tasks_channel_status" not in schema  # an index on every row costs every write
+    # No sqlite_sequence row to rewrite at every insert (see next_id in sqlite.sql).
+    assert "AUTOINCREMENT" not in (schema["tasks"] or "")
+    assert "sqlite_sequence" not in schema
 
 
 @pytest.mark.sqlite_only

@@ -30,7 +30,7 @@ from simplepyq.task import Status, TaskId
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 FIRST_PAUSE = 0.0001
 """Seconds a write first waits when the lock is taken; each wait is half again as long."""
 ADD_CHUNK = 500
@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 
 Q = queries.load("sqlite.sql")
+Q = {name: text.replace("{next_id}", Q["next_id"]) for name, text in Q.items()}
 Q["claim_limited"] = Q["claim"]  # every claim runs under the write lock already
 
 
@@ -308,9 +309,20 @@ class SQLiteStore(QueryStore):
                           *Q["create_schedules"].split(";")]:
             if statement.strip():
                 conn.execute(statement)
+        self._keep_ids_unique(conn)
         if version == 0:
             conn.execute(Q["adopt_legacy_channels"], {"now": time.time()})
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _keep_ids_unique(conn: sqlite3.Connection) -> None:
+        """Start tracking the highest id deleted (see next_id in sqlite.sql)."""
+        conn.execute(Q["create_high"])
+        conn.execute(Q["create_high_trigger"])
+        has_sequence = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+        row = conn.execute(Q["tasks_sequence"]).fetchone() if has_sequence else None
+        conn.execute(Q["init_high"].replace("{sequence}", str(int(row[0]) if row else 0)))
 
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
@@ -331,12 +343,11 @@ class SQLiteStore(QueryStore):
                 assert keys is not None
                 return [self._add_one(conn, shared, payload, key)
                         for payload, key in zip(payloads, keys, strict=True)]
-            last = 0
+            first = conn.execute(Q["first_id"]).fetchone()[0]
             for start in range(0, len(payloads), ADD_CHUNK):
                 chunk = payloads[start:start + ADD_CHUNK]
-                last = conn.execute(_insert_statement(len(chunk)), (*shared, *chunk)).lastrowid or 0
-            # AUTOINCREMENT under the write lock hands out consecutive ids, in row order.
-            return list(map(TaskId, range(last - len(payloads) + 1, last + 1)))
+                conn.execute(_insert_statement(len(chunk)), (*shared, first + start, *chunk))
+            return list(map(TaskId, range(first, first + len(payloads))))
 
         if len(payloads) == 1 and not keyed:  # the one-call enqueue: one statement
             added = self._write(lambda c: c.execute(Q["add_one"], (*shared, payloads[0])),
@@ -350,7 +361,7 @@ class SQLiteStore(QueryStore):
                  key: str | None) -> TaskId:
         """Insert one task, or find the unfinished one that holds its key."""
         if key is None:
-            return TaskId(conn.execute(_insert_statement(1), (*shared, payload)).lastrowid or 0)
+            return TaskId(conn.execute(Q["add_one"], (*shared, payload)).lastrowid or 0)
         channel, status, retries, run_at, priority, now, time_limit = shared
         cursor = conn.execute(Q["add_keyed"], {
             "channel": channel, "args": payload, "status": status, "retries": retries,
@@ -488,7 +499,8 @@ class SQLiteStore(QueryStore):
 
 @functools.lru_cache(maxsize=8)
 def _insert_statement(rows: int) -> str:
-    values = (Q["add_row"].replace("{args}", str(8 + row)) for row in range(rows))
+    values = (Q["add_row"].replace("{place}", str(row)).replace("{args}", str(9 + row))
+              for row in range(rows))
     return Q["add"].replace("{rows}", ", ".join(values))
 
 
