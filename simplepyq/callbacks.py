@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Generic, ParamSpec
+
+P = ParamSpec("P")
 
 
-class Callbacks:
-    """A set of callbacks (cheap ones: each is called in the thread that fires)."""
+class Callbacks(Generic[P]):
+    """A set of callbacks (cheap ones: each is called in the thread that fires), each
+    called with what ``fire`` is given."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: list[Callable[P, None]] = []
 
-    def add(self, callback: Callable[[], None]) -> Callable[[], None]:
+    def add(self, callback: Callable[P, None]) -> Callable[[], None]:
         """Call ``callback`` at every ``fire`` from now on; return what stops that."""
         with self._lock:
             self._callbacks.append(callback)
@@ -29,11 +33,11 @@ class Callbacks:
         """Whether any callback is added (read without the lock: a hint)."""
         return bool(self._callbacks)
 
-    def fire(self) -> None:
+    def fire(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """Call every callback, outside the lock (one may remove itself)."""
         if not self._callbacks:  # the usual case: nobody listens
             return
         with self._lock:
             callbacks = list(self._callbacks)
         for callback in callbacks:
-            callback()
+            callback(*args, **kwargs)

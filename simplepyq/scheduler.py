@@ -65,7 +65,7 @@ class Wakeup:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._generation = 0
-        self._listeners = Callbacks()
+        self._listeners: Callbacks[[]] = Callbacks()
         self.sleepers = 0
         """How many threads sleep in ``wait_past`` now (read without the lock: a hint)."""
 
@@ -702,6 +702,7 @@ class Scheduler:
         beat_every = self._settings.lease / 3
         sweep_every = min(1.0, beat_every)
         unwatch = self._safe(lambda: self._store.watch(self._committed), _nothing)
+        unwatch_added = self._safe(lambda: self._store.watch_added(self._added), _nothing)
         # A nudge counts from before the token is read: one that comes between the
         # read and the pause must cut the pause short, not wait for the next poll.
         seen = self._nudge.generation
@@ -748,6 +749,7 @@ class Scheduler:
                 self._safe(self._retain, None)
                 next_retention = now + retention.EVERY
         unwatch()
+        unwatch_added()
         self._watchdog.stop()
         if not self._store_closed:
             self._flush(due_only=False)
@@ -817,6 +819,14 @@ class Scheduler:
                 for channel in list(self._channels.values())):
             self._watched_at = now
             self._nudge.notify()
+
+    def _added(self, name: str) -> None:
+        """Another connection committed a task of channel ``name`` that can run now: wake
+        one of its workers here, if it is ours (a worker between its look and its
+        sleep sees the new generation, a busy one claims it after its task)."""
+        channel = self._channels.get(name)
+        if channel is not None:
+            channel.wake.notify(1)
 
     def _wake_runnable(self) -> None:
         """Wake the waiters, and the idle workers of those channels that have a task to

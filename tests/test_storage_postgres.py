@@ -330,6 +330,32 @@ def test_a_task_enqueued_by_another_process_starts_long_before_the_poll_interval
         assert q.wait(task_id, timeout=30).status == "done"
 
 
+def test_an_enqueue_elsewhere_names_its_channel_to_watch_added_and_only_when_it_can_run(
+    new_location: Callable[[], tuple[str, str]],
+) -> None:
+    location, schema = new_location()
+    added: list[str] = []
+    other: list[str] = []
+    with SimplePyQ(location) as here, SimplePyQ(location) as there:
+        here._store.watch(lambda: other.append("commit"))
+        here._store.watch_added(added.append)
+        _wait_for_listener(schema)
+        there.add_channel("mail", print)
+        there.add_channel("first", print)
+        there.enqueue("first", "told after every earlier commit")
+        wait_until(lambda: added == ["first"], timeout=30)
+        added.clear()
+        other.clear()
+
+        there.enqueue("mail", "now")
+        wait_until(lambda: added, timeout=30)
+        assert (added, other) == (["mail"], [])  # (one notification: one or the other)
+
+        there.enqueue("mail", "later", delay=3600)  # the housekeeper's next_due must hear
+        wait_until(lambda: other, timeout=30)
+        assert (added, other) == (["mail"], ["commit"])
+
+
 def test_work_is_picked_up_after_the_listener_is_killed_and_the_listener_reconnects(
     new_location: Callable[[], tuple[str, str]], caplog: pytest.LogCaptureFixture,
 ) -> None:

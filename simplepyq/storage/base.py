@@ -194,6 +194,13 @@ class Store(Protocol):
         ``change_token`` instead, which they do anyway as a fallback.
         """
 
+    def watch_added(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(channel)`` soon after another connection commits a task of
+        ``channel`` that can run at once, where the backend tells which (PostgreSQL,
+        for one-call enqueues); such a commit then calls no ``watch`` callback, since
+        it finished nothing. Return what stops the calls. Others never call it.
+        """
+
     # -- workflows -----------------------------------------
     def add_graph(self, tasks: Sequence[NewTask], workflow: int | None,
                   register: Iterable[str], now: float) -> list[TaskId]:

@@ -33,6 +33,7 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg import sql
+    from psycopg.pq import TransactionStatus
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError(
@@ -134,27 +135,37 @@ class PostgresStore(QueryStore):
     def _write(self, work: Callable[[Connection], T], notify: bool = True) -> T:
         return self._transaction(work, notify)
 
-    def _transaction(self, work: Callable[[Connection], T], notify: bool) -> T:
+    def _transaction(self, work: Callable[[Connection], T], notify: bool,
+                     begins: bool = False) -> T:
         """Run ``work`` in one transaction, redoing it if PostgreSQL rolled it back for a
         deadlock, or if its connection had died before it (the server restarted);
-        ``notify`` wakes the listening processes when it commits."""
+        ``notify`` wakes the listening processes when it commits.
+
+        With ``begins``, ``work`` opens the transaction itself, BEGIN first in its
+        pipeline: psycopg's own BEGIN would take a round trip of its own (the
+        connection is in autocommit meanwhile, and this ends the block it opened).
+        """
         if self._closed:
             raise StoreError(f"the task store {self.location!r} is closed")
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
                 with self._pool.connection() as conn:
+                    conn.autocommit = begins
                     try:
                         outcome = work(conn)
                         if notify:
                             conn.execute(Q["notify"], {"topic": self._topic})
-                    except psycopg.OperationalError as exc:
+                    except BaseException as exc:
+                        if begins:
+                            _roll_back(conn)
                         # Nothing was committed yet: safe to redo on a fresh connection
                         # (the pool drops this one). A failed commit is not redone.
-                        if not conn.broken or time.monotonic() > deadline:
+                        if not isinstance(exc, psycopg.OperationalError) or \
+                                not conn.broken or time.monotonic() > deadline:
                             raise
                         raise _ConnectionLost from exc
-                    self._commit(conn)
+                    self._commit(conn, begins)
                     return outcome
             except _ConnectionLost as lost:
                 log.info("store %s: connection lost (%s); retrying", self.location,
@@ -213,15 +224,22 @@ class PostgresStore(QueryStore):
             if not conn.broken:
                 conn.autocommit = False
 
-    def _commit(self, conn: Connection) -> None:
-        """Commit, telling a commit that failed from one whose answer was lost.
+    def _commit(self, conn: Connection, begun: bool = False) -> None:
+        """Commit (a block the work ``begun`` itself: see ``_transaction``), telling a
+        commit that failed from one whose answer was lost.
 
         When the connection breaks after COMMIT was sent, the server may have
         committed or not: redoing the work could do it twice, and calling it failed
         could make the caller redo it, so ``CommitUnknownError`` says exactly that.
         """
         try:
-            conn.commit()
+            if begun:
+                try:
+                    conn.execute("COMMIT")
+                finally:
+                    _roll_back(conn)  # (after a COMMIT that failed; else only autocommit)
+            else:
+                conn.commit()
         except psycopg.OperationalError as exc:
             if not conn.broken:
                 raise
@@ -276,7 +294,10 @@ class PostgresStore(QueryStore):
         return self._listening().token()
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
-        return self._listening().watch(callback)
+        return self._listening().callbacks.add(callback)
+
+    def watch_added(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        return self._listening().added.add(callback)
 
     def _listening(self) -> _Listener:
         """The store's listener, started on first use: producers that never wait need none."""
@@ -356,6 +377,7 @@ class PostgresStore(QueryStore):
         def swap(conn: Connection) -> Exchange:
             # One round trip for the whole transaction's statements, then one to commit.
             with conn.pipeline():
+                conn.execute("BEGIN")
                 if claiming:  # first: the owner row is locked before any task row
                     held = conn.execute(Q["hold_owner"], {"owner": owner})
                     limited = conn.execute(Q["channel_limits"], {"channel": channel})
@@ -408,7 +430,7 @@ class PostgresStore(QueryStore):
 
         if not outcomes and not claiming:
             return Exchange([], [])
-        return self._write(swap, notify=False)
+        return self._transaction(swap, notify=False, begins=True)
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         if not task_ids:
@@ -443,7 +465,8 @@ class _Listener:
 
     ``token()`` is that count. While the connection is down (the server restarted,
     say) every call returns a new value instead, so callers fall back to polling
-    the store, and it reconnects in the background.
+    the store, and it reconnects in the background. A notification that names a
+    channel (a task of it can run) goes to ``added``, any other to ``callbacks``.
     """
 
     def __init__(self, conninfo: str, topic: str, location: str) -> None:
@@ -454,7 +477,8 @@ class _Listener:
         self._connected = False
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._callbacks = Callbacks()
+        self.callbacks: Callbacks[[]] = Callbacks()
+        self.added: Callbacks[[str]] = Callbacks()
         self._thread = threading.Thread(target=self._listen, name="simplepyq-listener",
                                         daemon=True)
         self._thread.start()
@@ -464,9 +488,6 @@ class _Listener:
             if not self._connected:
                 self._count += 1
             return self._count
-
-    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
-        return self._callbacks.add(callback)
 
     def stop(self, conninfo: str) -> None:
         """End the listening thread; a notification of our own wakes it at once."""
@@ -488,8 +509,8 @@ class _Listener:
                     self._changed(connected=True)  # whatever happened while it was down
                     pause = 0.05
                     while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=LISTEN_TIMEOUT):
-                            self._changed(connected=True)
+                        for notice in conn.notifies(timeout=LISTEN_TIMEOUT):
+                            self._changed(connected=True, channel=notice.payload)
                             if self._stopping.is_set():
                                 break
             except psycopg.Error as exc:
@@ -501,11 +522,24 @@ class _Listener:
         with self._lock:
             self._connected = False
 
-    def _changed(self, connected: bool) -> None:
+    def _changed(self, connected: bool, channel: str = "") -> None:
         with self._lock:
             self._connected = connected
             self._count += 1
-        self._callbacks.fire()
+        if channel:
+            self.added.fire(channel)
+        else:
+            self.callbacks.fire()
+
+
+def _roll_back(conn: Connection) -> None:
+    """End a block that a transaction's work opened itself (see ``_transaction``), if
+    the server still has it open, and leave autocommit."""
+    if conn.broken:
+        return  # the pool drops it
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
+    conn.autocommit = False
 
 
 def _recorded(outcomes: Sequence[Outcome], owner: str) -> dict[str, Any]:

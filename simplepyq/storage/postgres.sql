@@ -125,7 +125,9 @@ RETURNING id;
 -- One task, if its channel is known, and the wake-up of the listeners: the whole
 -- enqueue in one statement, committed on its own, one round trip. A missing
 -- channel inserts nothing, and the caller takes the long way, which registers it
--- or names the known ones.
+-- or names the known ones. A task that can run at once names its channel in the
+-- notification, so that listeners wake that channel's idle workers without a look
+-- at the table first (a payload has room for 8000 bytes: a longer name says nothing).
 WITH added AS (
     INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts,
                        created_at, time_limit)
@@ -133,7 +135,9 @@ WITH added AS (
            %(now)s, %(time_limit)s
     WHERE EXISTS (SELECT 1 FROM simplepyq_channels WHERE name = %(channel)s)
     RETURNING id)
-SELECT id, pg_notify(%(topic)s, '') FROM added;
+SELECT id, pg_notify(%(topic)s, CASE WHEN %(status)s = 'pending'
+                                          AND octet_length(%(channel)s) < 8000
+                                     THEN %(channel)s ELSE '' END) FROM added;
 
 -- name: add_keyed
 -- One task with a key; nothing if an unfinished task of the channel holds the key

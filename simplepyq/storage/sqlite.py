@@ -477,6 +477,9 @@ class SQLiteStore(QueryStore):
                         raise
             time.sleep(FIRST_PAUSE)
 
+    def watch_added(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        return _no_more_calls  # a commit's log write does not say what it was
+
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         wal_watch = self._wal_watching()
         return _no_more_calls if wal_watch is None else wal_watch.callbacks.add(callback)

@@ -64,7 +64,7 @@ class WalWatch:
         self._directory = os.path.dirname(os.path.abspath(path)) or "."
         self._log_name = os.fsencode(os.path.basename(path) + "-wal")
         self._changed = changed
-        self.callbacks = Callbacks()
+        self.callbacks: Callbacks[[]] = Callbacks()
         self._fd = -1
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
