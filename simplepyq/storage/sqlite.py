@@ -343,10 +343,12 @@ class SQLiteStore(QueryStore):
                 assert keys is not None
                 return [self._add_one(conn, shared, payload, key)
                         for payload, key in zip(payloads, keys, strict=True)]
-            first = conn.execute(Q["first_id"]).fetchone()[0]
+            first, usual = conn.execute(Q["first_id"]).fetchone()
+            named = first != usual  # (naming the ids costs a look-up per row)
             for start in range(0, len(payloads), ADD_CHUNK):
                 chunk = payloads[start:start + ADD_CHUNK]
-                conn.execute(_insert_statement(len(chunk)), (*shared, first + start, *chunk))
+                conn.execute(_insert_statement(len(chunk), named),
+                             (*shared, first + start, *chunk) if named else (*shared, *chunk))
             return list(map(TaskId, range(first, first + len(payloads))))
 
         if len(payloads) == 1 and not keyed:  # the one-call enqueue: one statement
@@ -501,10 +503,14 @@ class SQLiteStore(QueryStore):
             return self._wal_watch
 
 @functools.lru_cache(maxsize=8)
-def _insert_statement(rows: int) -> str:
-    values = (Q["add_row"].replace("{place}", str(row)).replace("{args}", str(9 + row))
-              for row in range(rows))
-    return Q["add"].replace("{rows}", ", ".join(values))
+@functools.lru_cache(maxsize=8)
+def _insert_statement(rows: int, named: bool) -> str:
+    """The ``add`` (or, ``named``, ``add_ids``) statement for ``rows`` tasks; made once,
+    not again for every batch of 500 tasks."""
+    name, first_args = ("add_ids", 9) if named else ("add", 8)
+    values = (Q[f"{name}_row"].replace("{place}", str(row))
+              .replace("{args}", str(first_args + row)) for row in range(rows))
+    return Q[name].replace("{rows}", ", ".join(values))
 
 
 def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:

@@ -146,17 +146,29 @@ SELECT name FROM simplepyq_channels;
 -- name: add
 -- Tasks sharing everything but their args, many in one statement: binding eight
 -- values per row would cost more than the insert itself. ?1-?7 are the shared
--- values, ?8 the first id (next_id, read before); {rows} stands for one such row
--- per task, with its place in the statement and its args in ?9, ?10 and so on.
-INSERT INTO tasks (id, channel, args, status, retries, delay_until, priority, attempts,
+-- values; {rows} stands for one add_row per task, its args in ?8, ?9 and so on.
+-- Each gets the table's highest id plus one, as SQLite gives it, unless a task with
+-- a higher one was deleted: then add_ids runs instead.
+INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts,
                    created_at, time_limit)
 VALUES {rows};
 
 -- name: add_row
+(?1, ?{args}, ?2, ?3, ?4, ?5, 0, ?6, ?7)
+
+-- name: add_ids
+-- add, naming each id: ?8 is the first (next_id), the args are in ?9, ?10 and so on.
+INSERT INTO tasks (id, channel, args, status, retries, delay_until, priority, attempts,
+                   created_at, time_limit)
+VALUES {rows};
+
+-- name: add_ids_row
 (?8 + {place}, ?1, ?{args}, ?2, ?3, ?4, ?5, 0, ?6, ?7)
 
 -- name: first_id
-SELECT {next_id};
+-- next_id, and the id SQLite would give (the highest plus one): equal unless the
+-- newest tasks were deleted.
+SELECT {next_id}, COALESCE((SELECT MAX(id) FROM tasks), 0) + 1;
 
 -- name: add_one
 -- One task, if its channel is known: the whole enqueue in one statement, committed
