@@ -16,7 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): the backend is chosen first
 
-COLORS = ["#d62728", "#ff9896", "#1f77b4", "#2ca02c", "#9467bd", "#bcbd22", "#7f7f7f", "#17becf"]
+COLORS = ["#d62728", "#ff9896", "#1f77b4", "#2ca02c", "#9467bd", "#bcbd22", "#7f7f7f", "#17becf",
+          "#8c564b", "#e377c2", "#ff7f0e", "#aec7e8"]
 
 
 def main(results_path: str, chart_path: str) -> None:
@@ -24,9 +25,12 @@ def main(results_path: str, chart_path: str) -> None:
     meta, results = data["meta"], data["results"]
     workloads = [key for key, info in meta["workloads"].items()
                  if info["chart"] and key in results]
-    libraries = list(meta["libraries"])
+    # Only the libraries measured in this run (the PostgreSQL ones need a server).
+    libraries = [library for library in meta["libraries"]
+                 if any((results[workload].get(library) or {}).get("value")
+                        for workload in workloads)]
     figure, axes = plt.subplots(figsize=(12, 6.5))
-    width = 0.8 / len(libraries)
+    width = 0.8 / max(len(libraries), 1)
     for index, library in enumerate(libraries):
         xs, heights, marks = [], [], []
         for position, workload in enumerate(workloads):

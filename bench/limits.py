@@ -82,10 +82,12 @@ def busiest(times: list[float], length: float = 1.0) -> int:
 
 
 def measure(location: str, directory: Path, limit: int, processes: int,
-            windows: int) -> tuple[float, float, float, float]:
+            windows: int, source: Path = ROOT) -> tuple[float, float, float, float]:
     """Drain ``windows * limit + 1`` tasks of a channel limited to ``limit``/s with
-    ``processes`` × WORKERS; (achieved ÷ limit, busiest second of claims ÷ limit, and
-    the p50 and p99 of the delays from claim to start in ms)."""
+    ``processes`` × WORKERS, running the simplepyq in ``source``; (achieved ÷ limit,
+    busiest second of claims ÷ limit, and the p50 and p99 of the delays from claim to
+    start in ms). Also run by the harness's adapter (``bench/peers/ours.py``) for its
+    Features table."""
     from simplepyq import SimplePyQ
 
     tasks = windows * limit + 1
@@ -93,7 +95,7 @@ def measure(location: str, directory: Path, limit: int, processes: int,
         queue.add_channel("c", print, rate_limit=f"{limit}/s")
         queue.enqueue_many("c", range(tasks))
     log = directory / f"{uuid.uuid4().hex}.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(source))
     children = [subprocess.Popen([sys.executable, "-c", CHILD, location, str(log), str(WORKERS)],
                                  env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True) for _ in range(processes)]

@@ -1,10 +1,15 @@
 """Benchmark simplepyq against its peers on the same workloads, in one command.
 
-Run ``python bench/run.py`` (full, a few minutes) or ``python bench/run.py --quick``
-(under a minute once the peers are installed). The first run creates
+Run ``python bench/run.py`` (full, several minutes) or ``python bench/run.py --quick``
+(three to five minutes once the peers are installed, two of them the instruction
+counts of ``bench/instructions.py``). The first run creates
 ``bench/.peers-venv`` and installs the pinned peers into it (huey, persist-queue,
-litequeue, the published simplepyq 0.1.3, and matplotlib for the chart), so this
-checkout's environment gains no dependency.
+litequeue, the published simplepyq 0.1.3, procrastinate, pgqueuer, and matplotlib for
+the chart), and ``bench/.peers312-venv`` for oban-py, which needs Python 3.12+, so this
+checkout's environment gains no dependency; and ``bench/.baseline-venv`` with simplepyq
+as it was at BASELINE, the "no cost when unused" reference. The PostgreSQL peers are
+measured, next to simplepyq on PostgreSQL, only when ``SIMPLEPYQ_BENCH_POSTGRES_URL``
+names a database.
 
 Every measurement runs in a fresh subprocess on a fresh database file in a temporary
 directory: this checkout's simplepyq with ``PYTHONPATH`` set to the repository root,
@@ -17,6 +22,7 @@ simplepyq ÷ peer. Results go to ``bench/results.json``, ``bench/chart.png`` and
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -34,11 +40,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import instructions
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PEERS = BENCH / "peers"
 VENV = BENCH / ".peers-venv"
 REQUIREMENTS = PEERS / "requirements.txt"
+# oban-py needs Python >= 3.12, the other peers run on this one: it has a venv of its own.
+VENV312 = BENCH / ".peers312-venv"
+REQUIREMENTS312 = PEERS / "requirements312.txt"
 RESULTS = BENCH / "results.json"
 CHART = BENCH / "chart.png"
 README = BENCH / "README.md"
@@ -55,15 +66,29 @@ class Library:
     script: str
     ours: bool = False
     env: tuple[tuple[str, str], ...] = ()
+    postgres: bool = False  # measured only when SIMPLEPYQ_BENCH_POSTGRES_URL is set
+    python312: bool = False  # runs with bench/.peers312-venv's Python
+    baseline: bool = False  # runs with bench/.baseline-venv's Python (simplepyq at BASELINE)
 
 
 OURS = Library("simplepyq", "simplepyq (this checkout)", "ours.py", ours=True)
 POSTGRES_URL = "SIMPLEPYQ_BENCH_POSTGRES_URL"
 ON_POSTGRES = Library("simplepyq-postgres", "simplepyq on PostgreSQL (a local server)",
-                      "ours.py", ours=True, env=(("SIMPLEPYQ_BENCH_BACKEND", "postgres"),))
+                      "ours.py", ours=True, env=(("SIMPLEPYQ_BENCH_BACKEND", "postgres"),),
+                      postgres=True)
+BASELINE = "906af25"
+"""The revision before this round's features: no cost when unused is measured against it."""
+BASELINE_VENV = BENCH / ".baseline-venv"
+AS_BEFORE = Library(f"simplepyq-{BASELINE}", f"simplepyq at {BASELINE}, before this round's "
+                    "features (a virtualenv of its own)", "ours.py", baseline=True)
+AS_BEFORE_ON_POSTGRES = Library(
+    f"simplepyq-{BASELINE}-postgres", f"simplepyq at {BASELINE} on PostgreSQL", "ours.py",
+    env=ON_POSTGRES.env, postgres=True, baseline=True)
 LIBRARIES = (
     OURS,
+    AS_BEFORE,
     ON_POSTGRES,
+    AS_BEFORE_ON_POSTGRES,
     Library("simplepyq-power-safe", "simplepyq, power_safe=True (an fsync per commit)",
             "ours.py", ours=True, env=(("SIMPLEPYQ_BENCH_POWER_SAFE", "1"),)),
     Library("simplepyq-0.1.3", "simplepyq 0.1.3", "simplepyq_013.py"),
@@ -71,10 +96,17 @@ LIBRARIES = (
     Library("persist-queue", "persist-queue 1.1 (SQLiteAckQueue)", "persistqueue_ack.py"),
     Library("litequeue", "litequeue 0.9", "litequeue_loop.py"),
     Library("sqlite3", "raw sqlite3 (reference, not a queue)", "sqlite_raw.py"),
+    # The PostgreSQL peers, compared with simplepyq-postgres in a table of their own.
+    Library("procrastinate", "procrastinate 3.10 (PostgreSQL)", "procrastinate_pg.py",
+            postgres=True),
+    Library("pgqueuer", "pgqueuer 1.6 (PostgreSQL, asyncpg)", "pgqueuer_pg.py", postgres=True),
+    Library("oban-py", "oban-py 0.7 (PostgreSQL, Python 3.12)", "oban_pg.py", postgres=True,
+            python312=True),
 )
 BY_KEY = {library.key: library for library in LIBRARIES}
 QUEUES = tuple(library.key for library in LIBRARIES if library.key != "sqlite3")
 ALL = tuple(BY_KEY)
+PG_PEERS = ("procrastinate", "pgqueuer", "oban-py")  # the PostgreSQL table's peers
 
 
 @dataclass(frozen=True)
@@ -91,6 +123,7 @@ class Workload:
     unit: str = "tasks/s"
     chart: bool = False
     pair: str = ""  # workloads of one pair run interleaved, rep by rep
+    feature: bool = False  # a figure of the Features table, not of the comparison
 
 
 SCALE_PROCESSES = (1, 2, 4)
@@ -111,14 +144,65 @@ def _drain(n: int, workers: int, libraries: tuple[str, ...], chart: bool = True)
                     "drain", libraries, {"n": n, "workers": workers}, fill=n, chart=chart)
 
 
+FEATURE_ROWS = (
+    # (a feature's workload, the same work without the feature, or "" for the rate limit)
+    ("f_max_running", "f_drain"),
+    ("f_rate_limit", ""),
+    ("f_key", "f_enqueue"),
+    ("f_chain", "f_chain_plain"),
+    ("f_group", "f_group_plain"),
+)
+RATE_LIMIT = 1000  # tasks per second
+INSTRUCTIONS = "instructions"
+"""The key of the instruction counts in the results (by library) and in the run's meta
+(how they were counted), and the ``--workloads`` prefix that selects them."""
+FLOW_BUDGET = 50.0
+"""Seconds a chain or a group may take: they run to their end, as their size is the figure."""
+
+
+def _features(enqueues: int, drain: int, windows: int) -> tuple[Workload, ...]:
+    """The Features table's workloads, simplepyq alone on each backend: each feature
+    interleaved, run by run, with the same work without it."""
+    def row(key: str, title: str, op: str, params: dict[str, Any], pair: str = "",
+            fill: int = 0) -> Workload:
+        return Workload(key, title, op, ("simplepyq", "simplepyq-postgres"), params,
+                        fill=fill, pair=pair, feature=True)
+
+    sized = {"n": drain, "workers": 4}
+    chain = {"n": 1000, "workers": 1, "budget": FLOW_BUDGET}
+    group = {"n": 10_000, "workers": 4, "budget": FLOW_BUDGET}
+    return (
+        row("f_enqueue", f"F enqueue {enqueues // 1000}k, one call each", "enqueue",
+            {"n": enqueues}, "f_key"),
+        row("f_key", f"F enqueue {enqueues // 1000}k, one call each with a unique key",
+            "enqueue_keyed", {"n": enqueues}, "f_key"),
+        row("f_drain", f"F drain {drain // 1000}k queued, 4 workers", "drain", sized,
+            "f_running", fill=drain),
+        row("f_max_running", f"F drain {drain // 1000}k queued, 4 workers, max_running=2",
+            "drain_max_running", {**sized, "max_running": 2}, "f_running", fill=drain),
+        row("f_rate_limit", f"F rate limit {RATE_LIMIT}/s, 1 process × 4 workers, "
+            f"{windows} s of tasks", "rate_limit",
+            {"limit": RATE_LIMIT, "processes": 1, "windows": windows}),
+        row("f_chain_plain", "F 1,000 tasks stored and drained, 1 worker", "flow",
+            {**chain, "workload": "drain"}, "f_chain"),
+        row("f_chain", "F chain of 1,000 steps, 1 worker", "flow",
+            {**chain, "workload": "chain"}, "f_chain"),
+        row("f_group_plain", "F 10k tasks stored and drained, 4 workers", "flow",
+            {**group, "workload": "drain"}, "f_group"),
+        row("f_group", "F group of 10k + a callback, 4 workers", "flow",
+            {**group, "workload": "group"}, "f_group"),
+    )
+
+
 def modes() -> dict[str, Mode]:
     slow_less = tuple(key for key in ALL if key != "simplepyq-0.1.3")
     common = (
         Workload("w1_enqueue", "W1 enqueue 10k, one call each", "enqueue", ALL,
                  {"n": 10_000}, chart=True),
-        # No peer has a batch enqueue; the others' cells show '—'.
+        # No SQLite peer has a batch enqueue; their cells show '—'. The PostgreSQL ones do.
         Workload("w1b_enqueue_many", "W1b enqueue 100k in one batch call", "enqueue_many",
-                 ("simplepyq", "simplepyq-postgres", "sqlite3"), {"n": 100_000}, chart=True),
+                 ("simplepyq", AS_BEFORE.key, "simplepyq-postgres", AS_BEFORE_ON_POSTGRES.key,
+                  "sqlite3", *PG_PEERS), {"n": 100_000}, chart=True),
         _drain(10_000, 1, ALL),
         _drain(10_000, 4, ALL),
     )
@@ -160,11 +244,14 @@ def modes() -> dict[str, Mode]:
 
     quick = Mode("quick", reps=1, budget=1.2, latency_budget=1.0, workloads=(
         *common,
-        _drain(100_000, 1, ("simplepyq",), chart=False),  # for the memory figure
-        *latency, *ours_only(100_000, 10_000, 10_000), *scale_out(10_000)))
+        # For the memory figure, and the PostgreSQL ratio of a deep queue to a shallow one.
+        _drain(100_000, 1, ("simplepyq", "simplepyq-postgres"), chart=False),
+        *latency, *ours_only(100_000, 10_000, 10_000), *scale_out(10_000),
+        *_features(10_000, 10_000, 2)))
     full = Mode("full", reps=3, budget=6.0, latency_budget=6.0, workloads=(
         *common, _drain(100_000, 1, slow_less), _drain(100_000, 4, slow_less),
-        *latency, *ours_only(1_000_000, 50_000, 40_000), *scale_out(40_000)))
+        *latency, *ours_only(1_000_000, 50_000, 40_000), *scale_out(40_000),
+        *_features(10_000, 40_000, 3)))
     return {"quick": quick, "full": full}
 
 
@@ -176,6 +263,8 @@ class Runner:
     workdir: Path
     log: Callable[[str], None]
     templates: dict[int, Path] = field(default_factory=dict)
+    peers312_python: Path | None = None  # for oban-py: bench/.peers312-venv's Python
+    baseline_python: Path | None = None  # bench/.baseline-venv's Python (simplepyq at BASELINE)
 
     def call(self, library: Library, request: dict[str, Any], timeout: float) -> Result:
         """Run one adapter request in a fresh process; its JSON result or an error."""
@@ -184,6 +273,10 @@ class Runner:
         if library.ours:
             python = sys.executable
             env["PYTHONPATH"] = str(self.source)
+        elif library.python312:
+            python = str(self.peers312_python)
+        elif library.baseline:
+            python = str(self.baseline_python)
         else:
             python = str(self.peers_python)
         command = [python, str(PEERS / library.script), json.dumps(request)]
@@ -216,7 +309,7 @@ class Runner:
             return self.call(library, request, timeout=budget * 3 + 60)
         finally:
             _remove(path)
-            if library is ON_POSTGRES:
+            if library.postgres:  # its store is a schema of the server's database
                 self.call(library, {"op": "drop", "path": str(path)}, timeout=60)
 
     def template(self, rows: int) -> Path:
@@ -258,26 +351,104 @@ def summarize(runs: list[Result]) -> Result:
 
 
 # -- the peers' virtualenv -------------------------------------------------------
-def ensure_peers(log: Callable[[str], None]) -> Path:
-    """The peers' Python, creating and filling ``bench/.peers-venv`` when needed."""
-    python = VENV / "bin" / "python"
-    stamp = VENV / "installed-requirements.txt"
-    wanted = REQUIREMENTS.read_text()
+def ensure_peers(log: Callable[[str], None], venv: Path = VENV,
+                 requirements: Path = REQUIREMENTS, base: str = sys.executable) -> Path:
+    """The peers' Python, creating ``venv`` with ``base`` and filling it when needed."""
+    python = venv / "bin" / "python"
+    stamp = venv / "installed-requirements.txt"
+    wanted = requirements.read_text()
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
     if not python.exists():
-        log(f"creating {VENV.relative_to(ROOT)} (first run only)")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    log("installing the pinned peers: " + ", ".join(
-        line for line in wanted.splitlines() if line and not line.startswith("#")))
+        log(f"creating {venv.relative_to(ROOT)} (first run only)")
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    log("installing the pinned peers: " + ", ".join(_pinned(requirements)))
     done = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                           "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
+                           "--disable-pip-version-check", "-r", str(requirements)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         log(done.stdout + done.stderr)
-        raise SystemExit(f"could not install the peers into {VENV}")
+        raise SystemExit(f"could not install the peers into {venv}")
     stamp.write_text(wanted)
     return python
+
+
+def _pinned(requirements: Path) -> list[str]:
+    return [line for line in requirements.read_text().splitlines()
+            if line and not line.startswith("#")]
+
+
+def find_python312() -> str | None:
+    """A Python >= 3.12 for oban-py, the oldest found (nearest this one): python3.12,
+    3.13 or 3.14 on PATH, else one of pyenv's versions; None when there is none."""
+    on_path = [shutil.which(name) for name in ("python3.12", "python3.13", "python3.14")]
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    installed = sorted(pyenv.glob("3.1[2-9]*/bin/python"),
+                       key=lambda path: [int(part) for part in path.parent.parent.name.split(".")
+                                         if part.isdigit()])
+    for python in [*(found for found in on_path if found), *map(str, installed)]:
+        # A pyenv shim is on PATH even when its version is not selected: ask each one.
+        done = subprocess.run(
+            [python, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"],
+            capture_output=True, text=True, check=False)
+        if done.stdout.strip() == "True":
+            return python
+    return None
+
+
+def ensure_peers312(log: Callable[[str], None]) -> Path | None:
+    """oban-py's Python (``bench/.peers312-venv``), or None when no Python >= 3.12 exists."""
+    if (VENV312 / "bin" / "python").exists():
+        return ensure_peers(log, VENV312, REQUIREMENTS312)
+    base = find_python312()
+    return ensure_peers(log, VENV312, REQUIREMENTS312, base) if base else None
+
+
+def ensure_baseline(log: Callable[[str], None]) -> Path | None:
+    """The baseline's Python, making ``bench/.baseline-venv`` when needed: ``git archive
+    BASELINE`` extracted into its ``src`` folder and installed there with pip, with the
+    postgres extra and this environment's msgpack and psycopg, so that it differs from
+    this checkout only in simplepyq. Made again when BASELINE or those versions change;
+    None (and why, logged) when this repository does not have that revision."""
+    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
+                            f"{BASELINE}^{{commit}}"], capture_output=True, text=True,
+                           check=False)
+    if found.returncode != 0:
+        log(f"not measured: simplepyq at {BASELINE} (this clone lacks that revision; "
+            "fetch its history)")
+        return None
+    python, stamp = BASELINE_VENV / "bin" / "python", BASELINE_VENV / "installed.txt"
+    wanted = "\n".join([found.stdout.strip(), *_same_versions()]) + "\n"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    log(f"creating {BASELINE_VENV.relative_to(ROOT)}: simplepyq at {BASELINE} (first run only)")
+    shutil.rmtree(BASELINE_VENV, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True)
+    source = BASELINE_VENV / "src"
+    source.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BASELINE, "simplepyq",
+                              "setup.cfg", "pyproject.toml", "README.rst", "LICENSE"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", f"{source}[postgres]",
+                           *_same_versions()], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        log(done.stdout + done.stderr)
+        raise SystemExit(f"could not install simplepyq at {BASELINE} into {BASELINE_VENV}")
+    stamp.write_text(wanted)
+    return python
+
+
+def _same_versions() -> list[str]:
+    """This environment's msgpack and psycopg packages, pinned at their versions here."""
+    pins = []
+    for name in ("msgpack", "psycopg", "psycopg-binary", "psycopg-pool"):
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pins
 
 
 # -- reporting -----------------------------------------------------------------
@@ -314,23 +485,44 @@ def ratio_text(ours: Result | None, peer: Result | None) -> str:
     return f" (×{ratio:.0f})" if ratio >= 10 else f" (×{ratio:.2g})"
 
 
-def comparison_table(results: dict[str, dict[str, Result]], mode: Mode) -> list[str]:
-    """Workloads × libraries; each peer's cell carries simplepyq ÷ peer in brackets."""
-    shown = [w for w in mode.workloads if len(w.libraries) > 1]
-    header = ["workload", *(BY_KEY[key].key for key in ALL)]
+def comparison_table(results: dict[str, dict[str, Result]], mode: Mode, base: Library = OURS,
+                     keys: tuple[str, ...] = ()) -> list[str]:
+    """Workloads × libraries; each other cell carries ``base`` ÷ that library in brackets.
+
+    The columns are ``keys`` (by default every library but the PostgreSQL peers and the
+    baseline on PostgreSQL, which have a table of their own with simplepyq-postgres as
+    the base); the rows are the workloads some library other than the base runs.
+    """
+    keys = keys or tuple(key for key in ALL
+                         if key not in (*PG_PEERS, AS_BEFORE_ON_POSTGRES.key))
+    shown = [w for w in mode.workloads if len(w.libraries) > 1 and not w.feature
+             and any(key in w.libraries for key in keys if key != base.key)]
+    header = ["workload", *(BY_KEY[key].key for key in keys)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for workload in shown:
         row = results.get(workload.key, {})
-        ours = row.get(OURS.key)
+        ours = row.get(base.key)
         cells = [workload.title + (" (ms)" if workload.unit == "ms" else "")]
-        for key in ALL:
+        for key in keys:
             cell = row.get(key) if key in workload.libraries else None
             text = cell_text(cell, workload.unit)
-            if key != OURS.key and cell is not None:
+            if key != base.key and cell is not None:
                 text += ratio_text(ours, cell)
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def postgres_deep_table(results: dict[str, dict[str, Result]]) -> list[str]:
+    """simplepyq-postgres draining with 100k tasks queued against 10k: the cost of depth."""
+    rows = []
+    for workers in (1, 4):
+        small = results.get(f"w2_drain_10k_{workers}w", {}).get(ON_POSTGRES.key) or {}
+        large = results.get(f"w2_drain_100k_{workers}w", {}).get(ON_POSTGRES.key) or {}
+        if small.get("value") and large.get("value"):
+            rows.append(f"| W2 ratio drain 100k ÷ 10k queued, {workers} "
+                        f"worker{'s' * (workers > 1)} | {large['value'] / small['value']:.2f} |")
+    return ["| measurement | simplepyq-postgres |", "|---|---|", *rows] if rows else []
 
 
 def ours_table(results: dict[str, dict[str, Result]], mode: Mode) -> list[str]:
@@ -383,6 +575,105 @@ def scaling_table(results: dict[str, dict[str, Result]]) -> list[str]:
     return lines
 
 
+def baseline_table(results: dict[str, dict[str, Result]], mode: Mode) -> list[str]:
+    """No cost when unused: simplepyq ÷ simplepyq at BASELINE on the plain enqueues and
+    drains, on each backend; the target is at least 0.95 (within 5%)."""
+    rows = []
+    for workload in mode.workloads:
+        if AS_BEFORE.key not in workload.libraries or workload.unit != "tasks/s":
+            continue
+        cells = []
+        for now, then in ((OURS, AS_BEFORE), (ON_POSTGRES, AS_BEFORE_ON_POSTGRES)):
+            ours = results.get(workload.key, {}).get(now.key) or {}
+            before = results.get(workload.key, {}).get(then.key) or {}
+            if ours.get("value") and before.get("value"):
+                ratio = ours["value"] / before["value"]
+                cells.append(f"{ratio:.2f}" + ("" if ratio >= 0.95 else " (below 0.95)"))
+            else:
+                cells.append("—")
+        if any(cell != "—" for cell in cells):
+            rows.append(f"| {workload.title} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [f"No cost when unused: simplepyq ÷ simplepyq at {BASELINE} (before this round's "
+            "features) on the same workloads, in tasks/s; the target is at least 0.95.", "",
+            "| workload | SQLite | PostgreSQL |", "|---|---|---|", *rows]
+
+
+def features_table(results: dict[str, dict[str, Result]], mode: Mode) -> list[str]:
+    """Each feature against the same work without it (feature ÷ plain), simplepyq alone on
+    each backend; the rate limit's achieved rate against the limit."""
+    workloads = {workload.key: workload for workload in mode.workloads}
+    rows = []
+    for measured, plain in FEATURE_ROWS:
+        if measured not in workloads or measured not in results:
+            continue
+        feature = workloads[measured]
+        against = workloads[plain].title.removeprefix("F ") if plain else "its limit"
+        cells = [_feature_cell(feature, results.get(measured, {}).get(library.key),
+                               results.get(plain, {}).get(library.key))
+                 for library in (OURS, ON_POSTGRES)]
+        rows.append(f"| {feature.title.removeprefix('F ')} | {against} | "
+                    + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["Features (F rows): simplepyq with each feature ÷ the same work without it, "
+            "interleaved run by run, in tasks/s; for the rate limit, the rate of task starts "
+            "achieved ÷ the limit.", "",
+            "| feature | compared with | SQLite | PostgreSQL |", "|---|---|---|---|", *rows]
+
+
+def _feature_cell(workload: Workload, cell: Result | None, plain: Result | None) -> str:
+    """``feature ÷ plain = ratio``, or ``achieved ÷ limit = ratio`` for a rate limit."""
+    if not cell or not cell.get("value"):
+        return cell_text(cell, workload.unit)
+    if "limit" in workload.params:
+        limit = workload.params["limit"]
+        return f"{cell['value']:.0f}/s ÷ {limit}/s = {cell['value'] / limit:.3f}"
+    if not plain or not plain.get("value"):
+        return cell_text(cell, workload.unit)
+    ratio = cell["value"] / plain["value"]
+    return (f"{cell_text(cell, workload.unit)} ÷ {cell_text(plain, workload.unit)} = "
+            + (f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"))
+
+
+def count_instructions(sources: dict[str, Path], log: Callable[[str], None]
+                       ) -> tuple[dict[str, Result], str]:
+    """Instructions per task of the simplepyq in each source (``bench/instructions.py``),
+    by library key; and a note for the table: how they were counted, or why not."""
+    if not instructions.available():
+        return {}, "not counted: valgrind is not installed (apt-get install -y valgrind)"
+    counts: dict[str, Result] = {}
+    for key, source in sources.items():
+        log(f"counting instructions per task for {key} with callgrind (about a minute)")
+        try:
+            counts[key] = instructions.per_task(source, log=log)
+        except (RuntimeError, subprocess.SubprocessError) as error:
+            log(f"instructions of {key} not counted: {error}")
+    small, large = instructions.SIZES
+    return counts, (f"callgrind, SQLite, (count at {large:,} tasks - count at {small:,}) ÷ "
+                    f"{large - small:,}; {instructions.conditions()}")
+
+
+def instructions_table(counts: dict[str, Result], note: str) -> list[str]:
+    """Instructions per task for this checkout and the baseline, and their ratio."""
+    keys = [key for key in (OURS.key, AS_BEFORE.key) if key in counts]
+    if not keys:
+        return [f"Instructions per task: {note}." if note else
+                "Instructions per task: not counted in this run."]
+    both = len(keys) == 2
+    header = ["instructions per task", *keys,
+              *([f"simplepyq ÷ {BASELINE} (below 1: fewer)"] if both else [])]
+    lines = [f"Instructions per task ({note}):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for scenario, label in instructions.SCENARIOS.items():
+        cells = [instructions.thousands(counts[key][scenario]) for key in keys]
+        if both:
+            cells.append(f"{counts[OURS.key][scenario] / counts[AS_BEFORE.key][scenario]:.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(results: dict[str, dict[str, Result]], mode: Mode, meta: Result) -> str:
     notes = [
         f"Mode **{mode.name}** (median of {mode.reps} run{'s' * (mode.reps > 1)} per figure; "
@@ -398,8 +689,26 @@ def render(results: dict[str, dict[str, Result]], mode: Mode, meta: Result) -> s
         "",
     ]
     body = [*notes, *comparison_table(results, mode), "", *ours_table(results, mode), "",
-            "Scaling out (S rows above):", "", *scaling_table(results)]
+            "Scaling out (S rows above):", "", *scaling_table(results), "",
+            *postgres_section(results, mode, meta)]
+    counted = instructions_table(results.get(INSTRUCTIONS, {}), meta.get(INSTRUCTIONS, ""))
+    for table in (baseline_table(results, mode), counted, features_table(results, mode)):
+        body += ["", *table] if table else []
     return "\n".join(body)
+
+
+def postgres_section(results: dict[str, dict[str, Result]], mode: Mode, meta: Result
+                     ) -> list[str]:
+    """simplepyq-postgres and the PostgreSQL peers: one server, one run, their own table."""
+    keys = (ON_POSTGRES.key, AS_BEFORE_ON_POSTGRES.key, *PG_PEERS)
+    if not any(key in row for row in results.values() for key in keys):
+        return [f"PostgreSQL and its peers: {meta['postgres']}."
+                if str(meta["postgres"]).startswith("not measured")
+                else "PostgreSQL and its peers: not measured in this run."]
+    deep = postgres_deep_table(results)
+    return ["PostgreSQL: simplepyq-postgres and the PostgreSQL peers on the same server, in "
+            "the same run; here (×r) is simplepyq-postgres ÷ that library.", "",
+            *comparison_table(results, mode, ON_POSTGRES, keys), *(["", *deep] if deep else [])]
 
 
 def update_readme(table: str) -> None:
@@ -455,7 +764,7 @@ def plan(mode: Mode, only: set[str] | None, workloads: set[str] | None
             groups.append((workload,))
     for group in groups:
         for key in group[0].libraries:
-            if (only is None or key in only) and (key != ON_POSTGRES.key
+            if (only is None or key in only) and (not BY_KEY[key].postgres
                                                    or os.environ.get(POSTGRES_URL)):
                 yield group, BY_KEY[key]
 
@@ -463,7 +772,7 @@ def plan(mode: Mode, only: set[str] | None, workloads: set[str] | None
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true",
-                        help="one run per figure, 10k-task drains, 1.2 s budgets (< 1 min)")
+                        help="one run per figure, 10k-task drains, 1.2 s budgets (3-5 min)")
     parser.add_argument("--only", help="comma-separated libraries: " + ", ".join(ALL))
     parser.add_argument("--workloads", help="comma-separated workload key prefixes, "
                         "e.g. w1,w3 (default: all)")
@@ -487,10 +796,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{sys.executable} cannot import msgpack, which simplepyq needs; "
                      "run this with the project's environment (pip install -e .)")
     peers_python = ensure_peers(log)
+    wanted = [key for key in ALL if only is None or key in only]
+    if not os.environ.get(POSTGRES_URL):
+        wanted = [key for key in wanted if not BY_KEY[key].postgres]
+        skipped = [key for key in ALL if key not in wanted and (only is None or key in only)]
+        if skipped:
+            log(f"not measured: {', '.join(skipped)} (PostgreSQL: set {POSTGRES_URL})")
+    peers312_python = None
+    if any(BY_KEY[key].python312 for key in wanted):
+        peers312_python = ensure_peers312(log)
+        if peers312_python is None:
+            skipped = [key for key in wanted if BY_KEY[key].python312]
+            log(f"not measured: {', '.join(skipped)} (needs Python >= 3.12: none found on "
+                "PATH or among pyenv's versions)")
+            wanted = [key for key in wanted if key not in skipped]
+    baseline_python = None
+    if any(BY_KEY[key].baseline for key in wanted):
+        baseline_python = ensure_baseline(log)
+        if baseline_python is None:
+            wanted = [key for key in wanted if not BY_KEY[key].baseline]
+    only = set(wanted)
     began = time.perf_counter()
     results: dict[str, dict[str, Result]] = {}
     with tempfile.TemporaryDirectory(prefix="simplepyq-bench-") as workdir:
-        runner = Runner(peers_python, args.source.resolve(), Path(workdir), log)
+        runner = Runner(peers_python, args.source.resolve(), Path(workdir), log,
+                        peers312_python=peers312_python, baseline_python=baseline_python)
         for group, library in plan(mode, only, chosen):
             runs: dict[str, list[Result]] = {workload.key: [] for workload in group}
             # Latency is one run of many samples; a run that hit its time budget is not
@@ -511,18 +841,25 @@ def main(argv: list[str] | None = None) -> int:
             for workload in group:
                 results.setdefault(workload.key, {})[library.key] = summarize(
                     runs[workload.key])
+    counted = ""  # how the instructions were counted, or why not
+    sources = {key: source for key, source in ((OURS.key, args.source.resolve()),
+                                               (AS_BEFORE.key, BASELINE_VENV / "src"))
+               if key in only}
+    if sources and (chosen is None or any(INSTRUCTIONS.startswith(p) for p in chosen)):
+        # After the timed runs, which callgrind's CPU-bound processes would slow down.
+        results[INSTRUCTIONS], counted = count_instructions(sources, log)
     meta: Result = {
         "mode": mode.name, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
         "postgres": postgres_version(),
         "cpus": os.cpu_count(), "source": source_description(args.source.resolve()),
         "seconds": round(time.perf_counter() - began, 1),
-        "peers": [line for line in REQUIREMENTS.read_text().splitlines()
-                  if line and not line.startswith("#")],
+        "peers": [*_pinned(REQUIREMENTS), *_pinned(REQUIREMENTS312)],
         "workloads": {w.key: {"title": w.title, "unit": w.unit, "chart": w.chart,
                               "libraries": list(w.libraries)} for w in mode.workloads},
         "libraries": {library.key: library.label for library in LIBRARIES},
     }
+    meta[INSTRUCTIONS] = counted
     table = render(results, mode, meta)
     print(table)
     log(f"took {meta['seconds']:.0f} s")

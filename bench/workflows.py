@@ -25,43 +25,78 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simplepyq import SimplePyQ
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
 POSTGRES_URL = "SIMPLEPYQ_BENCH_POSTGRES_URL"
 BASELINE = "6951407"
 """The last revision before workflows."""
 
 # argv: store, workload, size, workers. Prints the seconds measured.
 CHILD = """
-import sys, time
-from simplepyq import SimplePyQ
+import sys
+from workflows import timed
 
-store, workload, size, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-with SimplePyQ(store, poll_interval=0.01) as q:
-    q.add_channel("c", lambda args: args, max_workers=workers)
-    if workload == "drain-cpu":
-        q.enqueue_many("c", range(size))
-        began = time.process_time()
-        q.run_until_complete(timeout=600)
-        print(time.process_time() - began)
-    else:
-        from simplepyq import Step
-        began = time.perf_counter()
-        if workload == "drain":
-            q.enqueue_many("c", range(size))
-        elif workload == "group":
-            flow = q.group([Step("c", n) for n in range(size)], then=Step("c"))
-        elif workload == "chain":
-            flow = q.chain(Step("c", 0), *[Step("c") for _ in range(size - 1)])
-        q.run_until_complete(timeout=600)
-        print(time.perf_counter() - began)
-        if workload == "group":
-            assert q.get_task(flow.task_ids[-1]).result == list(range(size))
-        if workload == "chain":
-            assert q.get_task(flow.task_ids[-1]).result == 0
+print(timed(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))[0])
 """
+
+
+def timed(location: str, workload: str, size: int, workers: int,
+          timeout: float = 600) -> tuple[float, int]:
+    """Run ``workload`` of ``size`` no-op tasks on the store at ``location``, in this
+    process: the seconds it took and how many of its tasks were done by then (all,
+    unless ``timeout`` came first). "drain-cpu" counts the process's CPU seconds of a
+    drain of tasks enqueued beforehand; "drain", "group" and "chain" count wall seconds
+    from storing the tasks until the last one is done. Also run by the harness's
+    adapter (``bench/peers/ours.py``) for its Features table."""
+    from simplepyq import SimplePyQ
+
+    with SimplePyQ(location, poll_interval=0.01) as q:
+        q.add_channel("c", _echo, max_workers=workers)
+        if workload == "drain-cpu":
+            q.enqueue_many("c", range(size))
+        clock = time.process_time if workload == "drain-cpu" else time.perf_counter
+        began = clock()
+        last = None if workload == "drain-cpu" else _store(q, workload, size)
+        try:
+            q.run_until_complete(timeout=timeout)
+        except TimeoutError:
+            return clock() - began, q.stats()["c"]["done"]
+        seconds = clock() - began
+        if last is not None:  # the workflow's last task got what it was owed
+            task = q.get_task(last)
+            expected = list(range(size)) if workload == "group" else 0
+            assert task is not None and task.result == expected, (workload, task)
+    return seconds, size
+
+
+def _echo(args: Any) -> Any:
+    return args
+
+
+def _store(q: SimplePyQ, workload: str, size: int) -> int | None:
+    """Store the tasks of ``workload``: a plain batch, a group and its callback, or a
+    chain; the id of the task that ends a workflow."""
+    if workload == "drain":
+        q.enqueue_many("c", range(size))
+        return None
+    from simplepyq import Step
+
+    if workload == "group":
+        flow = q.group([Step("c", n) for n in range(size)], then=Step("c"))
+    elif workload == "chain":
+        flow = q.chain(Step("c", 0), *[Step("c") for _ in range(size - 1)])
+    else:
+        raise ValueError(f"unknown workload {workload!r}; known: drain, drain-cpu, group, "
+                         "chain")
+    return flow.task_ids[-1]
 
 
 def stores(backend: str, directory: Path) -> str:
@@ -88,7 +123,8 @@ def measure(source: Path, backend: str, directory: Path, workload: str, size: in
     try:
         done = subprocess.run([sys.executable, "-c", CHILD, location, workload, str(size),
                                str(workers)], capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONPATH": str(source)}, timeout=900)
+                              env={**os.environ, "PYTHONPATH": f"{source}{os.pathsep}{BENCH}"},
+                              timeout=900)
         return float(done.stdout.split()[-1])
     finally:
         drop(location)

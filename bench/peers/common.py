@@ -48,6 +48,10 @@ class Adapter:
         """Enqueue all ``items`` with the library's batch API (timed as one call)."""
         raise Unsupported
 
+    def prepare(self, path: str) -> None:
+        """Set up the store before a timed batch enqueue (untimed): a PostgreSQL peer
+        creates its schema here. By default there is nothing to do."""
+
     def fill(self, path: str, n: int) -> None:
         """Put ``n`` tasks in the store as fast as possible (untimed set-up for drains)."""
         producer = self.producer(path)
@@ -61,6 +65,11 @@ class Adapter:
         """Start ``workers`` threads running ``work(args)`` for each task; return a stop."""
         raise Unsupported
 
+    def ready(self, path: str, work: Work, workers: int) -> Callable[[], Stop]:
+        """What ``consume`` sets up before its workers start (connections, pools), done
+        before a drain's clock starts; the returned callable starts them."""
+        return lambda: self.consume(path, work, workers)
+
     def unfinished(self, path: str) -> int:
         """How many tasks the store does not yet record as finished."""
         raise Unsupported
@@ -73,8 +82,9 @@ class Adapter:
         included).
         """
         counter = Counter(n)
+        start = self.ready(path, counter.hit, workers)
         started = time.perf_counter()
-        stop = self.consume(path, counter.hit, workers)
+        stop = start()
         deadline = started + budget
         done = 0
         if counter.reached.wait(budget):
@@ -129,6 +139,7 @@ def op_enqueue_many(adapter: Adapter, request: dict[str, Any]) -> dict[str, Any]
     """W1b: ``n`` tasks through the library's batch API, one call."""
     n = request["n"]
     items = list(range(n))
+    adapter.prepare(request["path"])
     started = time.perf_counter()
     adapter.put_many(request["path"], items)
     return _rate(n, n, time.perf_counter() - started)

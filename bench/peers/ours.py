@@ -1,8 +1,16 @@
 """This repository's simplepyq (the harness puts the checkout first on PYTHONPATH).
 
 Besides the shared workloads it runs the ones only simplepyq is measured on:
-``deep_template`` (W4's store with a million finished rows) and ``multiprocess``
-(W5: several processes draining one file, counting lock errors that reach the caller).
+``deep_template`` (W4's store with a million finished rows), ``multiprocess``
+(W5: several processes draining one file, counting lock errors that reach the caller)
+and the Features table's: ``enqueue_keyed`` (W1 with a unique key per task),
+``drain_max_running`` (W2 on a channel with ``max_running``), ``rate_limit`` (the start
+rate under a limit, by ``bench/limits.py``) and ``flow`` (a chain, a group or the plain
+drain they are compared with, by ``bench/workflows.py``).
+
+The same script also measures simplepyq as it was at an earlier revision (the harness's
+baseline column, from a virtualenv of its own): the shared workloads use only the API
+that revision has.
 
 With ``SIMPLEPYQ_BENCH_BACKEND=postgres`` each store is instead a schema of the
 database at ``SIMPLEPYQ_BENCH_POSTGRES_URL``, named after the file the harness chose.
@@ -18,9 +26,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
-from common import Adapter, Counter, Stop, Work, serve
+from common import Adapter, Counter, Stop, Work, _rate, op_drain, op_enqueue, serve
 
 from simplepyq import SimplePyQ
 
@@ -28,6 +37,8 @@ CHANNEL = "work"
 CHUNK = 10_000
 POWER_SAFE = os.environ.get("SIMPLEPYQ_BENCH_POWER_SAFE") == "1"
 POSTGRES = os.environ.get("SIMPLEPYQ_BENCH_BACKEND") == "postgres"
+BENCH = Path(__file__).resolve().parent.parent
+sys.path.append(str(BENCH))  # the one-purpose scripts the feature ops run: limits, workflows
 
 
 def _open(path: str) -> SimplePyQ:
@@ -101,9 +112,20 @@ class Producer:
         Shared.release(self.path)
 
 
+class KeyedProducer(Producer):
+    """Each task is unique: its enqueue names a key of its own."""
+
+    def put(self, args: Any) -> None:
+        self.queue.enqueue(CHANNEL, args, key=str(args))
+
+
 class Ours(Adapter):
+    def __init__(self, keyed: bool = False, max_running: int | None = None) -> None:
+        self.keyed = keyed  # each enqueue names a key of its own (unique tasks)
+        self.max_running = max_running  # the drained channel's limit, if any
+
     def producer(self, path: str) -> Producer:
-        return Producer(path)
+        return KeyedProducer(path) if self.keyed else Producer(path)
 
     def put_many(self, path: str, items: list[int]) -> None:
         with _open(path) as queue:
@@ -123,8 +145,11 @@ class Ours(Adapter):
     def drain(self, path: str, n: int, workers: int, budget: float) -> dict[str, Any]:
         """``run_until_complete``: returns once every task is recorded done."""
         counter = Counter(n)
+        # Passed only when set: the baseline's add_channel has no such argument.
+        limit: dict[str, Any] = ({} if self.max_running is None
+                                 else {"max_running": self.max_running})
         with _open(path) as queue:
-            queue.add_channel(CHANNEL, counter.hit, workers)
+            queue.add_channel(CHANNEL, counter.hit, workers, **limit)
             before = queue.stats()[CHANNEL]["done"]  # W4's store holds finished rows
             started = time.perf_counter()
             with contextlib.suppress(TimeoutError):
@@ -232,6 +257,45 @@ def multiprocess(request: dict[str, Any]) -> dict[str, Any]:
             "other_errors": [e for report in reports for e in report["other_errors"]]}
 
 
+def enqueue_keyed(request: dict[str, Any]) -> dict[str, Any]:
+    """Features: W1's one-call enqueues, each with a key of its own (``key=``)."""
+    return op_enqueue(Ours(keyed=True), request)
+
+
+def drain_max_running(request: dict[str, Any]) -> dict[str, Any]:
+    """Features: W2's drain, on a channel with ``max_running``."""
+    return op_drain(Ours(max_running=request["max_running"]), request)
+
+
+def rate_limit(request: dict[str, Any]) -> dict[str, Any]:
+    """Features: the start rate a channel limited to ``limit``/s achieves, drained by
+    ``processes`` × 4 workers (``bench/limits.py``); the value is tasks started per s."""
+    import limits
+
+    import simplepyq
+
+    path, limit = request["path"], request["limit"]
+    source = Path(simplepyq.__file__).resolve().parent.parent
+    ratio, busiest, p50, p99 = limits.measure(_location(path), Path(path).parent, limit,
+                                              request["processes"], request["windows"],
+                                              source)
+    return {"value": ratio * limit, "busiest": busiest, "p50": p50, "p99": p99}
+
+
+def flow(request: dict[str, Any]) -> dict[str, Any]:
+    """Features: a chain or a group with its callback of ``n`` no-op tasks, or the plain
+    drain they are compared with (``bench/workflows.py``), timed from storing the tasks
+    until the last is done; stops at the budget."""
+    import workflows
+
+    n = request["n"]
+    seconds, done = workflows.timed(_location(request["path"]), request["workload"], n,
+                                    request["workers"], timeout=request["budget"])
+    return _rate(done, n, seconds)
+
+
 if __name__ == "__main__":
     serve(Ours(), {"deep_template": deep_template, "multiprocess": multiprocess,
-                   "multiprocess_child": multiprocess_child, "drop": drop})
+                   "multiprocess_child": multiprocess_child, "drop": drop,
+                   "enqueue_keyed": enqueue_keyed, "drain_max_running": drain_max_running,
+                   "rate_limit": rate_limit, "flow": flow})
