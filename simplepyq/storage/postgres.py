@@ -17,6 +17,7 @@ import re
 import select
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -81,6 +82,7 @@ class PostgresStore(QueryStore):
         self.location = redacted(url)
         self._busy_timeout = busy_timeout
         self._topic = f"simplepyq.{self.schema}"
+        self._origin = uuid.uuid4().hex  # names this store in its enqueues' notifications
         self._closed = False
         self._listener: _Listener | None = None
         self._listener_lock = threading.Lock()
@@ -293,8 +295,9 @@ class PostgresStore(QueryStore):
     def change_token(self) -> int:
         return self._listening().token()
 
-    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
-        return self._listening().callbacks.add(callback)
+    def watch(self, callback: Callable[[], None],
+              wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
+        return self._listening().callbacks.add(callback, wanted)
 
     def watch_added(self, callback: Callable[[str], None]) -> Callable[[], None]:
         return self._listening().added.add(callback)
@@ -305,7 +308,8 @@ class PostgresStore(QueryStore):
             if self._closed:
                 raise StoreError(f"the task store {self.location!r} is closed")
             if self._listener is None:
-                self._listener = _Listener(self._conninfo, self._topic, self.location)
+                self._listener = _Listener(self._conninfo, self._topic, self.location,
+                                           self._origin)
             return self._listener
 
     # -- the task life cycle -------------------------------
@@ -346,7 +350,7 @@ class PostgresStore(QueryStore):
 
         if len(payloads) == 1 and not keyed:  # the one-call enqueue: one statement
             row = self._alone(Q["add_one"], {**shared, "args": payloads[0],
-                                             "topic": self._topic})
+                                             "topic": self._topic, "origin": self._origin})
             if row is not None:
                 return [TaskId(row[0])]
         return self._write(insert, notify=False)
@@ -383,8 +387,8 @@ class PostgresStore(QueryStore):
                     limited = conn.execute(Q["channel_limits"], {"channel": channel})
                 if not outcomes:
                     conn.execute(Q["claim_without_flush"])
-                recorded = conn.execute(Q["record"], _recorded(outcomes, owner)) \
-                    if outcomes else None
+                recorded = [conn.execute(Q[name], values)
+                            for name, values in _recorded(outcomes, owner)]
                 reported = conn.execute(Q["rows_of"], {  # as recorded, before a claim
                     "ids": [outcome.task_id for outcome in outcomes]}) \
                     if report and outcomes else None
@@ -400,7 +404,7 @@ class PostgresStore(QueryStore):
                     conn.execute(Q["notify"], {"topic": self._topic})
             released = frozenset(dependents.tell(conn, Q, ended.fetchall(), now)) \
                 if outcomes else frozenset()
-            done = set() if recorded is None else {row[0] for row in recorded.fetchall()}
+            done = {row[0] for cursor in recorded for row in cursor.fetchall()}
             dropped = [outcome.task_id for outcome in outcomes if outcome.task_id not in done]
             rows = None if not report else {} if reported is None else {
                 int(row[0]): tuple(row) for row in reported.fetchall() if row[0] in done}
@@ -466,13 +470,16 @@ class _Listener:
     ``token()`` is that count. While the connection is down (the server restarted,
     say) every call returns a new value instead, so callers fall back to polling
     the store, and it reconnects in the background. A notification that names a
-    channel (a task of it can run) goes to ``added``, any other to ``callbacks``.
+    channel (a task of it can run) goes to ``added``, unless it came from this
+    store (``origin``), whose enqueue woke its own workers already; any other goes
+    to ``callbacks``.
     """
 
-    def __init__(self, conninfo: str, topic: str, location: str) -> None:
+    def __init__(self, conninfo: str, topic: str, location: str, origin: str) -> None:
         self._conninfo = conninfo
         self._topic = topic
         self._location = location
+        self._origin = origin
         self._count = 0
         self._connected = False
         self._stopping = threading.Event()
@@ -510,7 +517,7 @@ class _Listener:
                     pause = 0.05
                     while not self._stopping.is_set():
                         for notice in conn.notifies(timeout=LISTEN_TIMEOUT):
-                            self._changed(connected=True, channel=notice.payload)
+                            self._changed(connected=True, added=notice.payload)
                             if self._stopping.is_set():
                                 break
             except psycopg.Error as exc:
@@ -522,13 +529,17 @@ class _Listener:
         with self._lock:
             self._connected = False
 
-    def _changed(self, connected: bool, channel: str = "") -> None:
+    def _changed(self, connected: bool, added: str = "") -> None:
+        """Count a change; ``added`` is a notification's payload: ``ORIGIN CHANNEL``
+        for a task that can run, else empty."""
         with self._lock:
             self._connected = connected
             self._count += 1
+        origin, _, channel = added.partition(" ")
         if channel:
-            self.added.fire(channel)
-        else:
+            if origin != self._origin:
+                self.added.fire(channel)
+        elif self.callbacks.wanted():
             self.callbacks.fire()
 
 
@@ -542,22 +553,38 @@ def _roll_back(conn: Connection) -> None:
     conn.autocommit = False
 
 
-def _recorded(outcomes: Sequence[Outcome], owner: str) -> dict[str, Any]:
-    """The values of the ``record`` statement: one array per column, one item per outcome."""
-    decisions = [outcome.decision for outcome in outcomes]
-    return {
-        "owner": owner, "ids": [outcome.task_id for outcome in outcomes],
-        "statuses": [d.status.value for d in decisions],
-        "retries": [d.retries for d in decisions],
-        "run_ats": [d.run_at for d in decisions],
-        "results": [d.result for d in decisions],
-        "errors": [d.error for d in decisions],
-        "finished": [d.finished_at for d in decisions],
-        "outcomes": [d.outcome for d in decisions],
-        "notes": [d.note for d in decisions],
-        "ended": [d.ended_at for d in decisions],
-        "progress": [d.progress for d in decisions],
-    }
+def _recorded(outcomes: Sequence[Outcome], owner: str) -> list[tuple[str, dict[str, Any]]]:
+    """The statements that record ``outcomes``, with their values (one array per column,
+    one item per outcome): ``record_done`` for the runs that succeeded and reported no
+    progress (most: fewer columns to send and to evaluate), ``record`` for the others."""
+    plain: list[Outcome] = []
+    other: list[Outcome] = []
+    for outcome in outcomes:  # (a run without an outcome succeeded, as in sqlite.py)
+        succeeded = outcome.decision.outcome is None and outcome.decision.progress is None
+        (plain if succeeded else other).append(outcome)
+    statements: list[tuple[str, dict[str, Any]]] = []
+    if plain:
+        statements.append(("record_done", {
+            "owner": owner, "ids": [o.task_id for o in plain],
+            "retries": [o.decision.retries for o in plain],
+            "results": [o.decision.result for o in plain],
+            "finished": [o.decision.finished_at for o in plain]}))
+    if other:
+        decisions = [outcome.decision for outcome in other]
+        statements.append(("record", {
+            "owner": owner, "ids": [outcome.task_id for outcome in other],
+            "statuses": [d.status.value for d in decisions],
+            "retries": [d.retries for d in decisions],
+            "run_ats": [d.run_at for d in decisions],
+            "results": [d.result for d in decisions],
+            "errors": [d.error for d in decisions],
+            "finished": [d.finished_at for d in decisions],
+            "outcomes": [d.outcome for d in decisions],
+            "notes": [d.note for d in decisions],
+            "ended": [d.ended_at for d in decisions],
+            "progress": [d.progress for d in decisions],
+        }))
+    return statements
 
 
 def _run_script(conn: Connection, script: str, values: dict[str, Any]) -> None:

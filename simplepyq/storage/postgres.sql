@@ -125,9 +125,11 @@ RETURNING id;
 -- One task, if its channel is known, and the wake-up of the listeners: the whole
 -- enqueue in one statement, committed on its own, one round trip. A missing
 -- channel inserts nothing, and the caller takes the long way, which registers it
--- or names the known ones. A task that can run at once names its channel in the
--- notification, so that listeners wake that channel's idle workers without a look
--- at the table first (a payload has room for 8000 bytes: a longer name says nothing).
+-- or names the known ones. A task that can run at once names the enqueuing store
+-- and its channel in the notification, so that listeners wake that channel's
+-- workers without a look at the table first, the enqueuer's own excepted (whose
+-- enqueue woke them already). A payload has room for 8000 bytes: a longer name
+-- says nothing.
 WITH added AS (
     INSERT INTO tasks (channel, args, status, retries, delay_until, priority, attempts,
                        created_at, time_limit)
@@ -136,8 +138,9 @@ WITH added AS (
     WHERE EXISTS (SELECT 1 FROM simplepyq_channels WHERE name = %(channel)s)
     RETURNING id)
 SELECT id, pg_notify(%(topic)s, CASE WHEN %(status)s = 'pending'
-                                          AND octet_length(%(channel)s) < 8000
-                                     THEN %(channel)s ELSE '' END) FROM added;
+                                          AND octet_length(%(channel)s) < 7900
+                                     THEN %(origin)s || ' ' || %(channel)s ELSE '' END)
+FROM added;
 
 -- name: add_keyed
 -- One task with a key; nothing if an unfinished task of the channel holds the key
@@ -302,6 +305,17 @@ FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retries)s::bigint[],
             %(ended)s::double precision[], %(progress)s::bytea[])
      AS o (id, status, retries, run_at, result, error, finished_at, outcome, note, ended_at,
            progress)
+WHERE t.id = o.id AND t.owner = %(owner)s AND t.status = 'running'
+RETURNING t.id;
+
+-- name: record_done
+-- The same for runs that succeeded and reported no progress (the common case): fewer
+-- columns to send and to evaluate, no history to add.
+UPDATE tasks AS t
+SET status = 'done', retries = o.retries, delay_until = NULL, result = o.result,
+    error = NULL, finished_at = o.finished_at, owner = NULL, recoveries = 0, alone = 0
+FROM unnest(%(ids)s::bigint[], %(retries)s::bigint[], %(results)s::bytea[],
+            %(finished)s::double precision[]) AS o (id, retries, result, finished_at)
 WHERE t.id = o.id AND t.owner = %(owner)s AND t.status = 'running'
 RETURNING t.id;
 
