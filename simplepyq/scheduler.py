@@ -54,9 +54,11 @@ back by its rate limit wait for its window to move before they look again: a lim
 raised or lifted meanwhile, by any process, is seen that soon."""
 PROGRESS_EVERY = 0.5
 """Seconds between writes of the progress values that running tasks report."""
-WATCH_GAP = 0.005
+WATCH_GAP = 0.02
 """While every worker here is busy, the commits the store tells of (its own workers'
-among them: it cannot tell whose) make a housekeeping pass at most this often."""
+among them: it cannot tell whose) are wanted, and make a housekeeping pass, at most
+this often: for cancel requests of the tasks running here, the only news a busy
+process needs from others before its workers' next claims."""
 
 
 class Wakeup:
@@ -701,7 +703,8 @@ class Scheduler:
         poll = self._settings.poll_interval
         beat_every = self._settings.lease / 3
         sweep_every = min(1.0, beat_every)
-        unwatch = self._safe(lambda: self._store.watch(self._committed), _nothing)
+        unwatch = self._safe(lambda: self._store.watch(self._committed, self._wants_commits),
+                             _nothing)
         unwatch_added = self._safe(lambda: self._store.watch_added(self._added), _nothing)
         # A nudge counts from before the token is read: one that comes between the
         # read and the pause must cut the pause short, not wait for the next poll.
@@ -808,16 +811,19 @@ class Scheduler:
             channel.wake.notify(1)
         self._signals.recorded.notify()
 
-    def _committed(self) -> None:
-        """The store told of a commit: a housekeeping pass at once if every worker of a
-        channel here is idle, else at most every WATCH_GAP (a busy worker looks for
+    def _wants_commits(self) -> bool:
+        """Whether a commit elsewhere would matter here now: at once if every worker of
+        a channel here is idle, else at most every WATCH_GAP (a busy worker looks for
         tasks anyway and wakes the others of its channel for what it claims, and a
-        drain's own commits must not keep the housekeeper busy)."""
-        now = time.monotonic()
-        if now - self._watched_at >= WATCH_GAP or any(
-                channel.wake.sleepers >= channel.max_workers
-                for channel in list(self._channels.values())):
-            self._watched_at = now
+        drain's own commits must not keep the housekeeper, or the watch, busy)."""
+        return time.monotonic() - self._watched_at >= WATCH_GAP or any(
+            channel.wake.sleepers >= channel.max_workers
+            for channel in list(self._channels.values()))
+
+    def _committed(self) -> None:
+        """The store told of a commit: a housekeeping pass, if one is wanted now."""
+        if self._wants_commits():
+            self._watched_at = time.monotonic()
             self._nudge.notify()
 
     def _added(self, name: str) -> None:

@@ -57,6 +57,35 @@ def test_a_commit_in_another_process_calls_the_stores_watchers(tmp_path: Path) -
     assert not _watching()
 
 
+def test_while_no_watcher_wants_commits_the_watch_does_not_look_for_them(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "tasks.db")
+    with SimplePyQ(path) as q:
+        q.add_channel("c", print)
+    wanted = False
+    looked_while_wanted: list[bool] = []
+    store = SQLiteStore(path)
+    try:
+        woken = threading.Event()
+        store.watch(woken.set, lambda: wanted)
+        watch = store._wal_watch
+        assert watch is not None
+        changed = watch._changed
+
+        def looked() -> bool:
+            looked_while_wanted.append(wanted)
+            return changed()
+
+        watch._changed = looked
+        run_python(ENQUEUE, path, "not wanted")  # a busy process's own commit, say
+        wanted = True
+        run_python(ENQUEUE, path, "wanted")  # heard after the first: one watch thread
+        assert woken.wait(10)
+    finally:
+        store.close()
+    assert looked_while_wanted and all(looked_while_wanted)
+
+
 def test_a_task_enqueued_by_another_process_starts_without_waiting_for_a_poll(
         tmp_path: Path) -> None:
     path = str(tmp_path / "tasks.db")

@@ -186,12 +186,16 @@ class Store(Protocol):
     def change_token(self) -> int:
         """A number that changes whenever another connection commits (a cheap poll)."""
 
-    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, callback: Callable[[], None],
+              wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
         """Call ``callback`` soon after any connection commits a change, where the backend
-        is told of commits (PostgreSQL's NOTIFY); return what stops the calls.
+        hears of commits (PostgreSQL's NOTIFY, the watch on SQLite's log where the
+        platform has one); return what stops the calls. Where it cannot, or misses
+        one, nothing is called: users poll ``change_token`` as a fallback.
 
-        A backend that cannot tell (SQLite) never calls it: its users poll
-        ``change_token`` instead, which they do anyway as a fallback.
+        ``wanted``, if given, says whether ``callback`` would act on a commit now:
+        while no callback wants to hear, a backend may skip the work of telling
+        (SQLite confirms each commit it hears of, a busy process's own among them).
         """
 
     def watch_added(self, callback: Callable[[str], None]) -> Callable[[], None]:

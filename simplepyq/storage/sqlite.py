@@ -482,9 +482,11 @@ class SQLiteStore(QueryStore):
     def watch_added(self, callback: Callable[[str], None]) -> Callable[[], None]:
         return _no_more_calls  # a commit's log write does not say what it was
 
-    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, callback: Callable[[], None],
+              wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
         wal_watch = self._wal_watching()
-        return _no_more_calls if wal_watch is None else wal_watch.callbacks.add(callback)
+        return _no_more_calls if wal_watch is None else wal_watch.callbacks.add(callback,
+                                                                                wanted)
 
     def _wal_watching(self) -> WalWatch | None:
         """The watch on the file's log (see ``walwatch``), started on first use; None in
@@ -502,7 +504,6 @@ class SQLiteStore(QueryStore):
                     seen.close()
             return self._wal_watch
 
-@functools.lru_cache(maxsize=8)
 @functools.lru_cache(maxsize=8)
 def _insert_statement(rows: int, named: bool) -> str:
     """The ``add`` (or, ``named``, ``add_ids``) statement for ``rows`` tasks; made once,

@@ -108,7 +108,9 @@ class WalWatch:
                 return
             # With no callback left (the workers stopped), the file is not looked at: it
             # may even be another file by now, deleted and made again under its name.
-            if self._fd in ready and self._log_written() and self.callbacks \
+            # Nor while none wants to hear (a busy process, whose own commits these
+            # mostly are): the events are read, and let go.
+            if self._fd in ready and self._log_written() and self.callbacks.wanted() \
                     and self._confirmed():
                 self.callbacks.fire()
 
