@@ -70,10 +70,16 @@ class Wakeup:
         self._listeners: Callbacks[[]] = Callbacks()
         self.sleepers = 0
         """How many threads sleep in ``wait_past`` now (read without the lock: a hint)."""
+        self._woken = 0  # sleepers notified that have not run yet
 
     @property
     def generation(self) -> int:
         return self._generation
+
+    @property
+    def idle(self) -> int:
+        """How many sleepers no notify has woken yet (read without the lock: a hint)."""
+        return self.sleepers - self._woken
 
     def notify(self, count: int | None = None) -> None:
         """Wake ``count`` sleepers (all when None), and call the listeners."""
@@ -83,8 +89,10 @@ class Wakeup:
                 pass
             elif count is None:
                 self._cond.notify_all()
+                self._woken = self.sleepers
             else:
                 self._cond.notify(count)
+                self._woken = min(self.sleepers, self._woken + count)
         self._listeners.fire()
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
@@ -97,10 +105,13 @@ class Wakeup:
         with self._cond:
             if self._generation == generation:
                 self.sleepers += 1
+                notified = False
                 try:
-                    self._cond.wait(timeout)
+                    notified = self._cond.wait(timeout)
                 finally:
                     self.sleepers -= 1
+                    if notified and self._woken:
+                        self._woken -= 1
 
 
 @dataclass
@@ -813,12 +824,15 @@ class Scheduler:
 
     def _wants_commits(self) -> bool:
         """Whether a commit elsewhere would matter here now: at once if every worker of
-        a channel here is idle, else at most every WATCH_GAP (a busy worker looks for
-        tasks anyway and wakes the others of its channel for what it claims, and a
-        drain's own commits must not keep the housekeeper, or the watch, busy)."""
-        return time.monotonic() - self._watched_at >= WATCH_GAP or any(
-            channel.wake.sleepers >= channel.max_workers
-            for channel in list(self._channels.values()))
+        a channel here is idle (asleep, and not woken already: this process's own
+        enqueue woke it, and the watch hears of that commit too), else at most every
+        WATCH_GAP while tasks run here (a busy worker looks for tasks anyway and wakes
+        the others of its channel for what it claims, and a drain's own commits must
+        not keep the housekeeper, or the watch, busy)."""
+        return any(channel.wake.idle >= channel.max_workers
+                   for channel in list(self._channels.values())) or (
+            bool(self._runs or self._cancels)
+            and time.monotonic() - self._watched_at >= WATCH_GAP)
 
     def _committed(self) -> None:
         """The store told of a commit: a housekeeping pass, if one is wanted now."""

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from simplepyq import Backoff, DelayException, SimplePyQ, Status, Task
+from simplepyq.scheduler import Wakeup
 from tests.backends import is_postgres, raw_sql
 from tests.support import run_python, spawn_python, wait_until
 
@@ -632,3 +633,18 @@ def _threads_of(channel: str) -> list[threading.Thread]:
 
 def _nonzero(counts: dict[str, int]) -> dict[str, int]:
     return {status: n for status, n in counts.items() if n}
+
+
+def test_a_sleeper_woken_by_notify_no_longer_counts_as_idle_before_it_runs() -> None:
+    wake = Wakeup()
+    sleeper = threading.Thread(target=wake.wait_past, args=(wake.generation, 30))
+    sleeper.start()
+    wait_until(lambda: wake.sleepers == 1)
+    assert wake.idle == 1
+    with wake._cond:  # (the sleeper cannot return while this thread holds the lock)
+        wake.notify(1)
+        assert (wake.sleepers, wake.idle) == (1, 0)
+    sleeper.join(30)
+    assert (wake.sleepers, wake.idle) == (0, 0)
+    wake.wait_past(wake.generation, 0.001)  # a sleep that ends by its timeout
+    assert (wake.sleepers, wake.idle) == (0, 0)
