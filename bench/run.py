@@ -103,6 +103,8 @@ LIBRARIES = (
     Library("oban-py", "oban-py 0.7 (PostgreSQL, Python 3.12)", "oban_pg.py", postgres=True,
             python312=True),
 )
+BASELINE_OF = {AS_BEFORE.key: OURS.key, AS_BEFORE_ON_POSTGRES.key: ON_POSTGRES.key}
+"""Each baseline column and the library it is measured against, interleaved."""
 BY_KEY = {library.key: library for library in LIBRARIES}
 QUEUES = tuple(library.key for library in LIBRARIES if library.key != "sqlite3")
 ALL = tuple(BY_KEY)
@@ -752,8 +754,11 @@ def postgres_version() -> str:
 
 # -- main ----------------------------------------------------------------------
 def plan(mode: Mode, only: set[str] | None, workloads: set[str] | None
-         ) -> Iterator[tuple[tuple[Workload, ...], Library]]:
-    """(workloads run interleaved, library): a pair's workloads together, others alone."""
+         ) -> Iterator[tuple[tuple[Workload, ...], tuple[Library, ...]]]:
+    """(workloads run interleaved, libraries run interleaved): a pair's workloads
+    together, others alone; simplepyq and its baseline (906af25) on the same backend
+    together, rep by rep, so that a change of load during the run does not bias their
+    ratio (each other library alone)."""
     chosen = [w for w in mode.workloads
               if not workloads or any(w.key.startswith(prefix) for prefix in workloads)]
     groups: list[tuple[Workload, ...]] = []
@@ -763,10 +768,15 @@ def plan(mode: Mode, only: set[str] | None, workloads: set[str] | None
         else:
             groups.append((workload,))
     for group in groups:
-        for key in group[0].libraries:
-            if (only is None or key in only) and (not BY_KEY[key].postgres
-                                                   or os.environ.get(POSTGRES_URL)):
-                yield group, BY_KEY[key]
+        keys = [key for key in group[0].libraries
+                if (only is None or key in only) and (not BY_KEY[key].postgres
+                                                      or os.environ.get(POSTGRES_URL))]
+        for key in keys:
+            if BASELINE_OF.get(key) in keys:
+                continue  # run with the library it is the baseline of
+            partner = next((base for base, of in BASELINE_OF.items()
+                            if of == key and base in keys), None)
+            yield group, tuple(BY_KEY[k] for k in (key, partner) if k is not None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -821,26 +831,33 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="simplepyq-bench-") as workdir:
         runner = Runner(peers_python, args.source.resolve(), Path(workdir), log,
                         peers312_python=peers312_python, baseline_python=baseline_python)
-        for group, library in plan(mode, only, chosen):
-            runs: dict[str, list[Result]] = {workload.key: [] for workload in group}
+        for group, libraries in plan(mode, only, chosen):
+            runs: dict[tuple[str, str], list[Result]] = {
+                (library.key, workload.key): [] for library in libraries for workload in group}
+            active = list(libraries)
             # Latency is one run of many samples; a run that hit its time budget is not
             # repeated: it already is a long run at a steady rate, and slow peers would
             # otherwise take most of the time.
             for rep in range(1 if group[0].unit == "ms" else mode.reps):
-                for workload in group:
-                    clock = time.perf_counter()
-                    result = runner.measure(workload, library, mode, rep)
-                    runs[workload.key].append(result)
-                    log(f"{workload.title:<52} {library.key:<16} run {rep + 1}: "
-                        f"{cell_text(summarize([result]), workload.unit):<14} "
-                        f"[{time.perf_counter() - clock:4.1f} s]"
-                        + (f"  [{result['error']}]" if "error" in result else ""))
-                if any(run[-1].get("unsupported") or run[-1].get("partial")
-                       for run in runs.values()):
+                for library in list(active):
+                    for workload in group:
+                        clock = time.perf_counter()
+                        result = runner.measure(workload, library, mode, rep)
+                        runs[library.key, workload.key].append(result)
+                        log(f"{workload.title:<52} {library.key:<16} run {rep + 1}: "
+                            f"{cell_text(summarize([result]), workload.unit):<14} "
+                            f"[{time.perf_counter() - clock:4.1f} s]"
+                            + (f"  [{result['error']}]" if "error" in result else ""))
+                    if any(runs[library.key, workload.key][-1].get("unsupported")
+                           or runs[library.key, workload.key][-1].get("partial")
+                           for workload in group):
+                        active.remove(library)
+                if not active:
                     break
-            for workload in group:
-                results.setdefault(workload.key, {})[library.key] = summarize(
-                    runs[workload.key])
+            for library in libraries:
+                for workload in group:
+                    results.setdefault(workload.key, {})[library.key] = summarize(
+                        runs[library.key, workload.key])
     counted = ""  # how the instructions were counted, or why not
     sources = {key: source for key, source in ((OURS.key, args.source.resolve()),
                                                (AS_BEFORE.key, BASELINE_VENV / "src"))
