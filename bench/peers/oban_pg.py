@@ -21,10 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pg_common
-from common import Adapter, Stop, Work, serve
+from common import Stop, Work, serve
 from oban import Oban, worker
 from oban.schema import install
-from pg_common import Background, Count, Loop, Service
+from pg_common import Background, Loop, PgAdapter, Service
 
 QUEUE = "work"
 CHUNK = 10_000
@@ -103,10 +103,9 @@ class Worker:
         await self.pool.close()
 
 
-class ObanPy(Adapter):
-    def __init__(self) -> None:
-        self.count = Count("SELECT count(*) FROM {schema}.oban_jobs "
-                           "WHERE state NOT IN ('completed', 'discarded', 'cancelled')")
+class ObanPy(PgAdapter):
+    UNFINISHED = ("SELECT count(*) FROM {schema}.oban_jobs "
+                  "WHERE state NOT IN ('completed', 'discarded', 'cancelled')")
 
     def producer(self, path: str) -> Producer:
         return Producer(path)
@@ -140,12 +139,6 @@ class ObanPy(Adapter):
             return Worker(*await _oban(path, queues={QUEUE: workers}))
 
         return Background(open_worker, fast=True).start
-
-    def consume(self, path: str, work: Work, workers: int) -> Stop:
-        return self.ready(path, work, workers)()
-
-    def unfinished(self, path: str) -> int:
-        return self.count(path)
 
 
 if __name__ == "__main__":

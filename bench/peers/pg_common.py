@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 import psycopg
-from common import Stop
+from common import Adapter, Stop, Work
 
 URL = "SIMPLEPYQ_BENCH_POSTGRES_URL"
 T = TypeVar("T")
@@ -83,6 +83,23 @@ class Count:
             self.conn = psycopg.connect(url(), autocommit=True)
         row = self.conn.execute(self.sql.format(schema=schema(path))).fetchone()
         return int(row[0]) if row else 0
+
+
+class PgAdapter(Adapter):
+    """A PostgreSQL peer: ``ready`` opens its worker, which ``consume`` starts, and
+    ``unfinished`` counts with ``UNFINISHED``, its own query (``{schema}`` for the
+    store's schema)."""
+
+    UNFINISHED = ""
+
+    def __init__(self) -> None:
+        self.count = Count(self.UNFINISHED)
+
+    def consume(self, path: str, work: Work, workers: int) -> Stop:
+        return self.ready(path, work, workers)()
+
+    def unfinished(self, path: str) -> int:
+        return self.count(path)
 
 
 def new_loop(fast: bool) -> asyncio.AbstractEventLoop:

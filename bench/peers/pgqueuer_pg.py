@@ -23,8 +23,8 @@ from typing import Any
 
 import asyncpg
 import pg_common
-from common import Adapter, Stop, Work, serve
-from pg_common import Background, Count, Loop, Service
+from common import Stop, Work, serve
+from pg_common import Background, Loop, PgAdapter, Service
 from pgqueuer import PgQueuer
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.domain.settings import db_settings
@@ -110,10 +110,9 @@ class Worker:
         await self.conn.close()
 
 
-class Pgqueuer(Adapter):
-    def __init__(self) -> None:
-        # pgqueuer moves a finished job out of its queue table (into pgqueuer_log).
-        self.count = Count("SELECT count(*) FROM {schema}.pgqueuer")
+class Pgqueuer(PgAdapter):
+    # pgqueuer moves a finished job out of its queue table (into pgqueuer_log).
+    UNFINISHED = "SELECT count(*) FROM {schema}.pgqueuer"
 
     def producer(self, path: str) -> Producer:
         return Producer(path)
@@ -146,12 +145,6 @@ class Pgqueuer(Adapter):
             return Worker(await asyncpg.connect(pg_common.url()), work)
 
         return Background(open_worker, fast=True).start
-
-    def consume(self, path: str, work: Work, workers: int) -> Stop:
-        return self.ready(path, work, workers)()
-
-    def unfinished(self, path: str) -> int:
-        return self.count(path)
 
 
 if __name__ == "__main__":

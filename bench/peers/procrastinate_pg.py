@@ -23,8 +23,8 @@ from typing import Any
 
 import pg_common
 import procrastinate
-from common import Adapter, Stop, Work, serve
-from pg_common import Background, Count, Service
+from common import Stop, Work, serve
+from pg_common import Background, PgAdapter, Service
 
 TASK = "work"
 CHUNK = 10_000
@@ -85,10 +85,9 @@ class Worker:
         await self.app.close_async()
 
 
-class Procrastinate(Adapter):
-    def __init__(self) -> None:
-        self.count = Count("SELECT count(*) FROM {schema}.procrastinate_jobs "
-                           "WHERE status IN ('todo', 'doing')")
+class Procrastinate(PgAdapter):
+    UNFINISHED = ("SELECT count(*) FROM {schema}.procrastinate_jobs "
+                  "WHERE status IN ('todo', 'doing')")
 
     def producer(self, path: str) -> Producer:
         return Producer(path)
@@ -117,12 +116,6 @@ class Procrastinate(Adapter):
             return Worker(app, workers)
 
         return Background(open_worker, fast=False).start
-
-    def consume(self, path: str, work: Work, workers: int) -> Stop:
-        return self.ready(path, work, workers)()
-
-    def unfinished(self, path: str) -> int:
-        return self.count(path)
 
 
 if __name__ == "__main__":
