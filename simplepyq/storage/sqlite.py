@@ -319,10 +319,9 @@ class SQLiteStore(QueryStore):
         """Start tracking the highest id deleted (see next_id in sqlite.sql)."""
         conn.execute(Q["create_high"])
         conn.execute(Q["create_high_trigger"])
-        has_sequence = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+        has_sequence = conn.execute(Q["has_sequence"]).fetchone()
         row = conn.execute(Q["tasks_sequence"]).fetchone() if has_sequence else None
-        conn.execute(Q["init_high"].replace("{sequence}", str(int(row[0]) if row else 0)))
+        conn.execute(Q["init_high"], {"sequence": row[0] if row else 0})
 
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,

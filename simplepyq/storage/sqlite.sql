@@ -33,10 +33,14 @@ END;
 
 -- name: init_high
 -- On creation: a file made with AUTOINCREMENT may have deleted ids above MAX(id),
--- which only its sqlite_sequence remembers ({sequence}: that, or 0).
+-- which only its sqlite_sequence remembers (:sequence: that, or 0).
 INSERT INTO simplepyq_high (id)
-SELECT MAX(COALESCE((SELECT MAX(id) FROM tasks), 0), {sequence})
+SELECT MAX(COALESCE((SELECT MAX(id) FROM tasks), 0), :sequence)
 WHERE NOT EXISTS (SELECT 1 FROM simplepyq_high);
+
+-- name: has_sequence
+-- Whether the file has sqlite_sequence (some table of it has AUTOINCREMENT).
+SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence';
 
 -- name: tasks_sequence
 SELECT seq FROM sqlite_sequence WHERE name = 'tasks';
