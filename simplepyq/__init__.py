@@ -1,18 +1,21 @@
-"""simplepyq: a small, crash-safe task queue persisted in SQLite.
+"""simplepyq: a small, crash-safe task queue persisted in SQLite or PostgreSQL.
 
 Tasks are grouped in channels; each channel is bound to a function run by a pool
-of worker threads. See README.rst for the guarantees and the API.
+of worker threads. The documentation (docs/, built with Sphinx) tells the
+guarantees and the API; every public name is importable from here.
 """
 
 import logging
 
 from simplepyq.context import TaskContext, current_task
+from simplepyq.counters import FinishedMinute
 from simplepyq.errors import DelayException, StoreError, TaskCancelled, TaskTimeout
 from simplepyq.limits import Limits, Rate
 from simplepyq.periodic import Periodic
 from simplepyq.policy import Backoff
 from simplepyq.queue import SimplePyQ
 from simplepyq.task import Attempt, Status, Task, TaskId
+from simplepyq.workers import Worker
 from simplepyq.workflows import Links, Step, TaskFunction, Workflow, WorkflowStatus
 
 __version__ = "1.0.0"
@@ -22,8 +25,9 @@ __version__ = "1.0.0"
 logging.getLogger("simplepyq").addHandler(logging.NullHandler())
 
 __all__ = [
-    "Attempt", "Backoff", "DelayException", "Limits", "Links", "Periodic", "Rate", "SimplePyQ",
+    "Attempt", "Backoff", "DelayException", "FinishedMinute", "Limits", "Links", "Periodic",
+    "Rate", "SimplePyQ",
     "Status",
     "Step", "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskFunction", "TaskId",
-    "TaskTimeout", "Workflow", "WorkflowStatus", "__version__", "current_task",
+    "TaskTimeout", "Worker", "Workflow", "WorkflowStatus", "__version__", "current_task",
 ]

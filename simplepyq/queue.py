@@ -20,7 +20,8 @@ from os import PathLike
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
-from simplepyq import aio, codec, periodic, testing, workflows
+from simplepyq import aio, codec, counters, periodic, testing, workflows
+from simplepyq.counters import FinishedMinute
 from simplepyq.errors import (
     StoreError,
     UnknownChannelError,
@@ -40,6 +41,7 @@ from simplepyq.storage import MEMORY, open_store, store_location
 from simplepyq.storage.base import LimitChange
 from simplepyq.storage.dependents import NewTask
 from simplepyq.task import Status, Task, TaskId
+from simplepyq.workers import Worker, workers_of
 from simplepyq.workflows import Links, Step, TaskFunction, Workflow, WorkflowStatus
 
 T = TypeVar("T")
@@ -61,7 +63,7 @@ class SimplePyQ:
     is closed: for tests and scripts that need no second process.
 
     ``eager=True`` runs each task in the thread that enqueues it, before
-    ``enqueue`` returns (see ``drain``, and README, Testing); no worker starts.
+    ``enqueue`` returns (see ``drain``, and docs/howto/testing.rst); no worker starts.
 
     ``poll_interval`` bounds how long an idle worker takes to notice tasks that
     another process enqueued, where nothing wakes it sooner (a cheap change check,
@@ -83,6 +85,9 @@ class SimplePyQ:
     the queue in a crash loop. A recovered task runs alone in its process, and
     after its first recovery only deaths while it ran alone count, so that only
     the task that kills a process is blamed.
+
+    It is a context manager: ``with SimplePyQ(...) as q:`` closes it on the way out
+    (see ``close``).
     """
 
     def __init__(self, store_path: str | PathLike[str] = "simplepyq_tasks.db", *,
@@ -104,6 +109,7 @@ class SimplePyQ:
         self._eager = _checked_eager(eager)
         self._store = open_store(store_path, _positive(busy_timeout, "busy_timeout"), power_safe)
         self.store_path = self._store.location
+        """Where the store is: the file's path, or the URL with its password hidden."""
         self._channels: dict[str, Channel] = {}
         self._running = self._channels  # what the scheduler runs: all, or start()'s choice
         self._signals = Signals()
@@ -141,7 +147,7 @@ class SimplePyQ:
         ``backoff`` is the wait before a failed task's retry: seconds, a timedelta
         or a ``Backoff`` (fixed or exponential with a cap); 0 retries at once.
         ``time_limit`` (seconds or a timedelta) bounds each run of its tasks in this
-        process (a task's own ``time_limit`` comes first): see README, Time limits.
+        process (a task's own ``time_limit`` comes first): see docs/howto/cancellation.rst.
         ``rate_limit`` (``"10/s"``, also ``/m``, ``/h``, ``/d``) and ``max_running``
         are stored on the channel and obeyed by every process sharing the store
         (see ``set_limits``); given here, they are set as the channel registers,
@@ -273,8 +279,8 @@ class SimplePyQ:
         ``args`` is passed to the channel's function after a msgpack round trip.
         ``delay`` (seconds or timedelta) or ``run_at`` (a datetime; naive means
         local time) hold it back; higher ``priority`` runs first, FIFO among equals.
-        ``key`` makes it unique: while an unfinished (pending, delayed or running)
-        task of the channel holds the key, nothing is written and that task's id is
+        ``key`` makes it unique: while an unfinished (pending, delayed, running or
+        blocked) task of the channel holds the key, nothing is written and that task's id is
         returned, with ``created`` False (the id is an ``int`` that says so).
         ``time_limit`` bounds its runs, in place of its channel's.
         The channel must be registered here or by a process sharing the store
@@ -789,22 +795,60 @@ class SimplePyQ:
         """Stored tasks, oldest first, optionally of one channel and/or one status."""
         if channel is not None:
             _check_name(channel)
-        if status is not None and status not in {s.value for s in Status}:
-            raise ValueError(f"unknown status {status!r}; statuses are "
-                             f"{', '.join(s.value for s in Status)}")
+        value = _status_value(status)
         _check_count(limit, "limit")
-        value = None if status is None else Status(status).value
         return [Task.from_row(row) for row in self._store.list(channel, value, limit)]
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Task counts per channel and status, with every status present (0 if none).
 
         Channels registered here or by another process sharing the store are included.
+        Exact, and it reads every task: see ``counts`` for a cheap look at a big store.
         """
-        counts = self._store.stats()
+        return self._every_status(self._store.stats())
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Task counts per channel and status, as ``stats`` gives them, without reading the
+        finished tasks (most of a long-lived store): about a millisecond with a million
+        done tasks, where ``stats`` reads them all (half a second on SQLite). For
+        dashboards and metrics.
+
+        Each status but ``done`` is counted exactly, through its own index. Done
+        tasks are counted when they end (and once, from those the store held, when a
+        store of an older version is upgraded), less those deleted since. Not counted:
+        tasks made done by a 0.1.3 process (they have no finish time), and those ended
+        by a process of an older version still running after the upgrade.
+        """
+        return self._every_status(self._store.counts())
+
+    def _every_status(self, counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """``counts`` with every known channel and every status present (0 if none)."""
         names = set(counts) | set(self.known_channels())
         return {name: {s.value: counts.get(name, {}).get(s.value, 0) for s in Status}
                 for name in sorted(names)}
+
+    def finished(self, minutes: int = 60) -> list[FinishedMinute]:
+        """How many tasks of each channel ended done, failed and cancelled in each of the
+        last ``minutes`` minutes (the current one included), oldest first; minutes in
+        which none of a channel's tasks ended are left out. A task counts in the minute
+        of the commit that ended it, on the clock of the process that committed it.
+
+        Minutes older than about two hours are folded into the totals by processes
+        running workers (``finished_totals``); asking for more shows what is left.
+        """
+        _at_least_one(minutes, "minutes")
+        return [FinishedMinute.from_row(row)
+                for row in self._store.finished(counters.since(minutes, time.time()))]
+
+    def finished_totals(self) -> dict[str, dict[str, int]]:
+        """Per channel that ever ended a task, how many ended ``done``, ``failed`` and
+        ``cancelled`` since the store was created (or upgraded to count them).
+
+        They only grow: deleting tasks (``purge``, retention, ``remove_channel``) does
+        not lower them, nor does a restart, so they suit a Prometheus counter. A task
+        that runs again (``requeue_failed``) and ends again counts again.
+        """
+        return self._store.finished_totals()
 
     def local_channels(self) -> list[str]:
         """The channels registered in this process (those ``start`` runs), sorted."""
@@ -848,6 +892,97 @@ class SimplePyQ:
         """
         return {name: None if since is None else datetime.fromtimestamp(since, tz=timezone.utc)
                 for name, since in self._store.pending_since().items()}
+
+    # -- browsing and acting on one task -------------------
+    def recent_tasks(self, channel: str | None = None, status: Status | str | None = None,
+                     *, key: str | None = None, before: int | None = None,
+                     limit: int = 50) -> list[Task]:
+        """A page of stored tasks, newest first (id descending), optionally of one
+        channel, one status and/or one key.
+
+        ``before`` turns the page: only tasks with ids below it, so that the next page
+        passes the last id of this one. A page is read from its bound down (no offset
+        to skip, no total counted, through the index of the status or key where that
+        is cheaper), so a deep page costs no more than the first, and tasks enqueued
+        meanwhile do not shift the pages after the first: each task is on one page.
+        """
+        if channel is not None:
+            _check_name(channel)
+        value = _status_value(status)
+        if key is not None:
+            _checked_keys([key], 1)
+        if before is not None:
+            _at_least_one(before, "before")
+        _at_least_one(limit, "limit")
+        return [Task.from_row(row)
+                for row in self._store.recent(channel, value, key, before, limit)]
+
+    def requeue(self, task_id: int, retries: int | None = None) -> bool:
+        """Make one failed or cancelled task pending again, with ``retries`` if given;
+        whether it did. False if there is no such task, or it may not run again now:
+        it is not failed or cancelled, or an unfinished task of its channel holds its
+        key (decided in the store's transaction, so that an enqueue of the key at the
+        same moment makes one unfinished task, never two).
+
+        Tasks of workflows are requeued as ``requeue_failed`` requeues them: the tasks
+        that its end cancelled (those waiting for it, and so on down) wait for it
+        again, and its ``on_failure`` follow-ups are not undone. A task of a workflow
+        is refused (False) while it still waits for an upstream, or if it never
+        received its input: one cancelled because an upstream failed comes back when
+        that upstream is requeued, and one cancelled while it waited stays cancelled.
+        Its cancel request is forgotten.
+        """
+        _check_int(task_id, "task_id")
+        if retries is not None:
+            _check_count(retries, "retries")
+        channel = self._store.requeue(task_id, retries)
+        if channel is not None:
+            self._wake(channel, 1)
+        return channel is not None
+
+    def delete(self, task_id: int) -> bool:
+        """Delete one task that is not running, whatever its status; whether it did.
+
+        False if there is no such task, if it runs (``cancel`` it first), or if a
+        blocked task waits for it (for its end, or its result as input): deleting it
+        would leave that task waiting forever. Its place in a workflow and its tick
+        go with it.
+        """
+        _check_int(task_id, "task_id")
+        return self._store.delete(task_id)
+
+    def run_now(self, task_id: int) -> bool:
+        """Make a delayed task (a delay, a retry's backoff, ``DelayException``) pending
+        now, its run-at time brought forward; whether it did (False if there is no such
+        task or it is not delayed). Idle workers of its channel wake for it at once,
+        here and, where the store tells them (PostgreSQL, and SQLite's watch on its
+        log), in other processes; elsewhere within a poll interval.
+        """
+        _check_int(task_id, "task_id")
+        channel = self._store.run_now(task_id, time.time())
+        if channel is not None:
+            self._wake(channel, 1)
+        return channel is not None
+
+    def workers(self) -> list[Worker]:
+        """Every queue instance registered in the store to run workers, this one
+        included while its workers run, alive or not (judged as ``live_workers``
+        judges), with how many tasks each runs now; by host, then pid."""
+        owners = self._store.owners()
+        running = self._store.running_by_owner()
+        return workers_of(owners, running, ProcessIdentity.current(), self._settings.lease,
+                          time.time())
+
+    def recent_workflows(self, before: int | None = None,
+                         limit: int = 50) -> list[WorkflowStatus]:
+        """A page of workflows, newest first (by id, that of a workflow's first task),
+        each with its tasks' counts by status, read in one statement. ``before`` turns
+        the page, as in ``recent_tasks``: only workflows with ids below it."""
+        if before is not None:
+            _at_least_one(before, "before")
+        _at_least_one(limit, "limit")
+        return [WorkflowStatus(workflow, MappingProxyType(counts))
+                for workflow, counts in self._store.recent_workflows(before, limit)]
 
     # -- maintenance ---------------------------------------
     def clear_failed(self, channel: str | None = None) -> int:
@@ -896,7 +1031,7 @@ class SimplePyQ:
         """Stop the workers, wait for running tasks to end (up to ``timeout`` s), and
         release the store.
 
-        Tasks past their time limit and stuck (see README, Time limits) are not
+        Tasks past their time limit and stuck (see docs/howto/cancellation.rst) are not
         waited for, nor are any tasks once ``timeout`` passes: a warning says so, and
         their outcomes can no longer be recorded here (they run again once this
         process is gone). Refused from inside a task of this queue
@@ -1015,6 +1150,16 @@ def _check_int(value: object, name: str) -> None:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"{name} must fit in 64 bits, got {value}")
+
+
+def _status_value(status: object) -> str | None:
+    """A status to filter by, as stored (None: any); ``ValueError`` names a bad one."""
+    if status is None:
+        return None
+    if status not in {s.value for s in Status}:
+        raise ValueError(f"unknown status {status!r}; statuses are "
+                         f"{', '.join(s.value for s in Status)}")
+    return Status(status).value
 
 
 def _check_count(value: object, name: str) -> None:

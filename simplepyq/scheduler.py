@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from simplepyq import codec, policy, retention
+from simplepyq import codec, counters, policy, retention
 from simplepyq.batches import RETRY_FIRST, RETRY_LONGEST, Hand, Ledger, Outbox, Pace
 from simplepyq.callbacks import Callbacks
 from simplepyq.context import ProgressBox
@@ -428,7 +428,7 @@ class Scheduler:
             _leave_forked_child(task.id)
         channel.pace.ran(time.perf_counter() - began)
         channel.full = False  # one of its tasks ended: below max_running, if it has one
-        if self._outbox.add(Outcome(task.id, decision)):
+        if self._outbox.add(Outcome(task.id, decision, channel.name)):
             self._nudge.notify()  # the housekeeper commits it if no worker does in time
 
     def _call(self, channel: Channel, task: Claimed, args: Any, here: Seat) -> Decision:
@@ -724,7 +724,7 @@ class Scheduler:
         self._wake_all()  # for what was committed before the token was read
         looked = last_token  # the token when cancel requests were last looked for
         next_due = self._next_due()
-        next_beat = next_sweep = next_progress = next_retention = time.monotonic()
+        next_beat = next_sweep = next_progress = next_retention = next_fold = time.monotonic()
         while not (self._stopping.is_set() and (self._store_closed or not self._busy())):
             self._pause(poll, seen, next_due)
             if self._store_closed:
@@ -762,6 +762,9 @@ class Scheduler:
             if self._sweeper is not None and now >= next_retention:
                 self._safe(self._retain, None)
                 next_retention = now + retention.EVERY
+            if now >= next_fold:  # the finished-task counters' old minutes into their totals
+                self._safe(lambda: self._store.fold_finished(counters.fold_before(time.time())), 0)
+                next_fold = now + counters.FOLD_EVERY
         unwatch()
         unwatch_added()
         self._watchdog.stop()

@@ -73,9 +73,12 @@ class TaskId(int):
 class Attempt:
     """One run of a task that did not succeed, as its history keeps it.
 
-    ``outcome`` is ``"error"`` (the function raised, or its result could not be
-    stored), ``"deferred"`` (``DelayException``) or ``"recovered"`` (its worker's
-    process died while running it); ``error`` is a one-line summary.
+    ``number`` is the attempt it was (1 for the first run). ``outcome`` is ``"error"``
+    (the function raised, or its result could not be stored), ``"timeout"`` (it ran
+    past its time limit), ``"deferred"`` (``DelayException``), ``"cancelled"`` (it
+    ended after a cancel) or ``"recovered"`` (its worker's process died while running
+    it); ``error`` is a one-line summary. Times are aware UTC datetimes, None where
+    unknown.
     """
 
     number: int
@@ -104,7 +107,11 @@ class Task:
 
     ``status`` is one of the ``Status`` values (a ``str``; a row written by hand
     with another string keeps it). ``args`` and ``result`` are decoded from
-    msgpack; an undecodable blob is kept as the raw ``bytes``. Times are aware
+    msgpack; an undecodable blob is kept as the raw ``bytes``. ``result`` is what the
+    function returned, ``error`` the last exception with its traceback (or why the
+    task could not run). ``retries`` is how many retries it has left, ``attempts``
+    how many runs it started (recovered ones included). Times (``created_at``,
+    ``run_at``: when it is or was due, ``started_at``, ``finished_at``) are aware
     UTC datetimes, ``None`` where the row has none (e.g. rows made by 0.1.3).
     ``history`` lists its last runs that did not succeed, oldest first (at most
     10); ``recoveries`` counts the times in a row its worker died while running it

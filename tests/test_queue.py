@@ -1072,9 +1072,11 @@ def test_nothing_is_printed_when_the_application_configured_no_logging(store_pat
 
 def test_public_names_are_exactly_those_listed_and_each_is_importable() -> None:
     assert sorted(simplepyq.__all__) == sorted(
-        ["Attempt", "Backoff", "DelayException", "Limits", "Links", "Periodic", "Rate", "SimplePyQ",
-         "Status", "Step", "StoreError", "Task", "TaskCancelled", "TaskContext", "TaskFunction",
-         "TaskId", "TaskTimeout", "Workflow", "WorkflowStatus", "__version__", "current_task"])
+        ["Attempt", "Backoff", "DelayException", "FinishedMinute", "Limits", "Links", "Periodic",
+         "Rate", "SimplePyQ", "Status", "Step", "StoreError", "Task", "TaskCancelled",
+         "TaskContext", "TaskFunction",
+         "TaskId", "TaskTimeout", "Worker", "Workflow", "WorkflowStatus", "__version__",
+         "current_task"])
     for name in simplepyq.__all__:
         namespace: dict[str, object] = {}
         exec(f"from simplepyq import {name}", namespace)

@@ -120,7 +120,8 @@ def test_schema_parameter_puts_the_store_tables_in_that_schema(
         task_id = q.enqueue("c", "here")
     assert _tables(schema) == {"tasks", "simplepyq_channels", "simplepyq_owners",
                                "simplepyq_schema", "simplepyq_starts", "simplepyq_flows",
-                               "simplepyq_deps", "simplepyq_schedules", "simplepyq_ticks"}
+                               "simplepyq_deps", "simplepyq_schedules", "simplepyq_ticks",
+                               "simplepyq_finished"}
     assert "simplepyq_schema" not in _tables("public")
     rows = raw_sql(postgres_url(), f'SELECT id, channel FROM "{schema}".tasks')
     assert rows == [(task_id, "c")]

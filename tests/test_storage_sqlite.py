@@ -50,16 +50,18 @@ def _version(store_path: str) -> int:
 
 
 @pytest.mark.sqlite_only
-def test_new_store_is_in_wal_mode_with_schema_version_7(queue: SimplePyQ, store_path: str) -> None:
+def test_new_store_is_in_wal_mode_with_schema_version_8(queue: SimplePyQ, store_path: str) -> None:
     with closing(sqlite3.connect(store_path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (8,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION == 8
     schema = {name: sql for _, name, sql in _schema(store_path)}
     assert {"tasks", "simplepyq_channels", "simplepyq_owners", "simplepyq_starts",
             "simplepyq_flows", "simplepyq_deps", "simplepyq_deps_unsettled",
             "simplepyq_schedules", "simplepyq_ticks", "simplepyq_high", "simplepyq_high_kept",
-            "tasks_claim", "tasks_due", "tasks_running", "tasks_failed", "tasks_key"} <= set(schema)
+            "tasks_claim", "tasks_due", "tasks_running", "tasks_failed", "tasks_key",
+            "tasks_keyed", "tasks_cancelled_blocked", "simplepyq_finished",
+            "simplepyq_done_removed"} <= set(schema)
     assert "tasks_channel_status" not in schema  # an index on every row costs every write
     # No sqlite_sequence row to rewrite at every insert (see next_id in sqlite.sql).
     assert "AUTOINCREMENT" not in (schema["tasks"] or "")
@@ -100,6 +102,7 @@ SCHEMA_4_CHANNEL_COLUMNS = ("rate_count", "rate_period", "max_running")
 def _back_to_schema_3(conn: sqlite3.Connection) -> None:
     """Undo what schema 4 added, leaving the file as simplepyq at schema 3 made it."""
     conn.execute("DROP INDEX tasks_key")  # (a column in an index cannot be dropped)
+    conn.execute("DROP INDEX tasks_keyed")
     conn.execute("DROP TABLE simplepyq_starts")
     for column in SCHEMA_4_TASK_COLUMNS:
         conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")

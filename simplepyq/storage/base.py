@@ -7,6 +7,7 @@ above this line, so every backend shares those rules.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -49,6 +50,9 @@ class Outcome(NamedTuple):
 
     task_id: int
     decision: Decision
+    channel: str | None = None
+    """The task's channel, as the worker claimed it, for the finished-task counters
+    (a task never changes channel); None: the store looks it up."""
 
 
 class CommitUnknownError(StoreError):
@@ -366,3 +370,64 @@ class Store(Protocol):
     def pending_since(self) -> dict[str, float | None]:
         """Per channel with pending tasks, when its longest-waiting one became due
         (None if some pending task has no time: its wait is unknown)."""
+
+    # -- finished-task counters (see storage/finished.py) --
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Task counts per channel and status, as ``stats`` gives them, without reading
+        the finished tasks (most of a long-lived store): each status but done is
+        counted through its partial index, done tasks from the counters.
+
+        Done tasks are those counted done when they ended (or at the upgrade that
+        created the counters) less those deleted since; a task made done by a 0.1.3
+        process has no ``finished_at`` and is counted by neither, so it is not in
+        the count (``stats`` counts it). Tasks ended by a process of an older
+        version still running after the upgrade are not counted either.
+        """
+
+    def finished(self, since_minute: int) -> builtins.list[tuple[str, int, int, int, int]]:
+        """(channel, minute, done, failed, cancelled) for each channel and minute from
+        ``since_minute`` on in which tasks ended, oldest first; a minute is Unix time
+        // 60, that of the commit that ended them."""
+
+    def finished_totals(self) -> dict[str, dict[str, int]]:
+        """Per channel, how many tasks ended ``done``, ``failed`` and ``cancelled`` since
+        the store was created (or upgraded to counting them): they never go down, not
+        even when tasks are deleted (a Prometheus counter's rule)."""
+
+    def fold_finished(self, before_minute: int) -> int:
+        """Fold the per-minute counts older than ``before_minute`` into each channel's
+        total, in one transaction that two processes may run at once without counting
+        anything twice; how many rows were folded. ``finished_totals`` is unchanged."""
+
+    # -- browsing and acting on one task (see storage/browse.py) --
+    def recent(self, channel: str | None, status: str | None, key: str | None,
+               before: int | None, limit: int) -> builtins.list[tuple[Any, ...]]:
+        """Rows of up to ``limit`` tasks (TASK_COLUMNS), newest first, with ids below
+        ``before`` (None: any), of one channel, status and key where given. Keyset
+        paging: a page costs the same at any depth; the filters use the partial index
+        of a status and the index of keyed tasks where the planner finds that cheaper."""
+
+    def requeue(self, task_id: int, retries: int | None) -> str | None:
+        """Make one failed or cancelled task pending again (with ``retries`` if given), and
+        the tasks its end cancelled wait for it again (as ``requeue_failed``); its
+        channel, or None if it is absent or may not be requeued: another state, its key
+        held by an unfinished task, or a task of a workflow that still waits for its
+        upstreams or never received its input (decided in the transaction)."""
+
+    def delete(self, task_id: int) -> bool:
+        """Delete a task that is not running, with its rows in the side tables (workflow,
+        dependencies, tick); False if it is absent, running, or a blocked task waits
+        for it."""
+
+    def run_now(self, task_id: int, now: float) -> str | None:
+        """Make a delayed task pending now (its run-at time brought to ``now``), and tell
+        other processes that a task of its channel can run; its channel, or None if it
+        is absent or not delayed."""
+
+    def running_by_owner(self) -> dict[str, int]:
+        """How many tasks each owner runs, from the index of running tasks."""
+
+    def recent_workflows(self, before: int | None, limit: int
+                         ) -> builtins.list[tuple[int, dict[str, int]]]:
+        """Up to ``limit`` workflows with ids below ``before`` (None: any), newest first,
+        each with its tasks' counts by status, in one read."""

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from simplepyq import codec
 from simplepyq.errors import StoreError, UnknownChannelError
+from simplepyq.storage.finished import Ended
 from simplepyq.task import TaskId
 
 KEY_TRIES = 5
@@ -73,31 +74,34 @@ Ids = Callable[[Sequence[int]], Any]
 
 
 def settle(conn: Any, q: dict[str, str], ids: Ids, task_ids: Sequence[int],
-           now: float) -> set[str]:
-    """Tell the dependents of those of ``task_ids`` that have ended, and theirs in turn;
-    the channels of the tasks released. Without workflows in flight this is one look
-    at an empty index; with some, one more per task."""
+           now: float, tally: Ended) -> set[str]:
+    """Tell the dependents of those of ``task_ids`` that have ended, and theirs in turn
+    (counting in ``tally`` those this cancels); the channels of the tasks released.
+    Without workflows in flight this is one look at an empty index; with some, one
+    more per task."""
     if not task_ids or conn.execute(q["any_unsettled"]).fetchone() is None:
         return set()
     return tell(conn, q, conn.execute(q["finished_upstreams"],
-                                      {"ids": ids(list(task_ids))}).fetchall(), now)
+                                      {"ids": ids(list(task_ids))}).fetchall(), now, tally)
 
 
-def tell(conn: Any, q: dict[str, str], ended: Iterable[Sequence[Any]], now: float) -> set[str]:
+def tell(conn: Any, q: dict[str, str], ended: Iterable[Sequence[Any]], now: float,
+         tally: Ended) -> set[str]:
     """Tell the dependents of the tasks ``ended`` (rows of id, status, error: as
-    ``finished_upstreams`` reads them), and theirs in turn; the channels released."""
+    ``finished_upstreams`` reads them), and theirs in turn, counting in ``tally`` those
+    this cancels; the channels released."""
     released: set[str] = set()
     todo = sorted((int(task_id), str(status), error) for task_id, status, error in ended)
     while todo:
-        todo = _tell(conn, q, todo, now, released)
+        todo = _tell(conn, q, todo, now, released, tally)
     return released
 
 
 def _tell(conn: Any, q: dict[str, str], ended: list[tuple[int, str, str | None]],
-          now: float, released: set[str]) -> list[tuple[int, str, str | None]]:
+          now: float, released: set[str], tally: Ended) -> list[tuple[int, str, str | None]]:
     """Count the ends of ``ended`` (id, status, error) in their dependents: release those
     that no longer wait (adding their channels to ``released``), cancel those that can
-    no longer run; the tasks so cancelled."""
+    no longer run (counted in ``tally``); the tasks so cancelled."""
     counted: Counter[int] = Counter()
     broken: dict[int, tuple[int, str]] = {}
     for upstream, status, error in ended:
@@ -116,8 +120,10 @@ def _tell(conn: Any, q: dict[str, str], ended: list[tuple[int, str, str | None]]
                            ).fetchone() if counted[dependent] else None
         if dependent in broken:
             upstream, why = broken[dependent]
-            if conn.execute(q["cancel_blocked"], {"id": dependent, "now": now,
-                                                  "error": why}).fetchone() is not None:
+            stopped = conn.execute(q["cancel_blocked"], {"id": dependent, "now": now,
+                                                         "error": why}).fetchone()
+            if stopped is not None:
+                tally.add(str(stopped[1]), "cancelled")
                 conn.execute(q["note_cancelled_by"], {"id": dependent, "upstream": upstream})
                 cancelled.append((dependent, "cancelled", why))
         elif row is not None and int(row[0]) <= 0:
@@ -200,13 +206,14 @@ _CASCADE = "upstream task "
 
 
 def add_graph(conn: Any, q: dict[str, str], ids: Ids, tasks: Sequence[NewTask],
-              workflow: int | None, register: Iterable[str], now: float) -> list[TaskId]:
+              workflow: int | None, register: Iterable[str], now: float,
+              tally: Ended) -> list[TaskId]:
     """Store ``tasks`` (each after the tasks it names) in the caller's transaction; their
     ids. They join ``workflow``, else the workflow of their first stored upstream that
     has one, else a new one named by the first task's id. A task whose key is held is
     not stored: the holder stands for it (its id comes back with ``created`` False),
     as with ``add``. A task none of whose upstreams it still waits for is stored due
-    at once (or cancelled, if one ended as it does not need)."""
+    at once (or cancelled, if one ended as it does not need: counted in ``tally``)."""
     check_channels(conn, q, {task.channel for task in tasks}, set(register), now)
     stored = sorted({up.task_id for task in tasks for up in task.after
                      if up.task_id is not None})
@@ -222,7 +229,7 @@ def add_graph(conn: Any, q: dict[str, str], ids: Ids, tasks: Sequence[NewTask],
         upstreams = [made[up.earlier] if up.earlier is not None
                      else (TaskId(up.task_id or 0), found[up.task_id or 0][0])
                      for up in task.after]
-        new = _add_one(conn, q, ids, task, upstreams, workflow, now)
+        new = _add_one(conn, q, ids, task, upstreams, workflow, now, tally)
         if workflow is None and new[0].created:
             workflow = new[0]
         made.append(new)
@@ -240,8 +247,8 @@ def _locked(conn: Any, q: dict[str, str], ids: Ids, task_ids: Sequence[int]
 
 
 def _add_one(conn: Any, q: dict[str, str], ids: Ids, task: NewTask,
-             upstreams: list[tuple[TaskId, str]], workflow: int | None, now: float
-             ) -> tuple[TaskId, str]:
+             upstreams: list[tuple[TaskId, str]], workflow: int | None, now: float,
+             tally: Ended) -> tuple[TaskId, str]:
     """Store one task of ``add_graph`` after ``upstreams`` (id, status): its id, and its
     status (the holder's, when its key is held)."""
     # As at run time (see _tell), the count is of the upstreams not ended as it needs.
@@ -273,6 +280,7 @@ def _add_one(conn: Any, q: dict[str, str], ids: Ids, task: NewTask,
         raise StoreError(f"key {task.key!r} of channel {task.channel!r} kept changing "
                          f"hands ({KEY_TRIES} tries): nothing was stored")
     new_id = TaskId(row[0])
+    tally.add(task.channel, status)  # (cancelled at once: an end)
     conn.execute(q["add_flow"], {"id": new_id, "workflow": new_id if workflow is None
                                  else workflow, "waiting": waiting, "needs": task.needs,
                                  "input": task.input})

@@ -27,7 +27,8 @@ from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.limits import Limits
 from simplepyq.storage import dependents, queries
 from simplepyq.storage.base import Claimed, CommitUnknownError, Exchange, Outcome
-from simplepyq.storage.queries import QueryStore
+from simplepyq.storage.browse import BrowseStore
+from simplepyq.storage.finished import Ended, minute_of
 from simplepyq.task import Status, TaskId
 
 try:
@@ -43,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 DEFAULT_SCHEMA = "simplepyq"
 MAX_CONNECTIONS = 8
 """Connections a store may open besides its listener (workers share them)."""
@@ -68,7 +69,7 @@ T = TypeVar("T")
 Connection = psycopg.Connection[Any]
 
 
-class PostgresStore(QueryStore):
+class PostgresStore(BrowseStore):
     """Tasks in one PostgreSQL schema; safe to share between threads, processes and hosts.
 
     The URL is libpq's, plus an optional ``schema`` parameter naming the schema
@@ -388,7 +389,7 @@ class PostgresStore(QueryStore):
                 if not outcomes:
                     conn.execute(Q["claim_without_flush"])
                 recorded = [conn.execute(Q[name], values)
-                            for name, values in _recorded(outcomes, owner)]
+                            for name, values in _recorded(outcomes, owner, minute_of(now))]
                 reported = conn.execute(Q["rows_of"], {  # as recorded, before a claim
                     "ids": [outcome.task_id for outcome in outcomes]}) \
                     if report and outcomes else None
@@ -402,8 +403,11 @@ class PostgresStore(QueryStore):
                     ended = conn.execute(Q["finished_upstreams"], {
                         "ids": [outcome.task_id for outcome in outcomes]})
                     conn.execute(Q["notify"], {"topic": self._topic})
-            released = frozenset(dependents.tell(conn, Q, ended.fetchall(), now)) \
+            tally = Ended()  # what the outcomes' ends cancel down their workflows
+            released = frozenset(dependents.tell(conn, Q, ended.fetchall(), now, tally)) \
                 if outcomes else frozenset()
+            if tally:
+                tally.write(conn, Q, now)
             done = {row[0] for cursor in recorded for row in cursor.fetchall()}
             dropped = [outcome.task_id for outcome in outcomes if outcome.task_id not in done]
             rows = None if not report else {} if reported is None else {
@@ -443,9 +447,12 @@ class PostgresStore(QueryStore):
         values = {"ids": list(task_ids), "owner": owner, "now": now}
 
         def give_back(conn: Connection) -> int:
-            count = int(conn.execute(Q["release"], values).rowcount)
-            self._settle(conn, task_ids, now)  # those whose cancel was requested
-            return count
+            rows = conn.execute(Q["release"], values).fetchall()
+            tally = Ended()
+            tally.add_rows(rows)  # those whose cancel was requested end cancelled
+            self._settle(conn, task_ids, now, tally)
+            tally.write(conn, Q, now)
+            return len(rows)
 
         return self._write(give_back)
 
@@ -459,6 +466,18 @@ class PostgresStore(QueryStore):
         row = self._read(lambda c: c.execute(Q["has_unfinished"],
                                              {"channels": names}).fetchone())
         return row is not None and bool(row[0])
+
+    # -- finished-task counters (see storage/finished.py) --
+    def fold_finished(self, before_minute: int) -> int:
+        row = self._write(lambda c: c.execute(Q["fold_finished"], {"before": before_minute})
+                          .fetchone(), notify=False)
+        return 0 if row is None else int(row[0])
+
+    # -- browsing and acting on one task (see browse) ------
+    def _runnable_now(self, conn: Connection, channel: str) -> None:
+        conn.execute(Q["note_runnable"], {"topic": self._topic, "origin": self._origin,
+                                          "channel": channel})
+
 
 class _ConnectionLost(Exception):
     """A transaction's connection died before it committed: redo it on another."""
@@ -553,10 +572,12 @@ def _roll_back(conn: Connection) -> None:
     conn.autocommit = False
 
 
-def _recorded(outcomes: Sequence[Outcome], owner: str) -> list[tuple[str, dict[str, Any]]]:
+def _recorded(outcomes: Sequence[Outcome], owner: str,
+              minute: int) -> list[tuple[str, dict[str, Any]]]:
     """The statements that record ``outcomes``, with their values (one array per column,
     one item per outcome): ``record_done`` for the runs that succeeded and reported no
-    progress (most: fewer columns to send and to evaluate), ``record`` for the others."""
+    progress (most: fewer columns to send and to evaluate), ``record`` for the others.
+    Each counts the tasks it ended in the counters of ``minute``."""
     plain: list[Outcome] = []
     other: list[Outcome] = []
     for outcome in outcomes:  # (a run without an outcome succeeded, as in sqlite.py)
@@ -565,14 +586,14 @@ def _recorded(outcomes: Sequence[Outcome], owner: str) -> list[tuple[str, dict[s
     statements: list[tuple[str, dict[str, Any]]] = []
     if plain:
         statements.append(("record_done", {
-            "owner": owner, "ids": [o.task_id for o in plain],
+            "owner": owner, "minute": minute, "ids": [o.task_id for o in plain],
             "retries": [o.decision.retries for o in plain],
             "results": [o.decision.result for o in plain],
             "finished": [o.decision.finished_at for o in plain]}))
     if other:
         decisions = [outcome.decision for outcome in other]
         statements.append(("record", {
-            "owner": owner, "ids": [outcome.task_id for outcome in other],
+            "owner": owner, "minute": minute, "ids": [outcome.task_id for outcome in other],
             "statuses": [d.status.value for d in decisions],
             "retries": [d.retries for d in decisions],
             "run_ats": [d.run_at for d in decisions],
@@ -588,9 +609,23 @@ def _recorded(outcomes: Sequence[Outcome], owner: str) -> list[tuple[str, dict[s
 
 
 def _run_script(conn: Connection, script: str, values: dict[str, Any]) -> None:
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement, values or None)
+    for statement in _statements(script):
+        conn.execute(statement, values or None)
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script, split at the semicolons that are not in a
+    dollar-quoted body (a function's, whose own statements end with semicolons)."""
+    statements: list[str] = []
+    pieces: list[str] = []
+    for piece in script.split(";"):
+        pieces.append(piece)
+        statement = ";".join(pieces)
+        if statement.count("$$") % 2 == 0:  # not inside $$ ... $$
+            if statement.strip():
+                statements.append(statement)
+            pieces = []
+    return statements
 
 
 def _claim_order(task: Claimed) -> tuple[int, int]:

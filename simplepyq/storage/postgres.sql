@@ -282,6 +282,10 @@ SELECT name, rate_count, rate_period, max_running FROM simplepyq_channels;
 -- recoveries. A run of a task whose cancel was requested that did not succeed ends
 -- it cancelled, whatever its outcome asked for (see sqlite.sql); the run's progress,
 -- if it reported one, is kept.
+-- The tasks it ended are counted in the same statement (see storage/finished.py):
+-- one upsert per channel into the row of this minute and of the connection's server
+-- process, which no transaction running at the same time shares.
+WITH recorded AS (
 UPDATE tasks AS t
 SET status = CASE WHEN t.cancel_requested = 1 AND o.status <> 'done' THEN 'cancelled'
                   ELSE o.status END,
@@ -306,28 +310,50 @@ FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retries)s::bigint[],
      AS o (id, status, retries, run_at, result, error, finished_at, outcome, note, ended_at,
            progress)
 WHERE t.id = o.id AND t.owner = %(owner)s AND t.status = 'running'
-RETURNING t.id;
+RETURNING t.id, t.channel, t.status),
+counted AS (
+    INSERT INTO simplepyq_finished AS f (minute, channel, writer, done, failed, cancelled)
+    SELECT %(minute)s::bigint, channel, pg_backend_pid()::text,
+           COUNT(*) FILTER (WHERE status = 'done'), COUNT(*) FILTER (WHERE status = 'failed'),
+           COUNT(*) FILTER (WHERE status = 'cancelled')
+    FROM recorded
+    WHERE status IN ('done', 'failed', 'cancelled')
+    GROUP BY channel
+    ON CONFLICT (minute, channel, writer) DO UPDATE
+    SET done = f.done + excluded.done, failed = f.failed + excluded.failed,
+        cancelled = f.cancelled + excluded.cancelled)
+SELECT id FROM recorded;
 
 -- name: record_done
 -- The same for runs that succeeded and reported no progress (the common case): fewer
--- columns to send and to evaluate, no history to add.
+-- columns to send and to evaluate, no history to add; counted alike.
+WITH recorded AS (
 UPDATE tasks AS t
 SET status = 'done', retries = o.retries, delay_until = NULL, result = o.result,
     error = NULL, finished_at = o.finished_at, owner = NULL, recoveries = 0, alone = 0
 FROM unnest(%(ids)s::bigint[], %(retries)s::bigint[], %(results)s::bytea[],
             %(finished)s::double precision[]) AS o (id, retries, result, finished_at)
 WHERE t.id = o.id AND t.owner = %(owner)s AND t.status = 'running'
-RETURNING t.id;
+RETURNING t.id, t.channel),
+counted AS (
+    INSERT INTO simplepyq_finished AS f (minute, channel, writer, done)
+    SELECT %(minute)s::bigint, channel, pg_backend_pid()::text, COUNT(*)
+    FROM recorded
+    GROUP BY channel
+    ON CONFLICT (minute, channel, writer) DO UPDATE SET done = f.done + excluded.done)
+SELECT id FROM recorded;
 
 -- name: release
 -- Claimed tasks that were never started go back as if they had not been claimed
--- (or end cancelled, if their cancel was requested meanwhile).
+-- (or end cancelled, if their cancel was requested meanwhile). Returns the channel
+-- and status of each, for the finished-task counters.
 UPDATE tasks
 SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
     finished_at = CASE WHEN cancel_requested = 1 THEN %(now)s::double precision END,
     error = CASE WHEN cancel_requested = 1 THEN 'cancelled before it ran' ELSE error END,
     owner = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
-WHERE id = ANY(%(ids)s::bigint[]) AND owner = %(owner)s AND status = 'running';
+WHERE id = ANY(%(ids)s::bigint[]) AND owner = %(owner)s AND status = 'running'
+RETURNING channel, status;
 
 -- name: next_due
 SELECT MIN(due) FROM unnest(%(channels)s::text[]) AS c (name),
@@ -423,7 +449,7 @@ SET status = CASE WHEN t.cancel_requested = 1 THEN 'cancelled'
                 'ended_at', %(now)s::double precision, 'outcome', 'recovered',
                 'error', %(note)s::text))))
 WHERE t.status = 'running' AND t.owner IS NOT DISTINCT FROM %(owner)s::text
-RETURNING t.id;
+RETURNING t.id, t.channel, t.status;
 
 -- name: run_alone
 -- A recovered task starts running alone in its process: if that process dies now,
@@ -528,7 +554,7 @@ SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
     owner = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
 WHERE status = 'running' AND owner = %(owner)s
   AND id NOT IN (SELECT jsonb_array_elements_text(%(held)s::jsonb)::bigint)
-RETURNING id;
+RETURNING id, channel, status;
 
 -- name: cancel
 -- A task not started yet ends cancelled at once; a running one is asked to stop (its
@@ -602,6 +628,66 @@ CREATE TABLE IF NOT EXISTS simplepyq_ticks (
     scheduled_at DOUBLE PRECISION NOT NULL
 );
 
+-- name: migrate_6
+-- Schema 6: every task with a key, finished ones included, for a listing filtered by
+-- key (recent_tasks), as in sqlite.sql. Tasks without a key are not in it. A status
+-- change of a keyed task adds an entry here, as it does to the primary key's index:
+-- no status change is a HOT update (the partial indexes name the status).
+CREATE INDEX IF NOT EXISTS tasks_keyed ON tasks (key, id) WHERE key IS NOT NULL;
+
+-- name: migrate_7
+-- Schema 7: the finished-task counters (see create_finished in sqlite.sql, and
+-- storage/finished.py). On PostgreSQL the writer of a row is the server process of
+-- the connection that wrote it (pg_backend_pid): two transactions running at once
+-- never share one, so recording outcomes never waits for another's row lock;
+-- fold_finished moves the old minutes into each channel's total row (writer '').
+CREATE TABLE IF NOT EXISTS simplepyq_finished (
+    minute BIGINT NOT NULL,
+    channel TEXT NOT NULL,
+    writer TEXT NOT NULL,
+    done BIGINT NOT NULL DEFAULT 0,
+    failed BIGINT NOT NULL DEFAULT 0,
+    cancelled BIGINT NOT NULL DEFAULT 0,
+    removed BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, channel, writer)
+);
+-- What counts reads for these statuses (one index for both: see sqlite.sql). A
+-- partial index costs only the updates of tasks entering it and a look at its
+-- WHERE (a status change is never a HOT update already: the partial indexes name
+-- the status); claims and successes enter it not.
+CREATE INDEX IF NOT EXISTS tasks_cancelled_blocked ON tasks (channel, status)
+    WHERE status IN ('cancelled', 'blocked');
+-- Deleted done tasks, counted once per DELETE statement, whoever runs it: from the
+-- statement's deleted rows (a transition table), one upsert per channel into this
+-- minute's row of the connection's server process. The function resolves the table
+-- in the store's schema whatever the deleter's search_path. (A TRUNCATE is not seen.)
+CREATE OR REPLACE FUNCTION simplepyq_count_removed() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO simplepyq_finished AS f (minute, channel, writer, removed)
+    SELECT floor(EXTRACT(EPOCH FROM clock_timestamp()) / 60)::bigint, channel,
+           pg_backend_pid()::text, COUNT(*)
+    FROM gone
+    WHERE status = 'done' AND finished_at IS NOT NULL
+    GROUP BY channel
+    ON CONFLICT (minute, channel, writer) DO UPDATE SET removed = f.removed + excluded.removed;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS simplepyq_done_removed ON tasks;
+CREATE TRIGGER simplepyq_done_removed AFTER DELETE ON tasks
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION simplepyq_count_removed();
+-- The counters start from the finished tasks the store holds (done ones with a
+-- finished_at, as the trigger counts them), once: not again once any is written.
+INSERT INTO simplepyq_finished (minute, channel, writer, done, failed, cancelled)
+SELECT 0, channel, '', COUNT(*) FILTER (WHERE status = 'done' AND finished_at IS NOT NULL),
+       COUNT(*) FILTER (WHERE status = 'failed'), COUNT(*) FILTER (WHERE status = 'cancelled')
+FROM tasks
+WHERE status IN ('done', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_finished)
+GROUP BY channel;
+
 -- name: finished_upstreams
 -- Run as a statement of its own after the one that ended the tasks, so that its
 -- snapshot sees every dependent committed before that one took the tasks' row locks
@@ -638,7 +724,7 @@ RETURNING channel;
 -- name: cancel_blocked
 UPDATE tasks SET status = 'cancelled', finished_at = %(now)s, error = %(error)s
 WHERE id = %(id)s AND status = 'blocked'
-RETURNING id;
+RETURNING id, channel;
 
 -- name: note_cancelled_by
 UPDATE simplepyq_flows SET cancelled_by = %(upstream)s WHERE task_id = %(id)s;
@@ -830,3 +916,164 @@ DELETE FROM simplepyq_ticks WHERE task_id = ANY(%(ids)s::bigint[]);
 -- The ticks of periodic tasks that are gone (after a purge, a clear or a removed channel).
 DELETE FROM simplepyq_ticks AS k WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = k.task_id);
 
+
+-- Browsing, and acting on one task (see sqlite.sql, storage/browse.py) -------------
+
+-- name: recent_tasks
+-- A page of tasks, newest first, below %(before)s (keyset paging), with the filters
+-- the caller asked for in place of {filters}: each a plain equality, so that the
+-- planner, with its statistics, can take tasks_keyed for a key and the partial index
+-- of a status where that is cheaper than walking the primary key down.
+SELECT id, channel, args, status, retries, attempts, priority, result, error,
+       created_at, delay_until, started_at, finished_at, recoveries, history,
+       key, time_limit, cancel_requested, progress
+FROM tasks
+WHERE id < %(before)s {filters}
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: recent_channel
+AND channel = %(channel)s
+
+-- name: recent_status
+AND status = %(status)s
+
+-- name: recent_key
+AND key = %(key)s
+
+-- name: requeue
+-- One failed or cancelled task becomes pending again (see sqlite.sql). A keyed task
+-- only if no unfinished task of its channel holds its key: an enqueue of the key
+-- that commits meanwhile makes this fail on tasks_key, and be redone, and then
+-- refused; one that comes after waits for this to commit, and finds the key held.
+UPDATE tasks
+SET status = 'pending', retries = COALESCE(%(retries)s::bigint, retries), delay_until = NULL,
+    finished_at = NULL, owner = NULL, cancel_requested = 0
+WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+  AND (key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM tasks AS held
+      WHERE held.channel = tasks.channel AND held.key = tasks.key
+        AND held.status IN ('pending', 'delayed', 'running', 'blocked')))
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_flows AS f
+                  WHERE f.task_id = tasks.id
+                    AND (f.waiting > 0 OR (f.input IS NOT NULL AND tasks.args IS NULL)))
+RETURNING channel;
+
+-- name: note_runnable
+-- A task of a channel can run now: the listeners wake its workers without a look at
+-- the table first, as for an enqueue (add_one), this store's own excepted.
+SELECT pg_notify(%(topic)s, CASE WHEN octet_length(%(channel)s) < 7900
+                                 THEN %(origin)s || ' ' || %(channel)s ELSE '' END);
+
+-- name: lock_task
+-- First in a delete: waits for a transaction that holds the task (a claim, or the
+-- lock_upstreams of a task being stored to wait for it), so that the delete, a
+-- statement of its own (a new snapshot, in READ COMMITTED), sees what it did: the
+-- task running, or a new dependent blocked on it. A dependent stored after this
+-- waits for the delete, and then finds no task to wait for.
+SELECT status FROM tasks WHERE id = %(id)s FOR UPDATE;
+
+-- name: delete_task
+-- A task that is not running, unless a blocked task waits for it (see sqlite.sql).
+DELETE FROM tasks
+WHERE id = %(id)s AND status <> 'running'
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_deps AS d JOIN tasks AS w ON w.id = d.task_id
+                  WHERE d.upstream_id = tasks.id AND w.status = 'blocked')
+RETURNING id;
+
+-- name: run_now
+-- A delayed task becomes pending, its time brought forward; its channel. A claim
+-- promoting it meanwhile makes this wait, and then find it pending: refused.
+UPDATE tasks SET status = 'pending', delay_until = %(now)s
+WHERE id = %(id)s AND status = 'delayed'
+RETURNING channel;
+
+-- name: running_by_owner
+-- How many tasks each queue instance runs, read from tasks_running.
+SELECT owner, COUNT(*) FROM tasks WHERE status = 'running' GROUP BY owner;
+
+-- name: recent_workflows
+-- A page of workflows, newest first, each with its counts by status (see sqlite.sql).
+WITH page AS (
+    SELECT DISTINCT workflow FROM simplepyq_flows
+    WHERE workflow < %(before)s
+    ORDER BY workflow DESC
+    LIMIT %(limit)s)
+SELECT p.workflow, t.status, COUNT(t.id)
+FROM page AS p
+JOIN simplepyq_flows AS f ON f.workflow = p.workflow
+LEFT JOIN tasks AS t ON t.id = f.task_id
+GROUP BY p.workflow, t.status
+ORDER BY p.workflow DESC;
+
+-- Finished-task counters (see storage/finished.py and migrate_7) -------------------
+
+-- name: count_finished
+-- What one transaction that ended tasks of a channel adds to its minute: one upsert
+-- per channel and transaction, into the row of its connection's server process. Its
+-- values come by position, as in sqlite.sql.
+INSERT INTO simplepyq_finished AS f (minute, channel, writer, done, failed, cancelled, removed)
+VALUES (%s, %s, pg_backend_pid()::text, %s, %s, %s, %s)
+ON CONFLICT (minute, channel, writer) DO UPDATE
+SET done = f.done + excluded.done, failed = f.failed + excluded.failed,
+    cancelled = f.cancelled + excluded.cancelled, removed = f.removed + excluded.removed;
+
+-- name: channel_of
+-- The channel of a task a cancel ended, for the counters.
+SELECT channel FROM tasks WHERE id = %(id)s;
+
+-- name: counts
+-- Tasks per channel and status without reading finished tasks: each unfinished
+-- status, and failed and cancelled, through its partial index; done from the
+-- counters (a channel whose done tasks are all gone, as stats does not list it). One
+-- statement: one snapshot.
+SELECT channel, 'pending', COUNT(*) FROM tasks WHERE status = 'pending' GROUP BY channel
+UNION ALL
+SELECT channel, 'delayed', COUNT(*) FROM tasks WHERE status = 'delayed' GROUP BY channel
+UNION ALL
+SELECT channel, 'running', COUNT(*) FROM tasks WHERE status = 'running' GROUP BY channel
+UNION ALL
+SELECT channel, 'failed', COUNT(*) FROM tasks WHERE status = 'failed' GROUP BY channel
+UNION ALL
+SELECT channel, status, COUNT(*) FROM tasks WHERE status IN ('cancelled', 'blocked')
+GROUP BY channel, status
+UNION ALL
+SELECT channel, 'done', SUM(done) - SUM(removed) FROM simplepyq_finished GROUP BY channel
+HAVING SUM(done) - SUM(removed) <> 0;
+
+-- name: finished
+-- Tasks ended per channel and minute, from minute %(since)s on, oldest first; minutes
+-- in which a channel only had tasks removed are left out.
+SELECT channel, minute, SUM(done), SUM(failed), SUM(cancelled)
+FROM simplepyq_finished
+WHERE minute >= %(since)s AND minute > 0
+GROUP BY minute, channel
+HAVING SUM(done) + SUM(failed) + SUM(cancelled) > 0
+ORDER BY minute, channel;
+
+-- name: finished_totals
+-- Tasks ended per channel since the counters were created: deletes do not lower them.
+SELECT channel, SUM(done), SUM(failed), SUM(cancelled)
+FROM simplepyq_finished
+GROUP BY channel
+ORDER BY channel;
+
+-- name: fold_finished
+-- Housekeeping: the minutes before %(before)s move into their channel's total row, in
+-- one statement: the rows it deletes are the rows it adds up. A fold running at the
+-- same time waits for the rows this one deletes and, once it commits, finds them gone
+-- (READ COMMITTED): no row is added twice. Returns how many rows were folded.
+WITH gone AS (
+    DELETE FROM simplepyq_finished
+    WHERE minute > 0 AND minute < %(before)s
+    RETURNING channel, done, failed, cancelled, removed),
+folded AS (
+    INSERT INTO simplepyq_finished AS f (minute, channel, writer, done, failed, cancelled,
+                                         removed)
+    SELECT 0, channel, '', SUM(done), SUM(failed), SUM(cancelled), SUM(removed)
+    FROM gone
+    GROUP BY channel
+    ON CONFLICT (minute, channel, writer) DO UPDATE
+    SET done = f.done + excluded.done, failed = f.failed + excluded.failed,
+        cancelled = f.cancelled + excluded.cancelled, removed = f.removed + excluded.removed)
+SELECT COUNT(*) FROM gone;

@@ -25,6 +25,7 @@ from simplepyq.limits import Limits
 from simplepyq.storage import dependents
 from simplepyq.storage.base import LimitChange, NewTick, Owner, Requeued, named
 from simplepyq.storage.dependents import NewTask
+from simplepyq.storage.finished import ENDS, Ended
 from simplepyq.task import TaskId
 
 T = TypeVar("T")
@@ -84,10 +85,12 @@ class QueryStore:
         return {int(row[0]): tuple(row) for row in conn.execute(
             self.Q["rows_of"], {"ids": self._ids(list(task_ids))})}
 
-    def _settle(self, conn: Any, task_ids: Sequence[int], now: float) -> set[str]:
+    def _settle(self, conn: Any, task_ids: Sequence[int], now: float,
+                tally: Ended) -> set[str]:
         """Tell the dependents of those of ``task_ids`` that have ended (see
-        ``dependents``), in the caller's transaction; the channels released."""
-        return dependents.settle(conn, self.Q, self._ids, task_ids, now)
+        ``dependents``), in the caller's transaction, counting in ``tally`` those this
+        cancels; the channels released."""
+        return dependents.settle(conn, self.Q, self._ids, task_ids, now, tally)
 
     def runnable(self, channels: Sequence[str], now: float) -> list[str]:
         return self._read(lambda c: [name for name in channels if c.execute(
@@ -100,8 +103,14 @@ class QueryStore:
     # -- workflows -----------------------------------------
     def add_graph(self, tasks: Sequence[NewTask], workflow: int | None,
                   register: Iterable[str], now: float) -> list[TaskId]:
-        return self._write(lambda c: dependents.add_graph(c, self.Q, self._ids, tasks,
-                                                          workflow, register, now))
+        def add(conn: Any) -> list[TaskId]:
+            tally = Ended()  # tasks stored cancelled: an upstream had ended as they do not need
+            added = dependents.add_graph(conn, self.Q, self._ids, tasks, workflow, register,
+                                         now, tally)
+            tally.write(conn, self.Q, now)
+            return added
+
+        return self._write(add)
 
     def workflow_of(self, task_id: int) -> int | None:
         row = self._read(lambda c: c.execute(self.Q["workflow_of"], {"id": task_id}).fetchone())
@@ -253,6 +262,7 @@ class QueryStore:
                 max_recoveries: int) -> int:
         def requeue(conn: Any) -> int:
             count = 0
+            tally = Ended()
             # In one order for every process: two recoveries never wait for each other.
             for owner in sorted(owners, key=lambda judged: judged.owner or ""):
                 row = conn.execute(self.Q["judged_heartbeat"], {"owner": owner.owner}).fetchone()
@@ -260,10 +270,13 @@ class QueryStore:
                     continue  # it wrote a heartbeat since it was judged: alive after all
                 values = {"owner": owner.owner, "note": note, "now": now,
                           "max_recoveries": max_recoveries}
-                ended = [int(row[0]) for row in conn.execute(self.Q["recover"], values)]
+                rows = conn.execute(self.Q["recover"], values).fetchall()
+                ended = [int(row[0]) for row in rows]
                 count += len(ended)
-                self._settle(conn, ended, now)  # those failed or cancelled
+                tally.add_rows((channel, status) for _, channel, status in rows)
+                self._settle(conn, ended, now, tally)  # those failed or cancelled
                 conn.execute(self.Q["unregister_owner"], {"owner": owner.owner})
+            tally.write(conn, self.Q, now)
             return count
 
         return self._write(requeue)
@@ -273,8 +286,12 @@ class QueryStore:
         values = {"owner": owner, "held": json.dumps(list(held)), "now": now}
 
         def give_back(conn: Any) -> int:
-            back = [int(row[0]) for row in conn.execute(self.Q["reconcile"], values)]
-            self._settle(conn, back, now)  # those whose cancel was requested
+            rows = conn.execute(self.Q["reconcile"], values).fetchall()
+            back = [int(row[0]) for row in rows]
+            tally = Ended()
+            tally.add_rows((channel, status) for _, channel, status in rows)
+            self._settle(conn, back, now, tally)  # those whose cancel was requested
+            tally.write(conn, self.Q, now)
             return len(back)
 
         return self._write(give_back)
@@ -284,7 +301,12 @@ class QueryStore:
         def cancel(conn: Any) -> tuple[bool, str] | None:
             row = conn.execute(self.Q["cancel"], {"id": task_id, "now": now}).fetchone()
             if row is not None:
-                self._settle(conn, [task_id], now)
+                tally = Ended()
+                if row[0] == "cancelled":  # (a running one is asked to stop: not ended yet)
+                    tally.add(str(conn.execute(self.Q["channel_of"], {"id": task_id})
+                                  .fetchone()[0]), "cancelled")
+                self._settle(conn, [task_id], now, tally)
+                tally.write(conn, self.Q, now)
                 return True, str(row[0])
             row = conn.execute(self.Q["task_status"], {"id": task_id}).fetchone()
             return None if row is None else (False, str(row[0]))
@@ -332,6 +354,27 @@ class QueryStore:
         return self._read(lambda c: {channel: None if since is None else float(since)
                                      for channel, since in c.execute(self.Q["pending_since"])})
 
+    # -- finished-task counters (see storage/finished.py) --
+    def counts(self) -> dict[str, dict[str, int]]:
+        def count(conn: Any) -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            for channel, status, number in conn.execute(self.Q["counts"]):
+                counts.setdefault(str(channel), {})[str(status)] = int(number or 0)
+            return counts
+
+        return self._read(count)
+
+    def finished(self, since_minute: int) -> builtins.list[tuple[str, int, int, int, int]]:
+        return self._read(lambda c: [
+            (str(channel), int(minute), int(done), int(failed), int(cancelled))
+            for channel, minute, done, failed, cancelled
+            in c.execute(self.Q["finished"], {"since": since_minute})])
+
+    def finished_totals(self) -> dict[str, dict[str, int]]:
+        return self._read(lambda c: {
+            str(row[0]): dict(zip(ENDS, map(int, row[1:]), strict=True))
+            for row in c.execute(self.Q["finished_totals"])})
+
     # -- maintenance ---------------------------------------
     def clear_failed(self, channel: str | None) -> int:
         def clear(conn: Any) -> int:
@@ -361,8 +404,10 @@ class QueryStore:
             conn.execute(self.Q["remove_channel"], {"name": name})
             count = int(conn.execute(self.Q["remove_channel_tasks"], {"name": name}).rowcount)
             # What waited for its unfinished tasks can no longer run.
+            now, tally = time.time(), Ended()
             dependents.tell(conn, self.Q, [(task_id, "cancelled", f"removed with channel "
-                                            f"{name!r}") for task_id in awaited], time.time())
+                                            f"{name!r}") for task_id in awaited], now, tally)
+            tally.write(conn, self.Q, now)
             self._forget_flows(conn, count)
             return count
 
@@ -475,6 +520,11 @@ class QueryStore:
                 conn.execute(self.Q["register_channel"], {"name": name, "now": now})
             if values:
                 conn.cursor().executemany(self.Q["adopt"], values)
+            tally = Ended()  # what ended in the other store ends here too (as seed_finished)
+            for task in values:
+                if task["status"] != "done" or task["finished_at"] is not None:
+                    tally.add(str(task["channel"]), str(task["status"]))
+            tally.write(conn, self.Q, now)
             return len(values)
 
         return self._write(insert)

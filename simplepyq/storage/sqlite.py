@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from typing import Any, TypeVar
@@ -24,18 +25,23 @@ from simplepyq.errors import StoreError, UnknownChannelError
 from simplepyq.limits import Limits
 from simplepyq.storage import MEMORY, queries
 from simplepyq.storage.base import Claimed, Exchange, Outcome
-from simplepyq.storage.queries import QueryStore
+from simplepyq.storage.browse import BrowseStore
+from simplepyq.storage.finished import Ended
 from simplepyq.storage.walwatch import WalWatch
 from simplepyq.task import Status, TaskId
 
 log = logging.getLogger("simplepyq")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 FIRST_PAUSE = 0.0001
 """Seconds a write first waits when the lock is taken; each wait is half again as long."""
 ADD_CHUNK = 500
 """Tasks per insert statement in ``add`` (SQLite allows 32766 bound values)."""
 LEGACY_COLUMNS = {"id", "channel", "args", "status", "retries", "delay_until"}
+CROWDED = 1000
+"""How many tasks of one status (of a channel, below a page's bound) there are at least
+when a page of them is found by walking ids down rather than through the status's
+index (see crowded in sqlite.sql)."""
 T = TypeVar("T")
 
 
@@ -44,7 +50,7 @@ Q = {name: text.replace("{next_id}", Q["next_id"]) for name, text in Q.items()}
 Q["claim_limited"] = Q["claim"]  # every claim runs under the write lock already
 
 
-class SQLiteStore(QueryStore):
+class SQLiteStore(BrowseStore):
     """Tasks in one SQLite file; safe to share between threads and processes.
 
     At ``":memory:"`` the tasks are in this process's memory instead, shared by its
@@ -310,6 +316,7 @@ class SQLiteStore(QueryStore):
             if statement.strip():
                 conn.execute(statement)
         self._keep_ids_unique(conn)
+        self._count_finished(conn)
         if version == 0:
             conn.execute(Q["adopt_legacy_channels"], {"now": time.time()})
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -322,6 +329,16 @@ class SQLiteStore(QueryStore):
         has_sequence = conn.execute(Q["has_sequence"]).fetchone()
         row = conn.execute(Q["tasks_sequence"]).fetchone() if has_sequence else None
         conn.execute(Q["init_high"], {"sequence": row[0] if row else 0})
+
+    @staticmethod
+    def _count_finished(conn: sqlite3.Connection) -> None:
+        """Start the finished-task counters (schema 8), from the finished tasks the file
+        holds (see create_finished in sqlite.sql)."""
+        for statement in Q["create_finished"].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(Q["create_removed_trigger"])
+        conn.execute(Q["seed_finished"])
 
     # -- the task life cycle -------------------------------
     def add(self, channel: str, payloads: Sequence[bytes], retries: int,
@@ -376,9 +393,13 @@ class SQLiteStore(QueryStore):
     def exchange(self, owner: str, outcomes: Sequence[Outcome], channel: str | None,
                  limit: int, now: float, report: bool = False) -> Exchange:
         def swap(conn: sqlite3.Connection) -> Exchange:
-            dropped = self._record(conn, outcomes, owner)
+            tally = Ended()
+            dropped = self._record(conn, outcomes, owner, tally)
             ended = _ended(outcomes, dropped) if outcomes else []
-            released = frozenset(self._settle(conn, ended, now)) if outcomes else frozenset()
+            released = frozenset(self._settle(conn, ended, now, tally)) if outcomes \
+                else frozenset()
+            if tally:
+                tally.write(conn, Q, now)
             recorded = self._rows(conn, ended) if report else None
             if channel is None or limit <= 0:
                 return Exchange(dropped, [], released=released, recorded_rows=recorded)
@@ -404,49 +425,88 @@ class SQLiteStore(QueryStore):
         return self._write(swap)
 
     @staticmethod
-    def _record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> list[int]:
-        """Apply outcomes of tasks ``owner`` still runs; the ids of those it no longer runs.
+    def _record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str,
+                tally: Ended) -> list[int]:
+        """Apply outcomes of tasks ``owner`` still runs, counting in ``tally`` the tasks
+        they ended; the ids of those it no longer runs.
 
         Successes, most outcomes, take a statement of their own that leaves the
         history (and, without a progress value, the progress) alone: binding and
-        evaluating those values costs every row.
+        evaluating those values costs every row. They are counted by the channel
+        their outcome names; the others, few, are recorded one by one, each counted
+        by the channel and the status its statement returns (a cancel requested
+        meanwhile ends it cancelled, whatever it asked for).
         """
         if not outcomes:
             return []
         done: list[tuple[Any, ...]] = []
         reported: list[tuple[Any, ...]] = []
         other: list[dict[str, Any]] = []
+        succeeded: list[str | None] = []
         for o in outcomes:  # one pass: this is the hot path of every commit
             if o.decision.outcome is not None:
                 other.append(_recorded(o, owner))
-            elif o.decision.progress is None:
+                continue
+            succeeded.append(o.channel)
+            if o.decision.progress is None:
                 done.append(_recorded_done(o, owner))
             else:
                 reported.append((*_recorded_done(o, owner), o.decision.progress))
         batches: list[tuple[str, Sequence[Any]]] = [
-            (Q["record_done"], done), (Q["record_done_progress"], reported),
-            (Q["record"], other)]
+            (Q["record_done"], done), (Q["record_done_progress"], reported)]
         conn.execute("SAVEPOINT outcomes")
-        if sum(conn.executemany(query, rows).rowcount
-               for query, rows in batches if rows) == len(outcomes):
+        recorded = sum(conn.executemany(query, rows).rowcount for query, rows in batches if rows)
+        ends = [conn.execute(Q["record"], values).fetchall() for values in other]
+        if recorded + sum(map(len, ends)) == len(outcomes):
             conn.execute("RELEASE outcomes")
+            _count_done(conn, tally, succeeded, outcomes)
+            for rows in ends:
+                tally.add_rows(rows)
             return []
         # Rare: some task was recovered or deleted meanwhile. Redo one by one to tell which.
         conn.execute("ROLLBACK TO outcomes")
         conn.execute("RELEASE outcomes")
-        return [row[0] if isinstance(row, tuple) else row["id"]
-                for query, rows in batches for row in rows
-                if conn.execute(query, row).rowcount != 1]
+        dropped: list[int] = []
+        for o in outcomes:
+            if o.decision.outcome is not None:
+                rows = conn.execute(Q["record"], _recorded(o, owner)).fetchall()
+                tally.add_rows(rows)
+                recorded = len(rows)
+            elif o.decision.progress is None:
+                recorded = conn.execute(Q["record_done"], _recorded_done(o, owner)).rowcount
+                _count_done(conn, tally, [o.channel] if recorded else [], [o])
+            else:
+                recorded = conn.execute(Q["record_done_progress"], (
+                    *_recorded_done(o, owner), o.decision.progress)).rowcount
+                _count_done(conn, tally, [o.channel] if recorded else [], [o])
+            if recorded != 1:
+                dropped.append(o.task_id)
+        return dropped
 
     def release(self, owner: str, task_ids: Sequence[int]) -> int:
         def give_back(conn: sqlite3.Connection) -> int:
             now = time.time()
-            count = sum(conn.execute(Q["release"], {"id": task_id, "owner": owner, "now": now})
-                        .rowcount for task_id in task_ids)
-            self._settle(conn, task_ids, now)  # those whose cancel was requested
+            tally = Ended()
+            count = 0
+            for task_id in task_ids:
+                rows = conn.execute(Q["release"], {"id": task_id, "owner": owner,
+                                                   "now": now}).fetchall()
+                count += len(rows)
+                tally.add_rows(rows)  # those whose cancel was requested end cancelled
+            self._settle(conn, task_ids, now, tally)
+            tally.write(conn, Q, now)
             return count
 
         return self._write(give_back) if task_ids else 0
+
+    def fold_finished(self, before_minute: int) -> int:
+        def fold(conn: sqlite3.Connection) -> int:
+            # Two statements under the write lock: no other fold comes between them.
+            values = {"before": before_minute}
+            conn.execute(Q["fold_finished"], values)
+            return int(conn.execute(Q["forget_folded"], values).rowcount)
+
+        return self._write(fold)
 
     def next_due(self, channels: Iterable[str]) -> float | None:
         def earliest(conn: sqlite3.Connection) -> float | None:
@@ -503,6 +563,17 @@ class SQLiteStore(QueryStore):
                     seen.close()
             return self._wal_watch
 
+    # -- browsing and acting on one task (see browse) ------
+    def _status_filter(self, conn: Any, values: dict[str, Any]) -> str:
+        # SQLite keeps no statistics: a look at the status's index chooses (see crowded).
+        probe = {**values, "probe": CROWDED}
+        if values["channel"] is not None:
+            crowded = conn.execute(Q["crowded"], probe).fetchone()[0]
+            return "recent_status_by_id" if crowded else "recent_status"
+        crowded = conn.execute(Q["crowded_anywhere"], probe).fetchone()[0]
+        return "recent_status_by_id" if crowded else "recent_status_indexed"
+
+
 @functools.lru_cache(maxsize=8)
 def _insert_statement(rows: int, named: bool) -> str:
     """The ``add`` (or, ``named``, ``add_ids``) statement for ``rows`` tasks; made once,
@@ -522,6 +593,26 @@ def _recorded(outcome: Outcome, owner: str) -> dict[str, Any]:
         "outcome": decision.outcome, "note": decision.note, "ended_at": decision.ended_at,
         "progress": decision.progress,
     }
+
+
+def _count_done(conn: sqlite3.Connection, tally: Ended, channels: list[str | None],
+                outcomes: Sequence[Outcome]) -> None:
+    """Count the successes just recorded by the channels their outcomes name
+    (``channels``, in the order of the successes among ``outcomes``; one channel, most
+    often); those that name none, by the channels stored."""
+    if not channels:
+        return
+    first = channels[0]
+    if first is not None and channels.count(first) == len(channels):
+        tally.add(first, "done", len(channels))
+        return
+    for channel, count in Counter(channels).items():
+        if channel is not None:
+            tally.add(channel, "done", count)
+    unnamed = [o.task_id for o in outcomes if o.decision.outcome is None and o.channel is None]
+    if unnamed:
+        for channel, count in conn.execute(Q["channels_of"], {"ids": json.dumps(unnamed)}):
+            tally.add(channel, "done", count)
 
 
 def _recorded_done(outcome: Outcome, owner: str) -> tuple[Any, ...]:

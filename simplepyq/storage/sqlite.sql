@@ -127,6 +127,11 @@ CREATE INDEX IF NOT EXISTS tasks_failed ON tasks (channel) WHERE status = 'faile
 -- without a key are not in it and cost nothing.
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks (channel, key)
     WHERE key IS NOT NULL AND status IN ('pending', 'delayed', 'running', 'blocked');
+-- Every task with a key, finished ones included, newest last: a listing filtered by
+-- key (recent_tasks) reads its few tasks here instead of walking the table. Tasks
+-- without a key are not in it, and no status change touches it (SQLite writes an
+-- index only where the columns it names change, and it names no status).
+CREATE INDEX IF NOT EXISTS tasks_keyed ON tasks (key, id) WHERE key IS NOT NULL;
 
 -- name: retired_indexes
 -- Indexes of schema 1 that schema 2 replaced (tasks_running gained the channel).
@@ -268,7 +273,8 @@ SELECT name, rate_count, rate_period, max_running FROM simplepyq_channels;
 -- A run of a task whose cancel was requested that did not succeed ends it cancelled,
 -- whatever its outcome asked for (a retry, a deferral): decided here, so that a
 -- cancel that came after the worker last looked still counts. The run's progress,
--- if it reported one, is kept.
+-- if it reported one, is kept. Returns the channel and the status it ended in, for
+-- the finished-task counters (only runs that did not succeed come here: few).
 UPDATE tasks
 SET status = CASE WHEN cancel_requested = 1 AND :status <> 'done' THEN 'cancelled'
                   ELSE :status END,
@@ -288,7 +294,8 @@ SET status = CASE WHEN cancel_requested = 1 AND :status <> 'done' THEN 'cancelle
                                             ELSE :outcome END,
                             'error', :note))
     END
-WHERE id = :id AND owner = :owner AND status = 'running';
+WHERE id = :id AND owner = :owner AND status = 'running'
+RETURNING channel, status;
 
 -- name: record_done
 -- The same for a run that succeeded (the common case): no history to add, and no
@@ -309,14 +316,16 @@ WHERE id = ?1 AND owner = ?2 AND status = 'running';
 
 -- name: release
 -- A claimed task that was never started goes back as if it had not been claimed
--- (or ends cancelled, if its cancel was requested meanwhile).
+-- (or ends cancelled, if its cancel was requested meanwhile). Returns its channel and
+-- status, for the finished-task counters.
 UPDATE tasks
 SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
     finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
     error = CASE WHEN cancel_requested = 1 THEN 'cancelled before it ran' ELSE error END,
     owner = NULL, started_at = NULL,
     attempts = MAX(COALESCE(attempts, 1) - 1, 0)
-WHERE id = :id AND owner = :owner AND status = 'running';
+WHERE id = :id AND owner = :owner AND status = 'running'
+RETURNING channel, status;
 
 -- name: next_due
 SELECT MIN(COALESCE(delay_until, 0)) FROM tasks WHERE channel = :channel AND status = 'delayed';
@@ -405,7 +414,7 @@ SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
         '$[#]', json_object('attempt', COALESCE(attempts, 0), 'started_at', started_at,
                             'ended_at', :now, 'outcome', 'recovered', 'error', :note))
 WHERE status = 'running' AND owner IS :owner
-RETURNING id;
+RETURNING id, channel, status;
 
 -- name: run_alone
 -- A recovered task starts running alone in its process: if that process dies now,
@@ -505,7 +514,7 @@ SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END,
     attempts = MAX(COALESCE(attempts, 1) - 1, 0)
 WHERE status = 'running' AND owner = :owner
   AND id NOT IN (SELECT value FROM json_each(:held))
-RETURNING id;
+RETURNING id, channel, status;
 
 -- name: cancel
 -- A task not started yet ends cancelled at once; a running one is asked to stop (its
@@ -631,7 +640,7 @@ RETURNING channel;
 -- A blocked task one of whose upstreams ended as it does not need: it never runs.
 UPDATE tasks SET status = 'cancelled', finished_at = :now, error = :error
 WHERE id = :id AND status = 'blocked'
-RETURNING id;
+RETURNING id, channel;
 
 -- name: note_cancelled_by
 UPDATE simplepyq_flows SET cancelled_by = :upstream WHERE task_id = :id;
@@ -823,3 +832,259 @@ DELETE FROM simplepyq_ticks WHERE task_id IN (SELECT value FROM json_each(:ids))
 -- The ticks of periodic tasks that are gone (after a purge, a clear or a removed channel).
 DELETE FROM simplepyq_ticks AS k WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = k.task_id);
 
+-- Finished-task counters (see storage/finished.py) ---------------------------------
+
+-- name: create_finished
+-- How many tasks of each channel ended done, failed and cancelled in each minute
+-- (Unix time // 60) and by each writer ('' here: SQLite has one writer at a time;
+-- see postgres.sql), and a total row per channel (minute 0, writer ''), into which
+-- fold_finished moves the old minutes. `removed` counts done tasks deleted (or made
+-- to run again), in any row: a channel holds SUM(done) - SUM(removed) done tasks, a
+-- sum over a few hundred small rows instead of a count of every finished task.
+-- The other statuses are counted through their partial indexes (see counts), the
+-- cancelled and blocked ones through one index of both statuses here. A claim or a
+-- success writes no entry in it (SQLite writes a partial index entry only for a row
+-- its WHERE holds for, before or after the change), but every insert and every
+-- status change looks at each index that names the status, written or not: measured,
+-- about 3k CPU instructions per task of a drain and 1k per one-call enqueue, for this
+-- one (two, one per status, cost more). So one index, not two.
+CREATE TABLE IF NOT EXISTS simplepyq_finished (
+    minute INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    writer TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    removed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, channel, writer)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tasks_cancelled_blocked ON tasks (channel, status)
+    WHERE status IN ('cancelled', 'blocked');
+
+-- name: create_removed_trigger
+-- Kept by every delete of a done task, whoever runs it (a purge, retention, a copy's
+-- forget, a 0.1.3 process). A task made done by a 0.1.3 process has no finished_at,
+-- and is counted neither when it ends nor here. (Its upsert, like the rest of the
+-- schema, needs SQLite 3.24 or later in every process that opens the file.)
+CREATE TRIGGER IF NOT EXISTS simplepyq_done_removed AFTER DELETE ON tasks
+WHEN OLD.status = 'done' AND OLD.finished_at IS NOT NULL
+BEGIN
+    INSERT INTO simplepyq_finished (minute, channel, writer, removed)
+    VALUES (0, OLD.channel, '', 1)
+    ON CONFLICT (minute, channel, writer) DO UPDATE SET removed = removed + 1;
+END;
+
+-- name: seed_finished
+-- On the upgrade that creates the counters: they start from the finished tasks the
+-- store holds (done ones with a finished_at, as the trigger above counts them), once:
+-- not again once any count is written.
+INSERT INTO simplepyq_finished (minute, channel, writer, done, failed, cancelled)
+SELECT 0, channel, '', SUM(status = 'done' AND finished_at IS NOT NULL),
+       SUM(status = 'failed'), SUM(status = 'cancelled')
+FROM tasks
+WHERE status IN ('done', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_finished)
+GROUP BY channel;
+
+-- name: count_finished
+-- What one transaction that ended tasks of a channel adds to its minute: one upsert
+-- per channel and transaction, however many tasks (see storage/finished.py). Its
+-- values come by position (minute, channel, done, failed, cancelled, removed): it
+-- runs in nearly every commit of a worker.
+INSERT INTO simplepyq_finished (minute, channel, writer, done, failed, cancelled, removed)
+VALUES (?1, ?2, '', ?3, ?4, ?5, ?6)
+ON CONFLICT (minute, channel, writer) DO UPDATE
+SET done = done + excluded.done, failed = failed + excluded.failed,
+    cancelled = cancelled + excluded.cancelled, removed = removed + excluded.removed;
+
+-- name: channel_of
+-- The channel of a task a cancel ended, for the counters.
+SELECT channel FROM tasks WHERE id = :id;
+
+-- name: channels_of
+-- The channels of tasks :ids (a JSON array), and how many of them each has: for
+-- outcomes recorded without their channel (the scheduler always gives it).
+SELECT channel, COUNT(*) FROM tasks
+WHERE id IN (SELECT value FROM json_each(:ids))
+GROUP BY channel;
+
+-- name: counts
+-- Tasks per channel and status without reading finished tasks: each unfinished
+-- status, and failed and cancelled, through its partial index; done from the
+-- counters (a channel whose done tasks are all gone, as stats does not list it). One
+-- statement: one snapshot.
+SELECT channel, 'pending', COUNT(*) FROM tasks WHERE status = 'pending' GROUP BY channel
+UNION ALL
+SELECT channel, 'delayed', COUNT(*) FROM tasks WHERE status = 'delayed' GROUP BY channel
+UNION ALL
+SELECT channel, 'running', COUNT(*) FROM tasks WHERE status = 'running' GROUP BY channel
+UNION ALL
+SELECT channel, 'failed', COUNT(*) FROM tasks WHERE status = 'failed' GROUP BY channel
+UNION ALL
+SELECT channel, status, COUNT(*) FROM tasks WHERE status IN ('cancelled', 'blocked')
+GROUP BY channel, status
+UNION ALL
+SELECT channel, 'done', SUM(done) - SUM(removed) FROM simplepyq_finished GROUP BY channel
+HAVING SUM(done) - SUM(removed) <> 0;
+
+-- name: finished
+-- Tasks ended per channel and minute, from minute :since on, oldest first; minutes
+-- in which a channel only had tasks removed are left out.
+SELECT channel, minute, SUM(done), SUM(failed), SUM(cancelled)
+FROM simplepyq_finished
+WHERE minute >= :since AND minute > 0
+GROUP BY minute, channel
+HAVING SUM(done) + SUM(failed) + SUM(cancelled) > 0
+ORDER BY minute, channel;
+
+-- name: finished_totals
+-- Tasks ended per channel since the counters were created: deletes do not lower them.
+SELECT channel, SUM(done), SUM(failed), SUM(cancelled)
+FROM simplepyq_finished
+GROUP BY channel
+ORDER BY channel;
+
+-- name: fold_finished
+-- Housekeeping: the minutes before :before move into their channel's total row, in
+-- one transaction with forget_folded (under the write lock: nothing counts twice).
+INSERT INTO simplepyq_finished (minute, channel, writer, done, failed, cancelled, removed)
+SELECT 0, channel, '', SUM(done), SUM(failed), SUM(cancelled), SUM(removed)
+FROM simplepyq_finished
+WHERE minute > 0 AND minute < :before
+GROUP BY channel
+ON CONFLICT (minute, channel, writer) DO UPDATE
+SET done = done + excluded.done, failed = failed + excluded.failed,
+    cancelled = cancelled + excluded.cancelled, removed = removed + excluded.removed;
+
+-- name: forget_folded
+DELETE FROM simplepyq_finished WHERE minute > 0 AND minute < :before;
+
+
+-- Browsing, and acting on one task (see storage/browse.py) --------------------------
+
+-- name: recent_tasks
+-- A page of tasks, newest first: those with ids below :before that pass {filters},
+-- the recent_* filters below that the caller asked for, each a plain equality, so
+-- that the planner can read a key's tasks through tasks_keyed and a channel's tasks
+-- of one status through that status's partial index (tasks_failed, tasks_cancelled
+-- and tasks_blocked list them in id order: no sort). Keyset paging: the next page
+-- starts below the last id of this one, so a page costs the same at any depth (no
+-- OFFSET to walk, no count), and tasks added meanwhile do not shift it.
+SELECT id, channel, args, status, retries, attempts, priority, result, error,
+       created_at, delay_until, started_at, finished_at, recoveries, history,
+       key, time_limit, cancel_requested, progress
+FROM tasks
+WHERE id < :before {filters}
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: recent_channel
+AND channel = :channel
+
+-- name: recent_status
+AND status = :status
+
+-- name: recent_status_by_id
+-- The status filter where walking ids down finds the page sooner (see crowded): the
+-- unary plus keeps SQLite off the status's index.
+AND +status = :status
+
+-- name: recent_status_indexed
+-- The status filter without a channel, where the status is not crowded: naming its
+-- channels lets SQLite read the status's partial index (channel first), a channel at
+-- a time, and sort the few tasks found, instead of walking every id down past the
+-- finished tasks to find them (a million: 70 ms a page).
+AND status = :status
+AND channel IN (SELECT DISTINCT channel FROM tasks WHERE status = :status)
+
+-- name: recent_key
+AND key = :key
+
+-- name: crowded
+-- Whether a page of a channel's tasks of one status is better found by walking ids
+-- down (recent_status_by_id) than through the status's partial index. tasks_claim
+-- and tasks_due are not in id order, so a page read through them sorts every task
+-- they hold for the channel (a backlog of a million pending tasks: half a second a
+-- page); when they hold :probe or more below :before (read through the index,
+-- :probe entries at most), ids walked down meet them often enough. The others are
+-- in id order, or small (tasks_running). SQLite keeps no statistics to choose by.
+SELECT COUNT(*) >= :probe FROM (
+    SELECT 1 FROM tasks
+    WHERE :status IN ('pending', 'delayed') AND channel = :channel AND status = :status
+      AND id < :before
+    LIMIT :probe);
+
+-- name: crowded_anywhere
+-- The same choice for a status in any channel, where the other way is
+-- recent_status_indexed, which sorts every task of the status: walk ids down where
+-- the status's index holds :probe tasks or more (read through it, :probe entries at
+-- most), and for done tasks, which have no index (and are most of a table).
+SELECT CASE WHEN :status = 'done' THEN 1 ELSE COUNT(*) >= :probe END FROM (
+    SELECT 1 FROM tasks WHERE :status <> 'done' AND status = :status LIMIT :probe);
+
+-- name: requeue
+-- One failed or cancelled task becomes pending again (with :retries if not NULL), as
+-- requeue_failed makes them: a keyed task only if no unfinished task of its channel
+-- holds its key, decided here. A task of a workflow only if every task it waits for
+-- ended as it needs and it received its input (it was released and then failed, or
+-- was cancelled): one cancelled because of an upstream comes back when that
+-- upstream is requeued (see restore), and one cancelled while it still waited stays
+-- cancelled. Its cancel request is forgotten, or its next run would be cancelled.
+-- Returns its channel.
+UPDATE tasks
+SET status = 'pending', retries = COALESCE(:retries, retries), delay_until = NULL,
+    finished_at = NULL, owner = NULL, cancel_requested = 0
+WHERE id = :id AND status IN ('failed', 'cancelled')
+  AND (key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM tasks AS held
+      WHERE held.channel = tasks.channel AND held.key = tasks.key
+        AND held.status IN ('pending', 'delayed', 'running', 'blocked')))
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_flows AS f
+                  WHERE f.task_id = tasks.id
+                    AND (f.waiting > 0 OR (f.input IS NOT NULL AND tasks.args IS NULL)))
+RETURNING channel;
+
+-- name: lock_task
+-- First in a delete: the task's status as it is now (under the write lock, which
+-- BEGIN IMMEDIATE took already; see postgres.sql).
+SELECT status FROM tasks WHERE id = :id;
+
+-- name: delete_task
+-- A task that is not running, unless a blocked task waits for it (for its end, or
+-- for its result as input): that task would wait forever, or run without its
+-- input. Its rows in the side tables are deleted next (forget_*_of).
+DELETE FROM tasks
+WHERE id = :id AND status <> 'running'
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_deps AS d JOIN tasks AS w ON w.id = d.task_id
+                  WHERE d.upstream_id = tasks.id AND w.status = 'blocked')
+RETURNING id;
+
+-- name: run_now
+-- A delayed task becomes pending, its time brought forward to :now (as make_due does
+-- for a channel); its channel, to wake the workers.
+UPDATE tasks SET status = 'pending', delay_until = :now
+WHERE id = :id AND status = 'delayed'
+RETURNING channel;
+
+-- name: running_by_owner
+-- How many tasks each queue instance runs: a walk of tasks_running, which holds only
+-- the running tasks (a few per worker).
+SELECT owner, COUNT(*) FROM tasks WHERE status = 'running' GROUP BY owner;
+
+-- name: recent_workflows
+-- A page of workflows, newest first (a workflow's id is that of its first task),
+-- each with its tasks' counts by status, in one statement: the page's ids are read
+-- down the workflow index from below :before (keyset paging, as recent_tasks), then
+-- their tasks are counted. A workflow row whose task is gone (a copy's forget deletes
+-- tasks alone) keeps its workflow on the page, with nothing counted for it.
+WITH page AS (
+    SELECT DISTINCT workflow FROM simplepyq_flows
+    WHERE workflow < :before
+    ORDER BY workflow DESC
+    LIMIT :limit)
+SELECT p.workflow, t.status, COUNT(t.id)
+FROM page AS p
+JOIN simplepyq_flows AS f ON f.workflow = p.workflow
+LEFT JOIN tasks AS t ON t.id = f.task_id
+GROUP BY p.workflow, t.status
+ORDER BY p.workflow DESC;
