@@ -60,6 +60,7 @@ log = logging.getLogger("simplepyq.cli")
 PROG = "simplepyq"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DB_ENV = "SIMPLEPYQ_DB"
+PASSWORD_ENV = "SIMPLEPYQ_DASHBOARD_PASSWORD"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 AGE_HELP = "a number of seconds, or with a unit s, m, h or d (90, 1s, 30m, 7d)"
@@ -198,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--priority", type=int, default=0, metavar="P",
                      help="higher runs first (default 0)")
     sub.add_argument("--key", type=_key, metavar="KEY",
-                     help="unique key: while an unfinished (pending, delayed or running) task "
-                     "of the channel holds it, nothing is enqueued")
+                     help="unique key: while an unfinished (pending, delayed, running or blocked) "
+                     "task of the channel holds it, nothing is enqueued")
     sub.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
                      help="each run may take at most this long, in place of the channel's: "
                      + AGE_HELP)
@@ -252,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for development: run the worker in a child process, and restart it "
                      "gracefully when a Python file under DIR changes (repeatable; faster with "
                      "the watch extra: pip install 'simplepyq[watch]')")
+
+    sub = command("dashboard", cmd_dashboard, "Serve the web dashboard of the store (pages, "
+                  f"/metrics, /healthz) until SIGINT or SIGTERM. ${PASSWORD_ENV}, if set, "
+                  "is its password (HTTP Basic auth, any user name).")
+    sub.add_argument("--host", default="127.0.0.1", metavar="HOST",
+                     help="the address to listen on (default 127.0.0.1: this machine only); "
+                     f"any other needs ${PASSWORD_ENV} or --insecure-no-password")
+    sub.add_argument("--port", type=_port, default=8181, metavar="PORT",
+                     help="the port (default 8181; 0 picks a free one)")
+    sub.add_argument("--read-only", action="store_true",
+                     help="show the store, change nothing: no buttons, actions refused")
+    sub.add_argument("--insecure-no-password", action="store_true",
+                     help="serve on a non-loopback --host without a password")
     return parser
 
 
@@ -564,6 +578,33 @@ def _copied(args: argparse.Namespace, source: str, target: str, report: CopyRepo
         print(f"{report.changed} copied task(s) changed in {source} during the copy (a worker "
               "is running there): they are now in both stores", file=sys.stderr)
     return EXIT_OK if clean else EXIT_ERROR
+
+
+# -- the dashboard -----------------------------------------
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from simplepyq.dashboard import Dashboard, server
+
+    password = os.environ.get(PASSWORD_ENV) or None
+    exposed = not server.is_loopback(args.host)
+    if exposed and password is None and not args.insecure_no_password:
+        raise UsageError(f"--host {args.host} can be reached from other machines: set a "
+                         f"password in ${PASSWORD_ENV} (HTTP Basic auth), or pass "
+                         "--insecure-no-password to serve without one")
+    with _opened(args) as queue:
+        dashboard = Dashboard(queue, read_only=args.read_only, password=password)
+        try:
+            bound = server.bind(dashboard, args.host, args.port)
+        except OSError as exc:
+            raise CommandError(f"cannot serve on {args.host} port {args.port}: "
+                               f"{exc.strerror or exc}") from None
+        if exposed and password is None:
+            _say(f"warning: INSECURE: serving {server.url(bound)} WITHOUT A PASSWORD "
+                 "(--insecure-no-password): anyone who reaches it sees every task"
+                 + ("" if args.read_only else " and can change the store"))
+        print(f"serving {_shown(queue.store_path)} on {server.url(bound)}"
+              + (" (read-only)" if args.read_only else ""), flush=True)
+        server.serve(bound)
+    return EXIT_OK
 
 
 # -- the worker --------------------------------------------
@@ -1060,6 +1101,17 @@ def _max_running(text: str) -> int | None:
         return check_max_running(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc}; or {NO_LIMIT} removes the limit") from None
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give 0 to 65535 (0: any "
+                                         "free port)")
+    return value
 
 
 def _names(text: str) -> list[str]:
