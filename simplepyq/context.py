@@ -35,14 +35,18 @@ class TaskContext:
 
     @property
     def id(self) -> int:
+        """The running task's id."""
         return self._run.task_id
 
     @property
     def channel(self) -> str:
+        """The running task's channel."""
         return self._run.channel
 
     @property
     def attempt(self) -> int:
+        """Which run of the task this is: 1 for the first, counting every run since
+        (retries, deferrals and runs after a recovery)."""
         return self._run.attempt
 
     @property
@@ -59,8 +63,10 @@ class TaskContext:
         return None if when is None else datetime.fromtimestamp(when, timezone.utc)
 
     def cancelled(self) -> bool:
-        """Whether ``cancel()`` was called for this task while it runs (seen within about
-        a poll interval on SQLite, within milliseconds on PostgreSQL)."""
+        """Whether ``cancel()`` was called for this task while it runs: seen at once when
+        called in this process; from another, within milliseconds where the store
+        wakes this one (PostgreSQL's NOTIFY, a SQLite file's log on Linux), else within
+        ``poll_interval``."""
         return self._run.cancel_requested
 
     def time_left(self) -> float | None:

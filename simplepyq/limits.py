@@ -22,7 +22,9 @@ class Rate:
     """At most ``count`` tasks of a channel start in any window of ``period`` seconds."""
 
     count: int
+    """How many tasks may start in a window."""
     period: float
+    """The window's length, in seconds."""
 
     def __str__(self) -> str:
         """The rate as it is written: ``10/s``, ``100/m``, ``5/30s`` for other periods."""
@@ -33,6 +35,7 @@ class Rate:
 
     @property
     def per_second(self) -> float:
+        """The rate as tasks per second."""
         return self.count / self.period
 
 
@@ -41,7 +44,9 @@ class Limits:
     """A channel's limits, as the store keeps them; None where there is none."""
 
     rate_limit: Rate | None = None
+    """At most this many of its tasks start in any window of its period, anywhere."""
     max_running: int | None = None
+    """At most this many of its tasks run at once, anywhere."""
 
     def __str__(self) -> str:
         parts = [f"rate {self.rate_limit}" if self.rate_limit else "",

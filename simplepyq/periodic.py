@@ -153,7 +153,14 @@ def _expression(cron: str) -> str:
 
 @dataclass(frozen=True)
 class Periodic:
-    """A stored schedule, as ``SimplePyQ.periodics`` lists it."""
+    """A stored schedule, as ``SimplePyQ.periodics`` lists it.
+
+    ``name`` and ``channel`` are those given to ``add_periodic``, with its ``cron``
+    expression read in the zone ``tz``, or its period ``every`` (in seconds).
+    ``next_run`` is the next tick, ``last_tick`` the last one enqueued (aware UTC
+    times, None before the first), ``last_task`` that tick's task and
+    ``last_status`` its status now (None once the task is deleted).
+    """
 
     name: str
     channel: str

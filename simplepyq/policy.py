@@ -24,8 +24,11 @@ class Backoff:
     """
 
     delay: float = 0.0
+    """Seconds before the first retry."""
     factor: float = 1.0
+    """What each later wait is multiplied by (1: a fixed delay)."""
     max_delay: float | None = None
+    """The longest wait, in seconds; None: no cap."""
 
     def __post_init__(self) -> None:
         seconds_from(self.delay, "Backoff delay")

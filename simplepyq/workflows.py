@@ -39,8 +39,9 @@ class Step:
     it fails or is cancelled, the step is cancelled), and receives outcomes instead of
     results: a dict of ``id``, ``status``, ``result`` and ``error`` per task.
     ``on_failure`` is a step stored with this one that runs if this one fails or is
-    cancelled, and is cancelled if it succeeds. ``delay`` counts from when the step is
-    stored: a step released later runs at once.
+    cancelled, and is cancelled if it succeeds. ``retries``, ``priority``, ``key`` and
+    ``time_limit`` are those of ``SimplePyQ.enqueue``. ``delay`` counts from when the
+    step is stored: a step released later runs at once.
     """
 
     channel: str
@@ -68,10 +69,13 @@ class WorkflowStatus:
     """How far a workflow has come: how many of its tasks have each status."""
 
     id: int
+    """The workflow's id."""
     counts: Mapping[str, int]
+    """How many of its tasks have each status (a status none has may be missing)."""
 
     @property
     def total(self) -> int:
+        """How many tasks the workflow has."""
         return sum(self.counts.values())
 
     @property

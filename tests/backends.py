@@ -26,7 +26,7 @@ def postgres_url() -> str:
     if url:
         return url
     reason = (f"{URL_VARIABLE} is not set: start a server with '. .ci/postgres.sh' "
-              "(see README.rst, Development)")
+              "(see docs/development.rst)")
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the PostgreSQL tests, but {reason}")
     pytest.skip(reason)

@@ -103,7 +103,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if left_out is not None:
         terminalreporter.write_line(
             f"PostgreSQL backend: not tested, {left_out} variant(s) left out: {URL_VARIABLE} "
-            "is not set; start a server with '. .ci/postgres.sh' (see README.rst, Development)")
+            "is not set; start a server with '. .ci/postgres.sh' (see docs/development.rst)")
         return
     counts: dict[str, int] = {}
     for outcome in ("passed", "failed", "error", "skipped"):

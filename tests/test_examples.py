@@ -8,7 +8,7 @@ from pathlib import Path
 
 from simplepyq import SimplePyQ
 from tests.support import ROOT
-from tests.test_first_steps import readme_block, run_in
+from tests.test_first_steps import run_in
 
 
 def test_the_asyncio_app_answers_its_requests_with_the_tasks_results(tmp_path: Path) -> None:
@@ -36,10 +36,3 @@ def test_the_example_tests_of_a_view_pass_in_eager_mode_and_with_the_drain(
     with SimplePyQ(str(tmp_path / "shop_tasks.db")) as store:
         assert sum(sum(counts.values()) for counts in store.stats().values()) == 0
 
-
-def test_the_readme_testing_example_passes_as_written(tmp_path: Path) -> None:
-    (tmp_path / "test_signup.py").write_text(readme_block("Testing"))
-    result = run_in(tmp_path, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "test_signup.py")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,7 +26,7 @@ from simplepyq import SimplePyQ, Status, current_task
 from simplepyq.periodic import MAX_CATCH_UP, ON_TIME, Spec, Ticker
 from simplepyq.storage import open_store
 from tests.backends import raw_sql
-from tests.support import ROOT, run_python, spawn_python, wait_until
+from tests.support import ROOT, spawn_python, wait_until
 
 HOUR = 3600.0
 
@@ -411,15 +410,6 @@ def test_processes_killed_while_ticks_are_due_lose_and_duplicate_none(
     statuses = {str(row[0]) for row in raw_sql(store_path, "SELECT DISTINCT status FROM tasks")}
     assert statuses <= {Status.DONE.value, Status.PENDING.value, Status.RUNNING.value}
 
-
-def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
-    readme = (ROOT / "README.rst").read_text()
-    section = readme.split("\nPeriodic tasks\n==============\n", 1)[1]
-    block = section.split(".. code-block:: python\n", 1)[1].split("\n\n``", 1)[0]
-    code = "\n".join(line[3:] for line in block.splitlines())
-    assert "add_periodic(" in code
-    out = run_python("import os, sys; os.chdir(sys.argv[1])\n" + code, str(tmp_path))
-    assert "nightly-report" in out
 
 
 def test_ticks_are_forgotten_with_their_tasks(

@@ -633,15 +633,6 @@ def test_requeueing_one_of_two_failed_members_leaves_the_callback_cancelled(
     assert status(q, flow.task_ids[-1]) == Status.CANCELLED
 
 
-def test_the_readme_workflows_example_runs_as_written(tmp_path: Path) -> None:
-    readme = (Path(__file__).parent.parent / "README.rst").read_text()
-    section = readme.split("\nWorkflows\n=========\n", 1)[1].split("\nCommand line\n", 1)[0]
-    block = section.split(".. code-block:: python\n", 1)[1].split("\n\n``@q.channel``", 1)[0]
-    code = "\n".join(line[3:] for line in block.splitlines())
-    assert "q.chain(" in code and "on_failure=" in code and "depends_on=" in code
-    out = run_python("import os, sys; os.chdir(sys.argv[1])\n" + code, str(tmp_path))
-    assert "failed:" not in out
-
 
 def test_a_group_run_by_three_processes_of_four_workers_calls_its_callback_once(
     store_path: str, tmp_path: Path
