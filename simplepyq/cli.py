@@ -665,8 +665,11 @@ def _work(args: argparse.Namespace, queue: SimplePyQ) -> int:
                 time.sleep(progress.interval)
     except Stop as stop:
         reason = str(stop)
-        # Running tasks finish; a second signal exits at once instead. A burst's
-        # run_until_complete has stopped already: this says whether it was clean.
+        # No task starts from here on; then say so, and let the running ones finish (a
+        # second signal exits at once instead). A burst's run_until_complete has
+        # stopped already: this says whether it was clean.
+        queue.stop(timeout=0)
+        shutdown.announce()
         clean = queue.stop()
         if not args.burst:  # (run_until_complete has shown the end already)
             progress.close()
@@ -736,14 +739,17 @@ class _Shutdown:
 
     The first raises ``Stop`` in the main thread, but only once ``arm`` is called:
     raised while the queue is still starting, it would leave workers that nothing
-    stops. The handlers tell of the signal through ``_Events.interrupt``, since a
-    handler may interrupt a ``print`` and buffered streams refuse to be re-entered.
+    stops. It is told of (``announce``) once no task can start any more, so that
+    whoever reads "stopping" may count on it. Signals are told of through
+    ``_Events.interrupt``, since a handler may interrupt a ``print`` and buffered
+    streams refuse to be re-entered.
     """
 
     def __init__(self, events: _Events) -> None:
         self._events = events
         self._armed = False
         self._received: int | None = None
+        self._announced = False
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, self._handle)
 
@@ -761,11 +767,19 @@ class _Shutdown:
                 "and run again", signal=name)
             os._exit(128 + signum)
         self._received = signum
+        if self._armed:
+            raise Stop(signum)
+        self.announce()  # (the queue is starting: arm() raises Stop once it has)
+
+    def announce(self) -> None:
+        """Tell of the first signal, once."""
+        if self._received is None or self._announced:
+            return
+        self._announced = True
+        name = signal.Signals(self._received).name
         self._events.interrupt(
             "stopping", f"{name}: stopping; running tasks finish, unstarted ones stay pending "
             "(signal again to stop at once)", signal=name)
-        if self._armed:
-            raise Stop(signum)
 
 
 def _load_queue(target: str) -> SimplePyQ:
