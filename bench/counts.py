@@ -26,15 +26,15 @@ import os
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from limits import POSTGRES_URL, store  # (a fresh store, on either backend)
+
 from simplepyq import SimplePyQ
 
-POSTGRES_URL = "SIMPLEPYQ_BENCH_POSTGRES_URL"
 CHANNELS = ("mail", "resize")
 PENDING = 1_000
 FAILED = 100
@@ -68,22 +68,6 @@ NO_TRIGGER = {
     "sqlite": "DROP TRIGGER simplepyq_done_removed",
     "postgres": "DROP TRIGGER simplepyq_done_removed ON tasks",
 }
-
-
-@contextmanager
-def store(backend: str, directory: Path) -> Iterator[str]:
-    """A fresh store: a file in ``directory``, or a new schema of the PostgreSQL database."""
-    if backend == "sqlite":
-        yield str(directory / f"{uuid.uuid4().hex}.db")
-        return
-    url, schema = os.environ[POSTGRES_URL], "bench_counts_" + uuid.uuid4().hex[:12]
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}schema={schema}"
-    finally:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def run_sql(backend: str, location: str, statements: list[tuple[str, dict[str, Any]]]) -> None:

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from simplepyq import SimplePyQ, Step, Task
+from simplepyq import SimplePyQ, Step
 from simplepyq.dashboard import Dashboard
 from simplepyq.dashboard import server as dashboard_server
 from tests.support import ROOT, wait_until
+from tests.test_dashboard import existing, status_of
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -37,16 +38,6 @@ SCRIPT_ARGS = "<script>alert('x')</script>"
 WAIT_MS = 15_000
 """How long a wait on the page may take (the page refreshes every 2 s)."""
 
-
-def status_of(queue: SimplePyQ, task_id: int) -> str | None:
-    task = queue.get_task(task_id)
-    return None if task is None else task.status
-
-
-def existing(queue: SimplePyQ, task_id: int) -> Task:
-    task = queue.get_task(task_id)
-    assert task is not None, f"task {task_id} is gone"
-    return task
 
 def _missing() -> str | None:
     if importlib.util.find_spec("playwright") is None:
