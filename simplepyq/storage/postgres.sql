@@ -559,8 +559,9 @@ RETURNING id, channel, status;
 -- name: cancel
 -- A task not started yet ends cancelled at once; a running one is asked to stop (its
 -- owner looks for requests with cancel_requests, woken by the NOTIFY that follows).
--- Returns the status it has now, or nothing if it was finished (or does not exist).
--- A claim that holds the row makes this wait, and then see it running.
+-- Returns the status it has now and its channel (for the counters), or nothing if it
+-- was finished (or does not exist). A claim that holds the row makes this wait, and
+-- then see it running.
 UPDATE tasks
 SET status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END,
     finished_at = CASE WHEN status = 'running' THEN finished_at
@@ -568,7 +569,7 @@ SET status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END,
     error = CASE WHEN status = 'running' THEN error ELSE 'cancelled before it ran' END,
     cancel_requested = 1
 WHERE id = %(id)s AND status IN ('pending', 'delayed', 'running', 'blocked')
-RETURNING status;
+RETURNING status, channel;
 
 -- name: task_status
 SELECT status FROM tasks WHERE id = %(id)s;
@@ -1017,10 +1018,6 @@ VALUES (%s, %s, pg_backend_pid()::text, %s, %s, %s, %s)
 ON CONFLICT (minute, channel, writer) DO UPDATE
 SET done = f.done + excluded.done, failed = f.failed + excluded.failed,
     cancelled = f.cancelled + excluded.cancelled, removed = f.removed + excluded.removed;
-
--- name: channel_of
--- The channel of a task a cancel ended, for the counters.
-SELECT channel FROM tasks WHERE id = %(id)s;
 
 -- name: counts
 -- Tasks per channel and status without reading finished tasks: each unfinished

@@ -303,8 +303,7 @@ class QueryStore:
             if row is not None:
                 tally = Ended()
                 if row[0] == "cancelled":  # (a running one is asked to stop: not ended yet)
-                    tally.add(str(conn.execute(self.Q["channel_of"], {"id": task_id})
-                                  .fetchone()[0]), "cancelled")
+                    tally.add(str(row[1]), "cancelled")
                 self._settle(conn, [task_id], now, tally)
                 tally.write(conn, self.Q, now)
                 return True, str(row[0])

@@ -518,15 +518,15 @@ RETURNING id, channel, status;
 
 -- name: cancel
 -- A task not started yet ends cancelled at once; a running one is asked to stop (its
--- owner looks for requests with cancel_requests). Returns the status it has now, or
--- nothing if it was finished (or does not exist).
+-- owner looks for requests with cancel_requests). Returns the status it has now and
+-- its channel (for the counters), or nothing if it was finished (or does not exist).
 UPDATE tasks
 SET status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END,
     finished_at = CASE WHEN status = 'running' THEN finished_at ELSE :now END,
     error = CASE WHEN status = 'running' THEN error ELSE 'cancelled before it ran' END,
     cancel_requested = 1
 WHERE id = :id AND status IN ('pending', 'delayed', 'running', 'blocked')
-RETURNING status;
+RETURNING status, channel;
 
 -- name: task_status
 SELECT status FROM tasks WHERE id = :id;
@@ -896,10 +896,6 @@ VALUES (?1, ?2, '', ?3, ?4, ?5, ?6)
 ON CONFLICT (minute, channel, writer) DO UPDATE
 SET done = done + excluded.done, failed = failed + excluded.failed,
     cancelled = cancelled + excluded.cancelled, removed = removed + excluded.removed;
-
--- name: channel_of
--- The channel of a task a cancel ended, for the counters.
-SELECT channel FROM tasks WHERE id = :id;
 
 -- name: channels_of
 -- The channels of tasks :ids (a JSON array), and how many of them each has: for
