@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from simplepyq import waiting
 from simplepyq.task import Task
 
 log = logging.getLogger("simplepyq")
@@ -74,7 +75,7 @@ class Hooks:
             return True
         reached = threading.Event()
         self._events.put(reached)
-        return reached.wait(timeout)
+        return waiting.wait_for(reached, timeout)
 
     def close(self, timeout: float | None) -> bool:
         """Call the handlers of the events queued so far, then end the thread; False if
@@ -84,8 +85,7 @@ class Hooks:
         if thread is None or thread is threading.current_thread():
             return True
         self._events.put(None)
-        thread.join(timeout)
-        return not thread.is_alive()
+        return waiting.join(thread, timeout)
 
     def _call(self) -> None:
         while (batch := self._events.get()) is not None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from simplepyq import codec, counters, policy, retention
+from simplepyq import codec, counters, policy, retention, waiting
 from simplepyq.batches import RETRY_FIRST, RETRY_LONGEST, Hand, Ledger, Outbox, Pace
 from simplepyq.callbacks import Callbacks
 from simplepyq.context import ProgressBox
@@ -239,12 +239,12 @@ class Scheduler:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                self._ended.wait(remaining)
+                self._ended.wait(waiting.slice_of(remaining))
             ended = not self._live - {me}
         settled = self.settle(deadline if deadline is not None
                               else max(start, time.monotonic()) + SETTLE_LIMIT)
         if not self._busy():
-            self._housekeeper.join()
+            waiting.join(self._housekeeper, None)
         return ended and settled
 
     def cancel_here(self, task_id: int) -> None:

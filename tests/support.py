@@ -285,6 +285,14 @@ class Collected:
             reader.join(timeout=read_for)
         return code
 
+    def close(self) -> None:
+        """Kill it if it still runs, and close its output once read: a test that failed
+        while it ran leaves no process and no open pipe behind."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.finish(read_for=5)
+        self.close_output()
+
     def close_output(self) -> None:
         """Close the streams whose reader is done (closing one a thread still reads
         would wait for that thread forever)."""

@@ -184,10 +184,7 @@ class Worker(Collected):
 def _no_worker_left_running() -> Iterator[None]:
     yield
     while Worker.started:
-        process = Worker.started.pop().process
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        Worker.started.pop().close()
 
 
 # -- packaging ---------------------------------------------

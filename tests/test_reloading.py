@@ -199,10 +199,7 @@ class Supervised(Collected):
         for pid in {*self.children(), *children_of(self.process.pid)}:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        if self.process.poll() is None:
-            self.process.kill()
-        self.finish(read_for=5)
-        self.close_output()
+        super().close()
 
 
 @pytest.fixture(autouse=True)
