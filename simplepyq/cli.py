@@ -14,29 +14,24 @@ the command's own messages are: ``simplepyq: warning: ...``.
 from __future__ import annotations
 
 import argparse
-import base64
 import importlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
-from datetime import time as time_of_day
-from decimal import Decimal
+from datetime import datetime, timezone
 from types import FrameType
-from typing import Any
-from uuid import UUID
+from typing import Any, TypeVar
 
-from simplepyq import __version__
+from simplepyq import __version__, display, typed
 from simplepyq.copying import CopyReport, LiveWorkersError, copy_tasks
 from simplepyq.errors import UnknownChannelError
-from simplepyq.limits import Limits, Rate, check_max_running, check_time_limit, parse_rate
+from simplepyq.limits import Limits, check_time_limit
 from simplepyq.progress import (
     JsonView,
     LogView,
@@ -56,25 +51,18 @@ from simplepyq.task import Status, Task
 from simplepyq.workflows import Links
 
 log = logging.getLogger("simplepyq.cli")
+T = TypeVar("T")
 
 PROG = "simplepyq"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DB_ENV = "SIMPLEPYQ_DB"
 PASSWORD_ENV = "SIMPLEPYQ_DASHBOARD_PASSWORD"
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 AGE_HELP = "a number of seconds, or with a unit s, m, h or d (90, 1s, 30m, 7d)"
 CELL_WIDTH = 50
 """Columns a table cell may take; longer ones are cut with an ellipsis."""
-BYTES_TAG, DICT_TAG = "$bytes", "$dict"
-TAGS = {BYTES_TAG, DICT_TAG}
 UNKNOWN = "unknown"
 UNFINISHED = (Status.PENDING, Status.DELAYED, Status.RUNNING, Status.BLOCKED)
-NO_LIMIT = "none"
-"""What ``limits --rate`` and ``--max-running`` take to remove a limit."""
-TIME_FORMAT = "%Y-%m-%d %H:%M:%SZ"
-"""How times are shown: in UTC, marked Z, in every listing and log line, so that
-times read on different hosts or by people in different zones compare as they are."""
 
 
 class UsageError(Exception):
@@ -217,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("channel", nargs="?", metavar="CHANNEL")
     sub.add_argument("--rate", type=_rate, default=UNCHANGED, metavar="RATE",
                      help="at most COUNT/UNIT tasks start in any such window, across every "
-                     f"process (10/s, 100/m, 5/h, 1000/d); {NO_LIMIT} removes it")
+                     f"process (10/s, 100/m, 5/h, 1000/d); {typed.NO_LIMIT} removes it")
     sub.add_argument("--max-running", type=_max_running, default=UNCHANGED, metavar="N",
-                     help=f"at most N tasks run at once, across every process; {NO_LIMIT} "
+                     help=f"at most N tasks run at once, across every process; {typed.NO_LIMIT} "
                      "removes it")
 
     sub = command("copy", cmd_copy, "Move the unfinished and failed tasks of one store into "
@@ -298,7 +286,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     statuses = shown_statuses(counts.values())
     rows = [[cell(name, CELL_WIDTH - 1) + ("*" if row["no_live_worker"] else ""),
              *[str(row[s]) for s in statuses], str(row["workers"]),
-             UNKNOWN if row["oldest_pending_unknown"] else _age(row["oldest_pending_age"])]
+             UNKNOWN if row["oldest_pending_unknown"]
+             else display.age(row["oldest_pending_age"])]
             for name, row in channels.items()]
     # OLDEST: the age of the oldest pending task. The table fits in 80 columns with
     # channel names up to 9 characters.
@@ -328,7 +317,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return _print_json([_task_dict(task) for task in tasks])
     _print_table(["ID", "CHANNEL", "STATUS", "ATTEMPTS", "RETRIES", "CREATED", "KEY", "ARGS"],
                  [[str(t.id), t.channel, t.status, str(t.attempts), str(t.retries),
-                   _when(t.created_at), "-" if t.key is None else t.key, _to_json(t.args)]
+                   display.when(t.created_at), "-" if t.key is None else t.key,
+                   display.to_json(t.args)]
                   for t in tasks])
     return EXIT_OK
 
@@ -346,23 +336,24 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("key", "-" if task.key is None else printable(task.key)),
         ("workflow", "-" if links.workflow is None else links.workflow),
         ("depends_on", _id_list(links.depends_on)), ("dependents", _id_list(links.dependents)),
-        ("args", _to_json(task.args)), ("result", _to_json(task.result)),
-        ("progress", _to_json(task.progress)),
+        ("args", display.to_json(task.args)), ("result", display.to_json(task.result)),
+        ("progress", display.to_json(task.progress)),
         ("attempts", task.attempts), ("retries", f"{task.retries} left"),
         ("priority", task.priority),
         ("time_limit", "- (its channel's)" if task.time_limit is None
          else f"{task.time_limit:g}s"),
         ("cancel", "requested" if task.cancel_requested else "-"),
-        ("created_at", _when(task.created_at)),
-        ("run_at", _when(task.run_at)), ("started_at", _when(task.started_at)),
-        ("finished_at", _when(task.finished_at)),
+        ("created_at", display.when(task.created_at)),
+        ("run_at", display.when(task.run_at)), ("started_at", display.when(task.started_at)),
+        ("finished_at", display.when(task.finished_at)),
     ]
     for key, value in fields:
         print(f"{key:<12} {value}")
     print(f"{'history':<12} {'-' if not task.history else ''}".rstrip())
     for attempt in task.history:
-        print(f"  #{attempt.number}  {_when(attempt.started_at)} to {_when(attempt.ended_at)}  "
-              f"{attempt.outcome}: {printable(attempt.error or '-')}")
+        print(f"  #{attempt.number}  {display.when(attempt.started_at)} to "
+              f"{display.when(attempt.ended_at)}  {attempt.outcome}: "
+              f"{printable(attempt.error or '-')}")
     print(f"{'error':<12} {'-' if task.error is None else ''}".rstrip())
     if task.error is not None:
         print(task.error.rstrip("\n"))
@@ -381,7 +372,7 @@ def cmd_periodic(args: argparse.Namespace) -> int:
     _print_table(["NAME", "CHANNEL", "WHEN", "NEXT RUN", "LAST TICK", "LAST TASK"],
                  [[p.name, p.channel, p.error or (f"{p.cron} ({p.tz})" if p.cron
                                                   else f"every {p.every:g}s"),
-                   _when(p.next_run), _when(p.last_tick),
+                   display.when(p.next_run), display.when(p.last_tick),
                    "-" if p.last_task is None else f"{p.last_task} {p.last_status or 'gone'}"]
                   for p in schedules])
     return EXIT_OK
@@ -922,13 +913,13 @@ def _report(args: argparse.Namespace, key: str, count: int, what: str) -> int:
 def _task_dict(task: Task) -> dict[str, Any]:
     return {
         "id": task.id, "channel": task.channel, "status": _status(task),
-        "args": _jsonable(task.args), "result": _jsonable(task.result),
+        "args": display.jsonable(task.args), "result": display.jsonable(task.result),
         "retries": task.retries, "attempts": task.attempts, "priority": task.priority,
         "created_at": _iso(task.created_at), "run_at": _iso(task.run_at),
         "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
         "error": task.error, "recoveries": task.recoveries, "key": task.key,
         "time_limit": task.time_limit, "cancel_requested": task.cancel_requested,
-        "progress": _jsonable(task.progress),
+        "progress": display.jsonable(task.progress),
         "history": [{"attempt": a.number, "started_at": _iso(a.started_at),
                      "ended_at": _iso(a.ended_at), "outcome": a.outcome, "error": a.error}
                     for a in task.history],
@@ -946,77 +937,6 @@ def _id_list(ids: Sequence[int]) -> str:
 
 def _status(task: Task) -> str:
     return str(getattr(task.status, "value", task.status))
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with what JSON cannot hold made plain and readable.
-
-    Bytes become ``{"$bytes": BASE64}``. A dict of the task's own whose only key is
-    ``"$bytes"`` or ``"$dict"`` is wrapped as ``{"$dict": {...}}``, so that the two
-    never look alike. A tuple becomes a list, a set or frozenset a list sorted when
-    its members compare (else by their JSON), and the other types simplepyq stores
-    their usual text (see ``_text_of``). A dict key that is not a str becomes its
-    text, or else its JSON.
-    """
-    if isinstance(value, (bytes, bytearray)):
-        return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
-    if isinstance(value, dict):
-        plain = {_key_text(k): _jsonable(v) for k, v in value.items()}
-        return {DICT_TAG: plain} if len(plain) == 1 and set(plain) & TAGS else plain
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (set, frozenset)):
-        return _members(value)
-    return _text_of(value)
-
-
-def _text_of(value: Any) -> Any:
-    """A datetime, date or time in ISO 8601 (``2024-05-01T12:00:00+02:00``), a timedelta as
-    an ISO 8601 duration (``P1DT2H0.5S``), a Decimal or UUID as its str; else ``value``."""
-    if isinstance(value, timedelta):
-        return _iso_duration(value)
-    if isinstance(value, (date, time_of_day)):  # a datetime is a date
-        return value.isoformat()
-    if isinstance(value, (Decimal, UUID)):
-        return str(value)
-    return value
-
-
-def _iso_duration(span: timedelta) -> str:
-    """``span`` as an ISO 8601 duration, exact to the microsecond: ``P3DT4H5M6.5S``,
-    ``-PT0.25S`` (a sign in front, as XML Schema writes it), ``PT0S``. Days are not
-    turned into months or years, which have no fixed length."""
-    sign, span = ("-", -span) if span < timedelta(0) else ("", span)
-    hours, rest = divmod(span.seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    fraction = f".{span.microseconds:06d}".rstrip("0") if span.microseconds else ""
-    parts = [(hours, "H"), (minutes, "M"), (f"{seconds}{fraction}", "S")]
-    clock = "".join(f"{count}{unit}" for count, unit in parts if count not in (0, "0"))
-    days = f"{span.days}D" if span.days else ""
-    if not days and not clock:
-        return "PT0S"
-    return f"{sign}P{days}{'T' if clock else ''}{clock}"
-
-
-def _members(value: set[Any] | frozenset[Any]) -> list[Any]:
-    """A set's members made plain, sorted when they compare (else by their JSON), so that
-    a set reads the same on every run."""
-    try:
-        return [_jsonable(item) for item in sorted(value)]
-    except (TypeError, ArithmeticError):  # 1 and "a" do not compare, nor does a Decimal NaN
-        plain = [_jsonable(item) for item in value]
-        return sorted(plain, key=lambda item: json.dumps(item, ensure_ascii=False))
-
-
-def _key_text(key: Any) -> str:
-    """A dict key as JSON needs it, a str: its readable text (a datetime's ISO 8601), or
-    its JSON (``1``, ``[1, 2]``)."""
-    plain = _jsonable(key)
-    return plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False)
-
-
-def _to_json(value: Any) -> str:
-    return json.dumps(_jsonable(value), ensure_ascii=False)
 
 
 def _print_json(data: Any) -> int:
@@ -1038,32 +958,7 @@ def _iso(when: datetime | None) -> str | None:
     return None if when is None else when.isoformat()
 
 
-def _when(when: datetime | None) -> str:
-    return "-" if when is None else when.astimezone(timezone.utc).strftime(TIME_FORMAT)
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    left = max(int(seconds), 0)
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if left >= size or (unit == "s" and not parts):
-            parts.append(f"{left // size}{unit}")
-            left %= size
-    return " ".join(parts[:2])
-
-
 # -- argument types (argparse turns their errors into exit code 2) --
-def _duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration: give a number with an optional unit s, m, h or d "
-            "(90, 30m, 7d)")
-    return float(match[1]) * UNITS[match[2] or "s"]
-
-
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -1087,34 +982,23 @@ def _key(text: str) -> str:
     return text
 
 
-def _time_limit(text: str) -> float:
-    try:
-        return check_time_limit(_duration(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse type: the message of its ``ValueError`` becomes the
+    usage error's."""
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def _rate(text: str) -> Rate | None:
-    if text.strip().lower() == NO_LIMIT:
-        return None
-    try:
-        return parse_rate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; or {NO_LIMIT} removes the limit") from None
-
-
-def _max_running(text: str) -> int | None:
-    if text.strip().lower() == NO_LIMIT:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a whole number (at least 1) or {NO_LIMIT}") from None
-    try:
-        return check_max_running(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; or {NO_LIMIT} removes the limit") from None
+_duration = _argument(typed.age)
+_rate = _argument(typed.rate)
+_max_running = _argument(typed.max_running)
+_time_limit = _argument(lambda text: check_time_limit(typed.age(text)))
 
 
 def _port(text: str) -> int:

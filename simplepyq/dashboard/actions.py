@@ -10,12 +10,11 @@ functions.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from simplepyq.cli import _duration, _max_running, _rate
+from simplepyq import typed
 from simplepyq.dashboard.http import Params, bad_request
 from simplepyq.dashboard.widgets import Context
 from simplepyq.errors import UnknownChannelError
@@ -98,8 +97,8 @@ def purge(ctx: Context, form: Params) -> Outcome:
     if text is None:
         raise bad_request("older_than is missing: give an age such as 90, 30m or 7d")
     try:
-        older_than = _duration(text)
-    except argparse.ArgumentTypeError as exc:
+        older_than = typed.age(text)
+    except ValueError as exc:
         raise bad_request(f"older_than: {exc}") from None
     count = ctx.queue.purge(older_than, channel)
     return Outcome(f"{count:,} finished task(s){_of(channel)} deleted (finished more than "
@@ -110,8 +109,8 @@ def set_limits(ctx: Context, form: Params) -> Outcome:
     channel = _channel(ctx, form)
     if channel is None:
         raise bad_request("channel is missing: limits are set per channel")
-    rate = _read(form, "rate", _rate)
-    running = _read(form, "max_running", _max_running)
+    rate = _read(form, "rate", typed.rate)
+    running = _read(form, "max_running", typed.max_running)
     try:
         limits = ctx.queue.set_limits(channel, rate_limit=rate, max_running=running)
     except (ValueError, UnknownChannelError) as exc:
@@ -126,7 +125,7 @@ def _read(form: Params, name: str, parse: Callable[[str], object]) -> Any:
         return UNCHANGED
     try:
         return parse(text)
-    except argparse.ArgumentTypeError as exc:
+    except ValueError as exc:
         raise bad_request(f"{name}: {exc}") from None
 
 

@@ -22,7 +22,6 @@ from simplepyq.dashboard.widgets import (
     STATUSES,
     Context,
     action,
-    age,
     badge,
     fields,
     long_text,
@@ -34,6 +33,7 @@ from simplepyq.dashboard.widgets import (
     text_input,
     when,
 )
+from simplepyq.display import age
 from simplepyq.task import Status, Task
 from simplepyq.workers import Worker
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from simplepyq.cli import _age, _jsonable, _when
+from simplepyq import display
 from simplepyq.dashboard.http import Request
 from simplepyq.dashboard.markup import Html, join, tag
 from simplepyq.dashboard.security import TOKEN_FIELD
@@ -57,11 +57,8 @@ def badge(status: str) -> Html:
 def when(moment: datetime | None) -> Html:
     if moment is None:
         return Html("-")
-    return tag("time", {"datetime": moment.astimezone(timezone.utc).isoformat()}, _when(moment))
-
-
-def age(seconds: float | None) -> str:
-    return _age(seconds)
+    stamp = moment.astimezone(timezone.utc).isoformat()
+    return tag("time", {"datetime": stamp}, display.when(moment))
 
 
 def number(value: int | float | None) -> Html:
@@ -89,7 +86,7 @@ def fields(pairs: Sequence[tuple[str, object]]) -> Html:
 def plain(value: Any) -> str:
     """A task's args or result as JSON text, in the plain form the command line shows."""
     try:
-        return json.dumps(_jsonable(value), ensure_ascii=False, indent=2)
+        return json.dumps(display.jsonable(value), ensure_ascii=False, indent=2)
     except (TypeError, ValueError):  # a type JSON cannot hold even made plain
         return repr(value)
 
@@ -97,7 +94,7 @@ def plain(value: Any) -> str:
 def short(value: Any, length: int = CELL) -> str:
     """A value on one line, cut to ``length`` characters: for a table cell."""
     try:
-        text = json.dumps(_jsonable(value), ensure_ascii=False)
+        text = json.dumps(display.jsonable(value), ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= length else text[: length - 1] + "…"
