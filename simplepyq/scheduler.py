@@ -885,13 +885,14 @@ class Scheduler:
         self._beats.wrote(began, time.time())
 
     def recover_dead(self) -> int:
-        """Return the running tasks of dead instances to pending; how many were returned.
+        """Return the running tasks of dead instances to pending, and forget those
+        instances (those that were running nothing too); how many tasks were returned.
 
         The store recovers an owner only if its heartbeat is still the one judged here:
         one that renewed since (it resumed after a freeze, say) keeps its tasks.
         """
         now = time.time()
-        dead = [o for o in self._store.running_owners() if self._is_dead(o, now)]
+        dead = [o for o in self._store.owners_to_judge() if self._is_dead(o, now)]
         if not dead:
             return 0
         names = ", ".join(str(o.owner) for o in dead)

@@ -14,8 +14,9 @@ from simplepyq.storage.base import Owner
 class Worker:
     """One queue instance that registered itself in the store to run workers: a
     ``SimplePyQ`` whose workers run, or ran. One that stopped cleanly is gone; one
-    whose process died stays listed, not ``alive``, until another process recovers
-    the tasks it left running (one that left none stays listed).
+    whose process died stays listed, not ``alive``, until the housekeeping of a live
+    instance finds it dead (within a second or so), recovers the tasks it left
+    running and forgets it.
 
     ``owner`` names it in the store (the ``running`` tasks it holds carry that name),
     ``host`` and ``pid`` say where it runs, ``channels`` which channels it runs

@@ -295,6 +295,11 @@ class Store(Protocol):
     def running_owners(self) -> list[Owner]:
         """The owners of ``running`` tasks, with what they registered (None if unknown)."""
 
+    def owners_to_judge(self) -> list[Owner]:
+        """Every registered instance, and the owners of ``running`` tasks that none
+        registered (with None for what they would have registered): those that
+        ``recover`` may be given, once judged dead."""
+
     def owners(self) -> list[Owner]:
         """Every registered queue instance, live or not, with the channels it runs."""
 

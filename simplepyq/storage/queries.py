@@ -250,6 +250,9 @@ class QueryStore:
     def running_owners(self) -> list[Owner]:
         return self._read(lambda c: [Owner(*row) for row in c.execute(self.Q["running_owners"])])
 
+    def owners_to_judge(self) -> list[Owner]:
+        return self._read(lambda c: [Owner(*row) for row in c.execute(self.Q["owners_to_judge"])])
+
     def owners(self) -> list[Owner]:
         def read(conn: Any) -> list[Owner]:
             return [Owner(owner, host, pid, pid_start, heartbeat_at, _channel_names(channels))

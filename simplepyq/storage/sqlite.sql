@@ -370,6 +370,17 @@ SELECT r.owner, o.host, o.pid, o.pid_start, o.heartbeat_at
 FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
 LEFT JOIN simplepyq_owners AS o ON o.owner = r.owner;
 
+-- name: owners_to_judge
+-- What the housekeeper judges alive or dead: every registered instance, and the
+-- owners of running tasks that none registered. A dead one's running tasks are
+-- recovered and its registration removed, also when it was running nothing:
+-- otherwise an instance killed while idle would be listed among the workers forever.
+SELECT owner, host, pid, pid_start, heartbeat_at FROM simplepyq_owners
+UNION ALL
+SELECT r.owner, NULL, NULL, NULL, NULL
+FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
+WHERE NOT EXISTS (SELECT 1 FROM simplepyq_owners AS o WHERE o.owner = r.owner);
+
 -- name: judged_heartbeat
 -- Read in the recovery's transaction (under the write lock): an owner is recovered
 -- only if its heartbeat is still the one it was judged dead by.
