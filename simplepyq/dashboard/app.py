@@ -59,9 +59,10 @@ class Dashboard:
     behind your own login.
 
     Actions are POSTs, refused (403) when the browser says they come from another
-    site: ``Sec-Fetch-Site`` other than ``same-origin``, or an ``Origin`` other than
-    the request's own scheme://host (behind a proxy that terminates TLS, let the
-    WSGI environ say ``https``, e.g. with werkzeug's ``ProxyFix``). A POST carrying
+    site: ``Sec-Fetch-Site`` other than ``same-origin`` or, from a browser that
+    sends only ``Origin``, an ``Origin`` other than the request's own
+    scheme://host (for those behind a proxy that terminates TLS, let the WSGI
+    environ say ``https``, e.g. with werkzeug's ``ProxyFix``). A POST carrying
     neither header must carry the form's per-process token instead.
 
     It works under any prefix (every link is built from ``SCRIPT_NAME``). In

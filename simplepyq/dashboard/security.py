@@ -5,10 +5,13 @@ dashboard's own script and style sheet (no inline script or style anywhere), so
 that a value a page failed to escape still could not run.
 
 An action (a POST) is refused (403) when the browser says it comes from another
-site: a ``Sec-Fetch-Site`` header that is not ``same-origin``, or an ``Origin``
-that is not this request's own scheme://host. Browsers send at least one of the
-two on every POST (all current ones send both), and a page of another site can
-forge neither. A POST with neither (an old browser, a script) must carry the
+site. Where it sends ``Sec-Fetch-Site`` (every current browser does), that header
+decides: ``same-origin`` or nothing. The browser compared the page's origin with
+the address it posts to, both as the user sees them, so the answer holds behind a
+proxy that terminates TLS, where this process sees ``http`` and the browser's
+``Origin`` says ``https``. Where it sends only ``Origin`` (an older browser), that
+must be this request's own scheme://host. A page of another site can forge
+neither header. A POST with neither (an old browser, a script) must carry the
 per-process token that every form of the dashboard holds, compared in constant
 time: a page of another site cannot read it. The token is per process, so that
 check alone would fail behind a server that spreads requests over processes;
@@ -64,13 +67,15 @@ class Guard:
         """403 unless the POST comes from a page of this dashboard (see the module)."""
         site = request.environ.get("HTTP_SEC_FETCH_SITE")
         origin = request.environ.get("HTTP_ORIGIN")
-        if site is not None and str(site).strip().lower() != "same-origin":
-            raise HttpError(403, f"refused: the browser says this request comes from "
-                            f"another site (Sec-Fetch-Site: {site})")
-        if origin is not None and normal_origin(str(origin)) != request.origin:
-            raise HttpError(403, f"refused: this request comes from {origin}, not from "
-                            f"{request.origin}")
-        if site is None and origin is None:
+        if site is not None:
+            if str(site).strip().lower() != "same-origin":
+                raise HttpError(403, f"refused: the browser says this request comes from "
+                                f"another site (Sec-Fetch-Site: {site})")
+        elif origin is not None:
+            if normal_origin(str(origin)) != request.origin:
+                raise HttpError(403, f"refused: this request comes from {origin}, not from "
+                                f"{request.origin}")
+        else:
             token = form.text(TOKEN_FIELD) or ""
             if not hmac.compare_digest(token.encode(), self.token.encode()):
                 raise HttpError(403, "refused: a request without Origin or Sec-Fetch-Site "
