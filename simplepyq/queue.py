@@ -1000,8 +1000,9 @@ class SimplePyQ:
 
         The tasks that a requeued task's failure cancelled (those waiting for it, and
         so on down) are blocked again, waiting for it, unless another task they need
-        done has failed or been cancelled too, or an unfinished task holds their key.
-        Its ``on_failure`` follow-ups are not undone.
+        done has failed or been cancelled too, or a task they wait for was deleted
+        meanwhile, or an unfinished task holds their key. Its ``on_failure``
+        follow-ups are not undone.
         """
         if channel is not None:
             _check_name(channel)

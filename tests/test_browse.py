@@ -371,6 +371,63 @@ def test_delete_refuses_a_running_task_and_one_a_blocked_task_waits_for(
     assert queue.delete(upstream) is True
 
 
+def _cancelled_by_one_and_waiting_for_another(queue: SimplePyQ) -> tuple[int, int, int]:
+    """A failed task, an unfinished (delayed) one, and a task that needs both: cancelled
+    by the failure, it would wait for the other again once the first is requeued."""
+    queue.add_channel("c", work)
+    failed = queue.enqueue("c", "fail")
+    unfinished = queue.enqueue("c", "later", delay=3600)
+    dependent = queue.enqueue("c", "after both", depends_on=[failed, unfinished])
+    queue.drain()
+    assert [_status(queue, i) for i in (failed, unfinished, dependent)] == [
+        Status.FAILED, Status.DELAYED, Status.CANCELLED]
+    return failed, unfinished, dependent
+
+
+def test_a_task_that_needs_a_task_deleted_while_it_was_cancelled_stays_cancelled(
+        queue: SimplePyQ) -> None:
+    failed, unfinished, dependent = _cancelled_by_one_and_waiting_for_another(queue)
+    assert queue.delete(unfinished) is True  # no blocked task waits for it
+    assert queue.requeue(failed) is True
+    assert _status(queue, dependent) == Status.CANCELLED  # blocked, it would wait forever
+    assert queue.requeue(dependent) is False
+
+
+@pytest.mark.postgres_only
+def test_a_requeue_waits_for_a_delete_of_what_its_dependent_needs_and_leaves_it_cancelled(
+        queue: SimplePyQ) -> None:
+    from simplepyq.storage.postgres import Q
+
+    failed, unfinished, dependent = _cancelled_by_one_and_waiting_for_another(queue)
+    with pg_connect(queue.store_path) as other:  # a delete of the other, uncommitted
+        assert other.execute(Q["lock_task"], {"id": unfinished}).fetchone() == ("delayed",)
+        assert other.execute(Q["delete_task"], {"id": unfinished}).fetchone() is not None
+        requeueing = InThread(lambda: queue.requeue(failed))
+        wait_until(lambda: blocked_by(queue.store_path, other.info.backend_pid))
+        other.commit()
+        assert requeueing.result() is True
+    assert _status(queue, dependent) == Status.CANCELLED
+
+
+@pytest.mark.postgres_only
+def test_a_delete_waits_for_a_requeue_that_restores_a_dependent_and_then_refuses(
+        queue: SimplePyQ) -> None:
+    from simplepyq.storage import dependents
+    from simplepyq.storage.postgres import Q
+
+    failed, unfinished, dependent = _cancelled_by_one_and_waiting_for_another(queue)
+    with pg_connect(queue.store_path) as other:  # a requeue of the failed one, uncommitted
+        assert other.execute(Q["requeue"], {"id": failed, "retries": None}
+                             ).fetchone() == ("c",)
+        assert dependents.restore(other, Q, list, [failed]) == 1
+        deleting = InThread(lambda: queue.delete(unfinished))
+        wait_until(lambda: blocked_by(queue.store_path, other.info.backend_pid))
+        other.commit()
+        assert deleting.result() is False  # the dependent waits for it now
+    assert [_status(queue, i) for i in (unfinished, dependent)] == [
+        Status.DELAYED, Status.BLOCKED]
+
+
 @pytest.mark.postgres_only
 def test_a_delete_waits_for_a_dependent_being_stored_and_then_refuses(
         queue: SimplePyQ) -> None:

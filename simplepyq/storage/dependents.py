@@ -137,7 +137,8 @@ def restore(conn: Any, q: dict[str, str], ids: Ids, requeued: Sequence[int]) -> 
     """After failed tasks were requeued: the tasks their failure cancelled wait for them
     again (blocked), and so on down the tasks that cancel cancelled; how many. A task
     that another failed or cancelled upstream would cancel anyway, or whose key an
-    unfinished task holds, stays cancelled; so do follow-ups that have run."""
+    unfinished task holds, stays cancelled; so do follow-ups that have run, and tasks
+    that would wait for a task deleted meanwhile."""
     restored = 0
     todo = list(requeued)
     while todo:
@@ -145,6 +146,7 @@ def restore(conn: Any, q: dict[str, str], ids: Ids, requeued: Sequence[int]) -> 
         todo = []
         for task_id, upstream in rows:
             values = {"id": task_id, "upstream": upstream}
+            conn.execute(q["lock_upstreams_of"], values).fetchall()
             if conn.execute(q["restore"], values).rowcount == 1:
                 conn.execute(q["unsettle"], values)
                 conn.execute(q["forget_cancelled_by"], values)

@@ -823,10 +823,24 @@ WHERE f.cancelled_by = ANY(%(ids)s::bigint[]) AND t.status = 'cancelled'
         AND held.status IN ('pending', 'delayed', 'running', 'blocked')))
 ORDER BY f.task_id;
 
+-- name: lock_upstreams_of
+-- Before a restore: the tasks it would wait for, FOR SHARE. A delete of one of them
+-- (lock_task, FOR UPDATE) that comes after waits for this transaction, and then sees
+-- the task blocked on it and refuses; one that came first makes this wait for its
+-- commit, and restore, a statement of its own (a new snapshot), then sees it gone.
+SELECT t.id FROM tasks AS t
+WHERE t.id IN (SELECT upstream_id FROM simplepyq_deps WHERE task_id = %(id)s)
+ORDER BY t.id
+FOR SHARE OF t;
+
 -- name: restore
--- A task restored (see restorable) waits again for the task that had cancelled it.
+-- A task restored (see restorable) waits again for the task that had cancelled it;
+-- unless a task it still waits for was deleted while it was cancelled (see sqlite.sql).
 UPDATE tasks SET status = 'blocked', error = NULL, finished_at = NULL
-WHERE id = %(id)s AND status = 'cancelled';
+WHERE id = %(id)s AND status = 'cancelled'
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_deps AS e
+                  WHERE e.task_id = tasks.id AND e.settled = 0
+                    AND NOT EXISTS (SELECT 1 FROM tasks AS u WHERE u.id = e.upstream_id));
 
 -- name: unsettle
 -- Its edges whose upstream is unfinished again (requeued) count again; its waiting

@@ -738,10 +738,21 @@ WHERE f.cancelled_by IN (SELECT value FROM json_each(:ids)) AND t.status = 'canc
         AND held.status IN ('pending', 'delayed', 'running', 'blocked')))
 ORDER BY f.task_id;
 
+-- name: lock_upstreams_of
+-- Before a restore: the tasks it would wait for (under the write lock, which BEGIN
+-- IMMEDIATE took already; see postgres.sql).
+SELECT upstream_id FROM simplepyq_deps WHERE task_id = :id;
+
 -- name: restore
--- A task restored (see restorable) waits again for the task that had cancelled it.
+-- A task restored (see restorable) waits again for the task that had cancelled it;
+-- unless a task it still waits for was deleted while it was cancelled (a delete
+-- refuses only while a blocked task waits): it would wait forever, so it stays
+-- cancelled.
 UPDATE tasks SET status = 'blocked', error = NULL, finished_at = NULL
-WHERE id = :id AND status = 'cancelled';
+WHERE id = :id AND status = 'cancelled'
+  AND NOT EXISTS (SELECT 1 FROM simplepyq_deps AS e
+                  WHERE e.task_id = tasks.id AND e.settled = 0
+                    AND NOT EXISTS (SELECT 1 FROM tasks AS u WHERE u.id = e.upstream_id));
 
 -- name: unsettle
 -- Its edges whose upstream is unfinished again (requeued) count again; its waiting
