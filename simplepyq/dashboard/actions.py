@@ -45,10 +45,11 @@ def requeue(ctx: Context, form: Params, task_id: int) -> Outcome:
 
 
 def cancel(ctx: Context, form: Params, task_id: int) -> Outcome:
-    before = ctx.queue.get_task(task_id)
-    if before is None:
-        return Outcome(f"there is no task {task_id}", ok=False)
-    if not ctx.queue.cancel(task_id):
+    try:
+        cancelled = ctx.queue.cancel(task_id)
+    except ValueError:  # no such task
+        cancelled = False
+    if not cancelled:
         return _refused(ctx, task_id, "cancelled")
     after = ctx.queue.get_task(task_id)
     if after is not None and after.status == "running":
